@@ -1,0 +1,183 @@
+"""Open a manifest by path and expose it to pyarrow, polars, HF datasets, Ray Data and torch."""
+from __future__ import annotations
+
+import base64
+import json
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+
+from manifests.errors import ManifestError
+from manifests.fsutil import canonical_hash
+from manifests.schema import FORMAT_VERSION, LEDGER_SCHEMA
+from manifests.writer import FORMAT_NAME, MANIFEST_FILE
+
+if TYPE_CHECKING:  # pragma: no cover
+    import datasets
+    import polars as pl
+    import ray.data
+
+    from manifests.torch_dataset import ManifestIterableDataset
+
+
+def read_manifest_json(path: str | os.PathLike) -> dict[str, Any]:
+    """Load and check manifest.json; the error names what is wrong with the directory."""
+    root = Path(path)
+    if not root.is_dir():
+        raise ManifestError(f"{root} is not a manifest: no such directory")
+    mfile = root / MANIFEST_FILE
+    if not mfile.is_file():
+        raise ManifestError(f"{root} is not a manifest: no {MANIFEST_FILE}")
+    try:
+        info = json.loads(mfile.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"{mfile}: not valid JSON ({exc})") from None
+    if not isinstance(info, dict) or info.get("format") != FORMAT_NAME:
+        raise ManifestError(f"{mfile}: format is not {FORMAT_NAME!r}")
+    version = info.get("format_version")
+    if not isinstance(version, int):
+        raise ManifestError(f"{mfile}: format_version is missing or not an integer")
+    if version > FORMAT_VERSION:
+        raise ManifestError(
+            f"{mfile}: format_version {version} is newer than this smolcurate supports ({FORMAT_VERSION}); upgrade smolcurate"
+        )
+    if version < 1:
+        raise ManifestError(f"{mfile}: unknown format_version {version}")
+    for key in ("shards", "ledger", "sources", "arrow_schema"):
+        if key not in info:
+            raise ManifestError(f"{mfile}: missing field {key!r}")
+    return info
+
+
+class Manifest:
+    """A committed manifest directory. Cheap to open: nothing but manifest.json is read until asked."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path).resolve()
+        self.info: dict[str, Any] = read_manifest_json(self.path)
+
+    # -- basics ---------------------------------------------------------------
+    @cached_property
+    def schema(self) -> pa.Schema:
+        return pa.ipc.read_schema(pa.py_buffer(base64.b64decode(self.info["arrow_schema"])))
+
+    @property
+    def shard_paths(self) -> list[Path]:
+        return [self.path / s["path"] for s in self.info["shards"]]
+
+    @property
+    def ledger_paths(self) -> list[Path]:
+        return [self.path / s["path"] for s in self.info["ledger"]]
+
+    @property
+    def num_rows(self) -> int:
+        return int(self.info["totals"]["rows"])
+
+    @property
+    def is_mixture(self) -> bool:
+        return "mixture" in self.info.get("extra", {})
+
+    def fingerprint(self) -> str:
+        """Identity of the rows: equal for two manifests with the same shards, whatever their creation time."""
+        return canonical_hash([(s["path"], s["sha256"]) for s in self.info["shards"] + self.info["ledger"]])
+
+    def __len__(self) -> int:
+        return self.num_rows
+
+    def __repr__(self) -> str:
+        return f"Manifest({str(self.path)!r}, rows={self.num_rows}, dropped={self.info['totals']['dropped']})"
+
+    def _check_shards(self, entries: list[dict[str, Any]]) -> list[str]:
+        files = []
+        for entry in entries:
+            p = self.path / entry["path"]
+            if not p.is_file():
+                raise ManifestError(f"{self.path}: shard {entry['path']} is missing")
+            size = p.stat().st_size
+            if size != entry["bytes"]:
+                raise ManifestError(
+                    f"{self.path}: shard {entry['path']} has {size} bytes, manifest.json says {entry['bytes']} (truncated or rewritten)"
+                )
+            files.append(str(p))
+        return files
+
+    # -- readers --------------------------------------------------------------
+    def dataset(self) -> ds.Dataset:
+        """The kept rows as a `pyarrow.dataset.Dataset` (lazy, column-prunable)."""
+        return ds.dataset(self._check_shards(self.info["shards"]), schema=self.schema, format="parquet")
+
+    def table(self, columns: list[str] | None = None) -> pa.Table:
+        return self.dataset().to_table(columns=columns)
+
+    def lazy(self) -> "pl.LazyFrame":
+        """The kept rows as a polars LazyFrame (the lazy twin of :meth:`to_polars`)."""
+        import polars as pl
+
+        files = self._check_shards(self.info["shards"])
+        if not files:
+            return pl.from_arrow(self.schema.empty_table()).lazy()
+        return pl.scan_parquet(files)
+
+    def to_polars(self, columns: list[str] | None = None) -> "pl.DataFrame":
+        lf = self.lazy()
+        return (lf.select(columns) if columns else lf).collect()
+
+    def to_pandas(self):
+        return self.table().to_pandas()
+
+    def to_hf(self) -> "datasets.Dataset":
+        """A `datasets.Dataset` over the Arrow table, without writing a cache copy."""
+        import datasets
+        from datasets.table import InMemoryTable
+
+        return datasets.Dataset(InMemoryTable(self.table()))
+
+    def to_ray(self) -> "ray.data.Dataset":
+        """A `ray.data.Dataset`, one block per shard (Ray's 200-block default is wasteful for small manifests)."""
+        import ray
+
+        files = self._check_shards(self.info["shards"])
+        if not files:
+            return ray.data.from_arrow(self.schema.empty_table())
+        return ray.data.read_parquet(files, schema=self.schema, override_num_blocks=len(files))
+
+    def to_torch(self, **kwargs: Any) -> "ManifestIterableDataset":
+        """A torch IterableDataset yielding decoded samples; shards are split across DataLoader workers."""
+        from manifests.torch_dataset import ManifestIterableDataset
+
+        return ManifestIterableDataset(self, **kwargs)
+
+    def ledger(self) -> pa.Table:
+        """Every dropped row with its stage, reason and detail."""
+        files = self._check_shards(self.info["ledger"])
+        if not files:
+            return LEDGER_SCHEMA.empty_table()
+        return ds.dataset(files, schema=LEDGER_SCHEMA, format="parquet").to_table()
+
+    # -- summaries and notebook views -------------------------------------------
+    def summary(self) -> dict[str, Any]:
+        """What `smolcurate inspect --json` prints."""
+        from manifests.views import summarize
+
+        return summarize(self)
+
+    def _repr_html_(self) -> str:
+        from manifests.views import manifest_html
+
+        return manifest_html(self)
+
+    def show(self, n: int = 12, where: Any = None):
+        """A thumbnail grid of `n` rows, optionally filtered by a polars expression."""
+        from manifests.views import show
+
+        return show(self, n=n, where=where)
+
+
+def open_manifest(path: str | os.PathLike) -> Manifest:
+    """Open a committed manifest directory (raises ManifestError naming what is wrong)."""
+    return Manifest(path)
+

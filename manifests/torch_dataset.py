@@ -1,0 +1,89 @@
+"""A torch IterableDataset over a manifest: decoded samples, shards split across DataLoader workers."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Iterator
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+if TYPE_CHECKING:  # pragma: no cover
+    from manifests.reader import Manifest
+
+DECODE_MODES = (False, "pil", "tensor")
+
+
+class ManifestIterableDataset(IterableDataset):
+    """Yields one dict per row: the row's columns plus ``images`` (list) and, for videos, ``frames``.
+
+    With several DataLoader workers, each worker reads whole shards (shard i goes
+    to worker i mod n); when there are fewer shards than workers the rows are
+    striped instead, so no worker sits idle and no row is read twice. Rows with a
+    ``repeat`` column (mixtures) are yielded that many times.
+    """
+
+    def __init__(
+        self,
+        manifest: "Manifest",
+        decode: bool | str = "pil",
+        video_frames: int = 8,
+        columns: list[str] | None = None,
+        honor_repeat: bool = True,
+        batch_rows: int = 256,
+    ) -> None:
+        if decode not in DECODE_MODES:
+            raise ValueError(f"decode must be one of {DECODE_MODES}, got {decode!r}")
+        self.files = [str(p) for p in manifest.shard_paths]
+        self.decode = decode
+        self.video_frames = video_frames
+        self.columns = columns
+        self.honor_repeat = honor_repeat
+        self.batch_rows = batch_rows
+
+    def _assignment(self) -> tuple[list[str], int, int]:
+        info = get_worker_info()
+        if info is None or info.num_workers == 1:
+            return self.files, 0, 1
+        if len(self.files) >= info.num_workers:
+            return self.files[info.id :: info.num_workers], 0, 1
+        return self.files, info.id, info.num_workers
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        files, stripe, stride = self._assignment()
+        row_index = 0
+        for path in files:
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=self.batch_rows, columns=self.columns):
+                for row in batch.to_pylist():
+                    mine = row_index % stride == stripe
+                    row_index += 1
+                    if not mine:
+                        continue
+                    sample = self._decode_row(row) if self.decode else row
+                    times = int(row.get("repeat") or 1) if self.honor_repeat else 1
+                    for _ in range(max(times, 1)):
+                        yield sample
+
+    def _decode_row(self, row: dict[str, Any]) -> dict[str, Any]:
+        from manifests.media_refs import decode_image_ref, decode_video_ref
+
+        images, frames = [], None
+        for ref in row.get("media") or []:
+            if ref.get("kind") == "video":
+                frames = decode_video_ref(ref, self.video_frames)
+                if self.decode == "tensor":
+                    frames = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
+            else:
+                img = decode_image_ref(ref)
+                images.append(_to_tensor(img) if self.decode == "tensor" else img)
+        out = dict(row)
+        out["images"] = images
+        if frames is not None:
+            out["frames"] = frames
+        return out
+
+
+def _to_tensor(img) -> torch.Tensor:
+    """uint8 CHW tensor (normalization is the tokenization strategy's job)."""
+    arr = np.asarray(img.convert("RGB"))
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1)
