@@ -24,15 +24,16 @@ import errno
 import io
 import math
 import os
+import re
+import stat
 import struct
 import threading
 import warnings
 from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import IO, Iterable, Sequence, Union
+from typing import IO, Sequence, Union
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps
+from PIL import Image, ImageOps
 
 #: PIL's own default budget (about 89.5 megapixels); configurable per call.
 DEFAULT_MAX_PIXELS = 89_478_485
@@ -79,18 +80,24 @@ def _os_error(exc: OSError, what: str) -> MediaError:
 def check_file(path: str | os.PathLike) -> int:
     """Size of a readable, non-empty regular file; MediaError otherwise.
 
-    Opening (not just stat-ing) catches permission problems before a decoder
-    turns them into a confusing format error.
+    Permission is checked with ``access`` so problems show up as
+    ``unreadable`` before a decoder turns them into a confusing format error.
     """
     p = os.fspath(path)
+    size = _stat_file(p)
+    if not os.access(p, os.R_OK):
+        raise MediaError("unreadable", f"{p}: permission denied")
+    return size
+
+
+def _stat_file(p: str) -> int:
+    """Size of a non-empty regular file, from stat alone (opening a FIFO would block)."""
     try:
         st = os.stat(p)
-        if not os.path.isfile(p):
-            raise MediaError("unreadable", f"{p}: not a regular file")
-        with open(p, "rb"):
-            pass
     except OSError as exc:
         raise _os_error(exc, p) from None
+    if not stat.S_ISREG(st.st_mode):
+        raise MediaError("unreadable", f"{p}: not a regular file")
     if st.st_size == 0:
         raise MediaError("zero_bytes", f"{p}: empty file")
     return st.st_size
@@ -120,7 +127,7 @@ class ImageInfo:
     height: int
     format: str  # PIL format name: JPEG, PNG, WEBP, GIF, ...
     mode: str
-    frames: int  # 1 for still images
+    animated: bool  # more than one frame (GIF, WebP, APNG, multi-page TIFF); the first is used
     orientation: int  # EXIF orientation tag, 1 when absent
 
     @property
@@ -132,28 +139,51 @@ class ImageInfo:
 
 
 def _orientation(im: Image.Image) -> int:
+    """EXIF orientation from header data only.
+
+    ``Image.getexif()`` is avoided on purpose: for PNG it decodes the whole
+    image to look for an eXIf chunk after the pixel data.
+    """
     try:
-        value = im.getexif().get(0x0112, 1)
+        if im.format == "TIFF":
+            value = im.tag_v2.get(0x0112, 1)  # type: ignore[attr-defined]
+        else:
+            raw = im.info.get("exif")
+            if not raw:
+                return 1
+            exif = Image.Exif()
+            exif.load(raw)
+            value = exif.get(0x0112, 1)
         return int(value) if value in range(1, 9) else 1
     except Exception:  # malformed EXIF never decides whether an image is usable
         return 1
 
 
 def _open_header(src: MediaSource, max_pixels: int | None) -> tuple[Image.Image, ImageInfo]:
-    stream, label = _as_stream(src)
+    """Open lazily (header only) and check the pixel budget; a path's handle is owned by the image."""
+    if isinstance(src, (str, os.PathLike)):
+        label = os.fspath(src)
+        _stat_file(label)
+        stream: IO[bytes] | str = label  # PIL opens (and owns) the file: one open per image
+    else:
+        stream, label = _as_stream(src)  # type: ignore[assignment]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
             im = Image.open(stream)
         except Image.DecompressionBombError as exc:
+            _close(stream, src)
             raise MediaError("decompression_bomb", f"{label}: {exc}") from None
         except Image.UnidentifiedImageError:
+            _close(stream, src)
             raise MediaError("undecodable", f"{label}: not a recognised image") from None
         except OSError as exc:
+            _close(stream, src)
             if isinstance(exc, (PermissionError, FileNotFoundError)) or exc.errno:
                 raise _os_error(exc, label) from None
             raise MediaError("undecodable", f"{label}: {exc}") from None
         except (ValueError, SyntaxError, EOFError, struct.error) as exc:
+            _close(stream, src)
             raise MediaError("undecodable", f"{label}: {exc}") from None
     w, h = im.size
     if w <= 0 or h <= 0:
@@ -169,9 +199,14 @@ def _open_header(src: MediaSource, max_pixels: int | None) -> tuple[Image.Image,
         w, h = h, w
     info = ImageInfo(
         width=int(w), height=int(h), format=str(im.format or "unknown"), mode=str(im.mode),
-        frames=int(getattr(im, "n_frames", 1) or 1), orientation=orient,
+        animated=bool(getattr(im, "is_animated", False)), orientation=orient,
     )
     return im, info
+
+
+def _close(stream: object, src: MediaSource) -> None:
+    if not isinstance(src, (str, os.PathLike)) and isinstance(stream, io.BytesIO):
+        stream.close()
 
 
 def image_info(src: MediaSource, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> ImageInfo:
@@ -208,15 +243,23 @@ def decode_image(
                     want = (max(1, math.ceil(w0 * scale)), max(1, math.ceil(h0 * scale)))
                     im.draft("RGB" if mode in ("RGB", "RGBA") else mode, want)
             im.load()  # first frame: a freshly opened image sits on frame 0
-            out = im.copy() if info.frames > 1 else im
+            out = im.copy() if info.animated else im
             if exif_transpose and info.orientation != 1:
                 out = ImageOps.exif_transpose(out)
+            if out.mode not in _REDUCIBLE:
+                if max_side and max(out.size) > 2 * max_side:
+                    # palette indices cannot be averaged: subsample them (cheap) before converting
+                    scale = 2 * max_side / max(out.size)
+                    out = out.resize((max(1, round(out.width * scale)), max(1, round(out.height * scale))),
+                                     Image.Resampling.NEAREST)
+                out = _to_reducible(out, mode)
+            elif mode == "L" and out.mode not in ("L", "LA"):
+                # one grey (+alpha) band shrinks 2-4x cheaper than RGB(A)
+                out = out.convert("LA" if out.mode in ("RGBA", "PA") else "L")
+            if max_side and max(out.size) > max_side:
+                out = _shrink(out, max_side)
             if mode is not None and out.mode != mode:
                 out = _convert(out, mode)
-            if max_side and max(out.size) > max_side:
-                scale = max_side / max(out.size)
-                size = (max(1, round(out.width * scale)), max(1, round(out.height * scale)))
-                out = out.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
     except Image.DecompressionBombError as exc:
         im.close()
         raise MediaError("decompression_bomb", f"{label}: {exc}") from None
@@ -233,12 +276,46 @@ def decode_image(
     return info, out
 
 
+#: modes PIL can box-reduce and resample directly
+_REDUCIBLE = frozenset({"RGB", "RGBA", "L", "LA", "RGBX", "CMYK", "YCbCr", "I", "F"})
+
+
+def _to_reducible(im: Image.Image, mode: str | None) -> Image.Image:
+    """Palette, bilevel and 16-bit images into a mode that shrinks well, keeping transparency."""
+    grey = mode == "L"
+    if im.mode in ("P", "PA"):
+        if im.mode == "PA" or "transparency" in im.info:
+            return im.convert("LA" if grey else "RGBA")
+        return im.convert("L" if grey else "RGB")
+    if im.mode in ("1", "La"):
+        return im.convert("L")
+    if im.mode.startswith("I;16"):
+        return _convert(im, "L" if grey else "RGB")
+    return im.convert("RGB" if not grey else "L")
+
+
+def _shrink(im: Image.Image, max_side: int) -> Image.Image:
+    """Box-reduce by an integer factor (cheap, in C), then resample the rest of the way."""
+    factor = max(im.size) // max_side
+    if factor >= 2:
+        im = im.reduce(factor)
+    if max(im.size) > max_side:
+        scale = max_side / max(im.size)
+        im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.Resampling.BILINEAR)
+    return im
+
+
 def _convert(im: Image.Image, mode: str) -> Image.Image:
     """Mode conversion that composites transparency on white instead of black."""
-    if mode == "RGB" and (im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info)):
+    if mode in ("RGB", "L") and (im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info)):
+        if mode == "L":
+            la = np.asarray(im.convert("LA") if im.mode != "LA" else im, dtype=np.float32)
+            alpha = la[..., 1] / 255.0
+            grey = la[..., 0] * alpha + 255.0 * (1.0 - alpha)
+            return Image.fromarray(np.clip(grey + 0.5, 0, 255).astype(np.uint8), "L")
         rgba = im.convert("RGBA")
         bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(bg, rgba).convert("RGB")
+        return Image.alpha_composite(bg, rgba).convert(mode)
     if im.mode in ("I;16", "I;16B", "I;16L", "I", "F") and mode in ("RGB", "L"):
         arr = np.asarray(im, dtype=np.float64)
         lo, hi = float(arr.min()), float(arr.max())
@@ -302,9 +379,14 @@ class PdfPage:
     text: str
 
 
-def pdf_pages(src: MediaSource, *, text: bool = True, password: str | None = None) -> list[PdfPage]:
-    """Sizes and text layers of every page, without rendering anything."""
-    doc = open_pdf(src, password=password)
+def pdf_pages(src: MediaSource | object, *, text: bool = True, password: str | None = None) -> list[PdfPage]:
+    """Sizes and text layers of every page, without rendering anything.
+
+    ``src`` is a path/bytes or an open ``PdfDocument`` (left open for the caller).
+    """
+    pdfium = _pdfium()
+    own = not isinstance(src, pdfium.PdfDocument)
+    doc = open_pdf(src, password=password) if own else src  # type: ignore[arg-type]
     out: list[PdfPage] = []
     with _PDFIUM_LOCK:
         try:
@@ -322,10 +404,11 @@ def pdf_pages(src: MediaSource, *, text: bool = True, password: str | None = Non
                     out.append(PdfPage(i, float(w), float(h), _clean_pdf_text(body)))
                 finally:
                     page.close()
-        except _pdfium().PdfiumError as exc:
+        except pdfium.PdfiumError as exc:
             raise MediaError("undecodable", f"page {len(out)}: {exc}") from None
         finally:
-            doc.close()
+            if own:
+                doc.close()
     return out
 
 
@@ -478,7 +561,7 @@ def probe_video(path: str | os.PathLike) -> dict:
             raise _os_error(exc, p) from None
         raise MediaError("undecodable", f"{p}: {exc}") from None
     except Exception as exc:  # PyAV raises FFmpegError subclasses and ValueError for broken input
-        raise MediaError("undecodable", f"{p}: {type(exc).__name__}: {exc}") from None
+        raise MediaError("undecodable", f"{p}: {type(exc).__name__}: {_clean_error(exc)}") from None
     if rotation in (90, 270):
         width, height = height, width
     return {"width": width, "height": height, "fps": fps, "frames": frames, "duration": duration, "rotation": rotation}
@@ -510,12 +593,14 @@ def read_video_frames(
     *,
     max_side: int | None = None,
     backend: str | None = None,
+    rotation: int | None = None,
 ) -> np.ndarray:
     """Frames at ``indices`` as ``uint8[n, H, W, 3]`` RGB in display orientation.
 
     Indices past the end are clamped to the last frame. ``max_side`` scales
     the frames down inside the decoder (cheaper for hashing and scores).
-    Any decode failure raises MediaError("undecodable").
+    ``rotation`` (from :func:`probe_video`) is an optional hint that saves a
+    retry on rotated videos. Any decode failure raises MediaError("undecodable").
     """
     p = _video_path(path)
     idx = np.asarray(indices, dtype=np.int64).reshape(-1)
@@ -526,7 +611,7 @@ def read_video_frames(
     chosen = backend or video_backend()
     try:
         if chosen == "decord":
-            return _read_decord(p, idx, max_side)
+            return _read_decord(p, idx, max_side, rotation)
         return _read_av(p, idx, max_side)
     except MediaError:
         raise
@@ -535,29 +620,52 @@ def read_video_frames(
             raise _os_error(exc, p) from None
         raise MediaError("undecodable", f"{p}: {exc}") from None
     except Exception as exc:
-        msg = str(exc).strip().splitlines()
-        raise MediaError("undecodable", f"{p}: {type(exc).__name__}: {msg[-1][:300] if msg else ''}") from None
+        raise MediaError("undecodable", f"{p}: {type(exc).__name__}: {_clean_error(exc)}") from None
 
 
-def _read_decord(p: str, idx: np.ndarray, max_side: int | None) -> np.ndarray:
+def _clean_error(exc: BaseException) -> str:
+    """A decoder's message without what differs run to run (decord's log timestamps and source paths)."""
+    lines = str(exc).strip().splitlines()
+    text = lines[-1] if lines else ""
+    text = re.sub(r"\[\d{2}:\d{2}:\d{2}\] ", "", text)
+    text = re.sub(r"\S+\.(?:cc|cpp|h):\d+: ", "", text)
+    return text[:300]
+
+
+def _read_decord(p: str, idx: np.ndarray, max_side: int | None, rotation: int | None) -> np.ndarray:
     import decord
 
-    # decord applies the display rotation itself; it needs the display size for scaling
-    probe = decord.VideoReader(p, num_threads=1)
-    n = len(probe)
+    # decord rotates frames to display orientation itself, but its scaler breaks
+    # on 90/270-degree videos (wrong aspect or a size check failure): those are
+    # decoded at native size and scaled here.
+    native = decord.VideoReader(p, num_threads=1)
+    n = len(native)
     if n == 0:
         raise MediaError("undecodable", f"{p}: no frames")
-    h0, w0 = (int(v) for v in probe[0].shape[:2])
-    if max_side and max(h0, w0) > max_side:
-        h, w = _fit(h0, w0, max_side)
-        del probe
-        vr = decord.VideoReader(p, num_threads=1, width=w, height=h)
-    else:
-        vr = probe
-    clamped = np.minimum(idx, len(vr) - 1)
+    clamped = np.minimum(idx, n - 1)
     uniq, inverse = np.unique(clamped, return_inverse=True)
-    batch = vr.get_batch(uniq.tolist()).asnumpy()
+    h0, w0 = (int(v) for v in native[0].shape[:2])
+    h, w = _fit(h0, w0, max_side)
+    if (h, w) == (h0, w0):
+        batch = native.get_batch(uniq.tolist()).asnumpy()
+    elif rotation in (90, 270):
+        batch = _resize_frames(native.get_batch(uniq.tolist()).asnumpy(), h, w)
+    else:
+        del native
+        scaled = decord.VideoReader(p, num_threads=1, width=w, height=h)
+        try:
+            batch = scaled.get_batch(uniq.tolist()).asnumpy()
+        except decord.DECORDError:
+            if rotation is not None:
+                raise
+            batch = _resize_frames(decord.VideoReader(p, num_threads=1).get_batch(uniq.tolist()).asnumpy(), h, w)
+        if batch.shape[1:3] != (h, w):
+            raise MediaError("undecodable", f"{p}: decoder returned {batch.shape[1:3]} frames, expected {(h, w)}")
     return np.ascontiguousarray(batch[inverse])
+
+
+def _resize_frames(batch: np.ndarray, h: int, w: int) -> np.ndarray:
+    return np.stack([np.asarray(Image.fromarray(f).resize((w, h), Image.Resampling.BILINEAR)) for f in batch])
 
 
 def _read_av(p: str, idx: np.ndarray, max_side: int | None) -> np.ndarray:
@@ -610,8 +718,3 @@ def _av_rgb(frame, max_side: int | None) -> np.ndarray:
     if rot:
         arr = np.rot90(arr, k=(-rot // 90) % 4)
     return np.ascontiguousarray(arr)
-
-
-def iter_image_files(paths: Iterable[str | Path]) -> list[Path]:
-    """The image files among ``paths`` by extension (helper for callers that walk folders)."""
-    return [Path(p) for p in paths if Path(p).suffix.lower() in IMAGE_EXTENSIONS]

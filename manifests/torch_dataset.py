@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
@@ -20,7 +21,7 @@ class ManifestIterableDataset(IterableDataset):
     With several DataLoader workers, each worker reads whole shards (shard i goes
     to worker i mod n); when there are fewer shards than workers the rows are
     striped instead, so no worker sits idle and no row is read twice. Rows with a
-    ``repeat`` column (mixtures) are yielded that many times.
+    ``repeat`` column (mixtures) are yielded that many times, one copy per pass over the data.
     """
 
     def __init__(
@@ -51,18 +52,29 @@ class ManifestIterableDataset(IterableDataset):
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         files, stripe, stride = self._assignment()
-        row_index = 0
+        passes = self._max_repeat(files) if self.honor_repeat else 1
+        for j in range(passes):
+            # pass j yields the rows whose repeat count exceeds j, so copies of one row land in
+            # different passes (and different batches) instead of back to back
+            row_index = 0
+            for path in files:
+                for batch in pq.ParquetFile(path).iter_batches(batch_size=self.batch_rows, columns=self.columns):
+                    for row in batch.to_pylist():
+                        mine = row_index % stride == stripe
+                        row_index += 1
+                        if not mine or (j > 0 and int(row.get("repeat") or 1) <= j):
+                            continue
+                        yield self._decode_row(row) if self.decode else row
+
+    def _max_repeat(self, files: list[str]) -> int:
+        best = 1
         for path in files:
-            for batch in pq.ParquetFile(path).iter_batches(batch_size=self.batch_rows, columns=self.columns):
-                for row in batch.to_pylist():
-                    mine = row_index % stride == stripe
-                    row_index += 1
-                    if not mine:
-                        continue
-                    sample = self._decode_row(row) if self.decode else row
-                    times = int(row.get("repeat") or 1) if self.honor_repeat else 1
-                    for _ in range(max(times, 1)):
-                        yield sample
+            pf = pq.ParquetFile(path)
+            if "repeat" not in pf.schema_arrow.names:
+                return 1
+            col = pf.read(columns=["repeat"]).column("repeat")
+            best = max(best, int(pc.max(col).as_py() or 1))
+        return best
 
     def _decode_row(self, row: dict[str, Any]) -> dict[str, Any]:
         from manifests.media_refs import decode_image_ref, decode_video_ref

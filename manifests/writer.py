@@ -44,7 +44,7 @@ def shard_name(index: int) -> str:
 
 def write_parquet_atomic(table: pa.Table, path: Path) -> None:
     """One Parquet file, zstd, written to a temp name and renamed into place."""
-    atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression=COMPRESSION, row_group_size=8192))
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression=COMPRESSION, row_group_size=65536))
 
 
 class ManifestWriter:

@@ -70,3 +70,10 @@ def test_workers_split_rows_without_overlap(media_manifest: Path, workers: int):
     loader = DataLoader(m.to_torch(decode=False, honor_repeat=False), batch_size=None, num_workers=workers)
     ids = [s["id"] for s in loader]
     assert sorted(ids) == sorted(m.table(columns=["id"]).column("id").to_pylist())
+
+
+def test_repeats_are_spread_across_passes(media_manifest: Path):
+    ids = [s["id"] for s in open_manifest(media_manifest).to_torch(decode=False)]
+    first = make_id("p", "0")
+    positions = [i for i, x in enumerate(ids) if x == first]
+    assert positions[0] < 7 <= positions[1], "the second copy comes after one full pass"

@@ -1,0 +1,24 @@
+"""Running the per-partition resolve work on Ray.
+
+:func:`resolve_duplicates` takes a ``map_fn(fn, items)``; passing :func:`ray_map`
+runs each hash partition as a Ray task. Partitions live in files under the
+work directory, so a task ships only its partition number and the closure; on
+a multi-node cluster the work directory must be on a shared filesystem. The
+result is identical to the serial run (each partition's output is a pure
+function of its file).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+
+def ray_map(fn: Callable[[int], Any], items: Sequence[int], num_cpus: float = 1) -> list[Any]:
+    """Map `fn` over `items` as Ray tasks (Ray must already be initialised), in order."""
+    import ray
+
+    if not ray.is_initialized():
+        from curation.engine.ray_session import init_ray
+
+        init_ray()
+    task = ray.remote(num_cpus=num_cpus)(fn)
+    return ray.get([task.remote(i) for i in items])

@@ -1,0 +1,224 @@
+"""Global stages after every chunk is staged: unique ids, dedup resolve, final shards, commit.
+
+Everything here reads the staging area chunk by chunk in chunk order, so the
+manifest's rows and shard boundaries depend only on the recipe and the inputs,
+never on chunk timing, engine or worker count.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from curation.engine.chunk import STAGED_LEDGER_SCHEMA
+from curation.engine.staging import Staging
+from curation.filters import operator_columns, source_operators
+from curation.readers import PRIVATE_KEY, PRIVATE_POS, PRIVATE_URI, SourcePlan
+from curation.recipe import Recipe
+from manifests.fsutil import atomic_write
+from manifests.schema import CORE_NAMES, LEDGER_SCHEMA, build_schema, conform, make_id
+from manifests.writer import ManifestWriter
+
+DEDUP_RESULT = "dedup-result.parquet"
+
+
+# --------------------------------------------------------------------------- ids
+
+
+def id_fixups(recipe: Recipe, plans: list[SourcePlan], staging: Staging, chunk_of: list[int]) -> dict[int, pl.DataFrame]:
+    """New ids for inputs whose key repeats within a source (identical table rows, repeated id values).
+
+    The first occurrence (smallest position) keeps ``make_id(source, key)``; the
+    n-th repeat gets ``make_id(source, key + "#n")``. Only table sources can
+    repeat keys (file keys are unique paths), so only their chunks are scanned.
+    Returns {chunk: DataFrame(_pos, new_id)}.
+    """
+    table_chunks = [k for k, src in enumerate(chunk_of) if plans[src].chunks and plans[src].chunks[0]["type"] != "files"]
+    if not table_chunks:
+        return {}
+    frames = []
+    for k in table_chunks:
+        for path in (staging.kept_path(k), staging.dropped_path(k)):
+            frames.append(pl.scan_parquet(path).select(["source", "id", PRIVATE_POS, PRIVATE_KEY]).with_columns(pl.lit(k).alias("_chunk")))
+    ids = pl.concat(frames).collect()
+    rep = ids.filter(pl.col("id").is_duplicated())
+    if rep.height == 0:
+        return {}
+    rep = rep.sort(["id", PRIVATE_POS]).with_columns(pl.int_range(pl.len()).over("id").alias("_occ")).filter(pl.col("_occ") > 0)
+    new = [make_id(s, f"{key}#{occ}") for s, key, occ in zip(rep["source"], rep[PRIVATE_KEY], rep["_occ"])]
+    rep = rep.with_columns(pl.Series("_new_id", new, dtype=pl.Utf8))
+    return {int(k): g.select([PRIVATE_POS, "_new_id"]) for (k,), g in rep.group_by("_chunk")}
+
+
+def _apply_ids(table: pa.Table, fix: pl.DataFrame | None) -> pa.Table:
+    if fix is None or table.num_rows == 0:
+        return table
+    mapping = dict(zip(fix[PRIVATE_POS].to_list(), fix["_new_id"].to_list()))
+    pos = table.column(PRIVATE_POS).to_pylist()
+    ids = table.column("id").to_pylist()
+    new = [mapping.get(p, i) for p, i in zip(pos, ids)]
+    return table.set_column(table.column_names.index("id"), "id", pa.array(new, pa.string()))
+
+
+# --------------------------------------------------------------------------- dedup
+
+
+def run_dedup(recipe: Recipe, staging: Staging, nchunks: int, fixes: dict[int, pl.DataFrame],
+              map_fn: Callable | None = None) -> pa.Table | None:
+    """Resolve duplicates over every staged chunk (cached in the staging area for resumes).
+
+    ``map_fn`` runs the per-partition work in parallel (Ray tasks on the Ray
+    engine); the result does not depend on it.
+    """
+    cfg = recipe.dedup_config()
+    if cfg is None:
+        return None
+    cached = staging.path(DEDUP_RESULT)
+    if cached.is_file():
+        return pq.read_table(cached)
+    from curation.dedup import resolve_duplicates
+
+    paths: list[str] = []
+    for k in range(nchunks):
+        path = staging.kept_path(k)
+        if k in fixes:  # give dedup the final ids
+            fixed = _apply_ids(pq.read_table(path), fixes[k])
+            path = staging.path(f"sigs/kept-{k:06d}.parquet")
+            atomic_write(path, lambda p, t=fixed: pq.write_table(t, p, compression="zstd"))
+        if pq.ParquetFile(path).metadata.num_rows:
+            paths.append(str(path))
+    workdir = staging.path("dedup")
+    workdir.mkdir(parents=True, exist_ok=True)
+    result = resolve_duplicates(paths, cfg, list(cfg.against), list(cfg.eval_sets), workdir, map_fn)
+    result = result.select([c for c in ("id", "dup_cluster", "reason", "detail") if c in result.column_names])
+    atomic_write(cached, lambda p: pq.write_table(result, p))
+    return result
+
+
+def _split_duplicates(kept: pa.Table, dup: pa.Table | None) -> tuple[pa.Table, pa.Table]:
+    """(kept rows with dup_cluster, ledger rows of the duplicates/contaminated) for one chunk."""
+    if dup is None:
+        return kept, STAGED_LEDGER_SCHEMA.empty_table()
+    n = kept.num_rows
+    left = pa.table({"id": kept.column("id"), "_row": pa.array(np.arange(n, dtype=np.int64))})
+    joined = left.join(dup, keys="id", join_type="left outer").sort_by("_row")
+    cluster_type = dup.schema.field("dup_cluster").type if "dup_cluster" in dup.column_names else pa.string()
+    cluster = joined.column("dup_cluster") if "dup_cluster" in joined.column_names else pa.nulls(n, cluster_type)
+    reason = joined.column("reason") if "reason" in joined.column_names else pa.nulls(n, pa.string())
+    detail = joined.column("detail") if "detail" in joined.column_names else pa.nulls(n, pa.string())
+    kept = kept.append_column("dup_cluster", cluster)
+    drop = pc.is_valid(reason)
+    if not pc.any(drop).as_py():
+        return kept, STAGED_LEDGER_SCHEMA.empty_table()
+    gone = kept.filter(drop)
+    gone_reason = reason.filter(drop)
+    stage = pc.if_else(pc.starts_with(gone_reason, "contaminat"), "decontaminate", "dedup")
+    ledger = pa.table({
+        "id": gone.column("id"), "source": gone.column("source"), "stage": stage, "reason": gone_reason,
+        "detail": detail.filter(drop), "uri": gone.column(PRIVATE_URI), PRIVATE_POS: gone.column(PRIVATE_POS),
+        PRIVATE_KEY: gone.column(PRIVATE_KEY),
+    }, schema=STAGED_LEDGER_SCHEMA)
+    return kept.filter(pc.invert(drop)), ledger
+
+
+# --------------------------------------------------------------------------- schema
+
+
+def manifest_schema(recipe: Recipe, staging: Staging, nchunks: int, dup: pa.Table | None) -> pa.Schema:
+    """Core columns, then declared operator columns in chain order, then any other staged extension columns."""
+    declared: dict[str, pa.DataType] = {}
+    for i in range(len(recipe.sources)):
+        for name, typ in operator_columns(source_operators(recipe, i)).items():
+            declared.setdefault(name, typ)
+    seen: dict[str, pa.DataType] = {}
+    for k in range(nchunks):
+        for f in pq.read_schema(staging.kept_path(k)):
+            if f.name.startswith("_") or f.name in CORE_NAMES or f.name in declared or pa.types.is_null(f.type):
+                continue
+            seen.setdefault(f.name, f.type)
+    extra = dict(declared)
+    for name in sorted(seen):
+        extra[name] = seen[name]
+    if dup is not None:
+        extra["dup_cluster"] = dup.schema.field("dup_cluster").type if "dup_cluster" in dup.column_names else pa.string()
+    return build_schema(extra)
+
+
+# --------------------------------------------------------------------------- writing
+
+
+class _ShardBuffer:
+    """Accumulates rows and writes shards of exactly ``rows`` rows (the last one shorter)."""
+
+    def __init__(self, write: Callable[[pa.Table], Any], rows: int, schema: pa.Schema) -> None:
+        self.write = write
+        self.rows = rows
+        self.schema = schema
+        self.parts: list[pa.Table] = []
+        self.count = 0
+
+    def add(self, table: pa.Table) -> None:
+        if table.num_rows == 0:
+            return
+        self.parts.append(conform(table, self.schema))
+        self.count += table.num_rows
+        while self.count >= self.rows:
+            merged = pa.concat_tables(self.parts)
+            self.write(merged.slice(0, self.rows))
+            rest = merged.slice(self.rows)
+            self.parts = [rest] if rest.num_rows else []
+            self.count = rest.num_rows
+
+    def flush(self) -> None:
+        if self.count:
+            self.write(pa.concat_tables(self.parts))
+        self.parts, self.count = [], 0
+
+
+def write_manifest(
+    recipe: Recipe,
+    plans: list[SourcePlan],
+    staging: Staging,
+    out_dir: str | os.PathLike,
+    chunk_of: list[int],
+    fixes: dict[int, pl.DataFrame],
+    dup: pa.Table | None,
+    extra: dict[str, Any],
+    tick: Callable[[], None] = lambda: None,
+) -> dict[str, Any]:
+    """Stream staged chunks in order into the manifest and commit it; returns per-source counts."""
+    nchunks = len(chunk_of)
+    schema = manifest_schema(recipe, staging, nchunks, dup)
+    writer = ManifestWriter(out_dir, schema, overwrite=True)
+    data = _ShardBuffer(writer.write, recipe.output.shard_rows, schema)
+    ledger = _ShardBuffer(writer.write_dropped, recipe.output.shard_rows, LEDGER_SCHEMA)
+    read = {p.name: 0 for p in plans}
+    reasons: dict[str, dict[tuple[str, str], int]] = {p.name: {} for p in plans}
+    kept_n = {p.name: 0 for p in plans}
+    for k in range(nchunks):
+        fix = fixes.get(k)
+        kept = _apply_ids(staging.read_kept(k), fix)
+        led = _apply_ids(staging.read_dropped(k), fix)
+        kept, dups = _split_duplicates(kept, dup)
+        if dups.num_rows:
+            led = pa.concat_tables([led.cast(STAGED_LEDGER_SCHEMA), dups]).sort_by(PRIVATE_POS)
+        name = plans[chunk_of[k]].name
+        read[name] += staging.counts(k)["read"]
+        kept_n[name] += kept.num_rows
+        if led.num_rows:
+            grouped = led.group_by(["stage", "reason"]).aggregate([([], "count_all")])
+            for st, rs, n in zip(*(grouped.column(c).to_pylist() for c in ("stage", "reason", "count_all"))):
+                reasons[name][(st, rs)] = reasons[name].get((st, rs), 0) + n
+        data.add(kept.drop_columns([c for c in kept.column_names if c.startswith("_")]))
+        ledger.add(led.drop_columns([c for c in led.column_names if c.startswith("_")]))
+        tick()
+    data.flush()
+    ledger.flush()
+    sources = {p.name: {"read": read[p.name], "fingerprint": p.fingerprint, "kind": p.kind} for p in plans}
+    writer.commit(recipe=recipe.resolved(), sources=sources, extra=extra)
+    return {p.name: {"kind": p.kind, "read": read[p.name], "kept": kept_n[p.name], "reasons": reasons[p.name]} for p in plans}

@@ -1,0 +1,188 @@
+"""A curation job end to end: plan, run chunks (Ray or local), resolve globally, write, commit."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from curation.engine.finalize import id_fixups, run_dedup, write_manifest
+from curation.engine.staging import Staging
+from curation.readers import SourcePlan, plan_source, spec_inputs
+from curation.recipe import Recipe
+from manifests.errors import UserError
+from manifests.fsutil import canonical_hash
+from manifests.writer import MANIFEST_FILE
+
+Engine = Literal["ray", "local"]
+
+
+@dataclass
+class JobResult:
+    out: Path
+    engine: str
+    workers: int
+    sources: dict[str, dict[str, Any]] = field(default_factory=dict)
+    seconds: float = 0.0
+    resumed_chunks: int = 0
+    skipped: bool = False  # the output already held this job's manifest
+
+    @property
+    def kept(self) -> int:
+        return sum(s["kept"] for s in self.sources.values())
+
+    @property
+    def read(self) -> int:
+        return sum(s["read"] for s in self.sources.values())
+
+
+def _progress(total: int, desc: str, unit: str, quiet: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, disable=True if quiet else None, leave=False, dynamic_ncols=True,
+                file=sys.stderr)
+
+
+def _job_identity(recipe: Recipe, plans: list[SourcePlan]) -> dict[str, Any]:
+    return {
+        "recipe_hash": recipe.fingerprint(),
+        "fingerprints": {p.name: p.fingerprint for p in plans},
+        "chunks": sum(len(p.chunks) for p in plans),
+    }
+
+
+def _complete(out: Path, identity: dict[str, Any]) -> dict[str, Any] | None:
+    """The manifest.json already in ``out`` when it records this very job, else None."""
+    mf = out / MANIFEST_FILE
+    if not mf.is_file():
+        return None
+    try:
+        info = json.loads(mf.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    job = (info.get("extra") or {}).get("job") or {}
+    return info if job.get("identity") == canonical_hash(identity) else None
+
+
+def run_job(
+    recipe: Recipe,
+    out_dir: str | os.PathLike,
+    *,
+    engine: Engine = "ray",
+    workers: int | None = None,
+    ray_address: str | None = None,
+    quiet: bool = False,
+    overwrite: bool = False,
+) -> JobResult:
+    """Curate ``recipe`` into a manifest at ``out_dir``; resumable after a kill at any point."""
+    t0 = time.perf_counter()
+    out = Path(out_dir).resolve()
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} exists and is not a folder", field="--out")
+    if engine not in ("ray", "local"):
+        raise UserError(f"unknown engine {engine!r} (ray or local)", field="--engine")
+    if workers is not None and workers < 1:
+        raise UserError("must be at least 1", field="--workers")
+
+    plans = [plan_source(recipe, i) for i in range(len(recipe.sources))]
+    identity = _job_identity(recipe, plans)
+    done_info = _complete(out, identity)
+    if done_info is not None and not overwrite:
+        sources = {n: {"kind": s.get("kind"), "read": s["read"], "kept": s["kept"], "reasons": {}}
+                   for n, s in done_info["sources"].items()}
+        for d in done_info.get("drops", []):
+            sources[d["source"]]["reasons"][(d["stage"], d["reason"])] = d["count"]
+        return JobResult(out, engine, workers or 1, sources, time.perf_counter() - t0, skipped=True)
+    if (out / MANIFEST_FILE).exists() and not overwrite:
+        raise UserError(f"{out} already holds a different manifest; pass --overwrite to replace it", field="--out")
+
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Staging(out)
+    staging.prepare(identity, overwrite)
+    specs: list[tuple[int, dict]] = []
+    chunk_of: list[int] = []
+    for p in plans:
+        for spec in p.chunks:
+            specs.append((len(specs), spec))
+            chunk_of.append(p.index)
+    finished = staging.finished()
+    pending = [(k, s) for k, s in specs if k not in finished]
+    inputs_pending = sum(spec_inputs(s) for _, s in pending)
+
+    if engine == "ray":
+        from curation.engine.ray_session import cluster_cpus, init_ray
+
+        init_ray(ray_address, None, quiet=True)
+        n_workers = min(workers or cluster_cpus(), cluster_cpus())
+    else:
+        n_workers = 1
+
+    bar = _progress(inputs_pending, "curate", "input", quiet)
+    kept = dropped = 0
+
+    def on_done(counts: dict[str, Any]) -> None:
+        nonlocal kept, dropped
+        kept += counts["kept"]
+        dropped += counts["dropped"]
+        bar.update(counts.get("inputs", counts["read"]))
+        bar.set_postfix(kept=kept, dropped=dropped, refresh=False)
+
+    try:
+        if engine == "ray":
+            from curation.engine.ray_engine import run_ray
+
+            run_ray(recipe, str(out), pending, n_workers, on_done)
+        else:
+            from curation.engine.local import run_local
+
+            run_local(recipe, staging, pending, on_done)
+    finally:
+        bar.close()
+
+    missing = [k for k, _ in specs if k not in staging.finished()]
+    if missing:  # pragma: no cover - an engine returned without finishing (should raise instead)
+        raise RuntimeError(f"{len(missing)} chunks did not finish (first: {missing[0]})")
+
+    fixes = id_fixups(recipe, plans, staging, chunk_of)
+    if recipe.dedup_config() is not None:
+        dbar = _progress(1, "dedup", "stage", quiet)
+        map_fn = None
+        if engine == "ray":
+            from curation.dedup.parallel import ray_map as map_fn  # type: ignore[assignment]
+        dup = run_dedup(recipe, staging, len(specs), fixes, map_fn)
+        dbar.update(1)
+        dbar.close()
+    else:
+        dup = None
+    wbar = _progress(len(specs), "write", "chunk", quiet)
+    extra = {
+        "job": {"identity": canonical_hash(identity), "chunks": len(specs), "seed": recipe.seed},
+        "engine": {"name": engine, "workers": n_workers},
+    }
+    try:
+        sources = write_manifest(recipe, plans, staging, out, chunk_of, fixes, dup, extra, tick=lambda: wbar.update(1))
+    finally:
+        wbar.close()
+    staging.clear()
+    return JobResult(out, engine, n_workers, sources, time.perf_counter() - t0, resumed_chunks=len(finished))
+
+
+def format_summary(result: JobResult) -> str:
+    """The table that closes a run: per source read / kept / dropped and the main drop reasons."""
+    head = f"{'source':<16} {'kind':<10} {'read':>7} {'kept':>7} {'dropped':>8}  reasons"
+    lines = [head, "-" * len(head)]
+    for name, s in result.sources.items():
+        reasons = sorted(s["reasons"].items(), key=lambda kv: (-kv[1], kv[0]))
+        text = ", ".join(f"{st}/{rs} {n}" for (st, rs), n in reasons[:4]) + (" ..." if len(reasons) > 4 else "")
+        dropped = s["read"] - s["kept"]
+        lines.append(f"{name[:16]:<16} {str(s.get('kind') or ''):<10} {s['read']:>7} {s['kept']:>7} {dropped:>8}  {text}")
+    lines.append("-" * len(head))
+    lines.append(f"{'total':<16} {'':<10} {result.read:>7} {result.kept:>7} {result.read - result.kept:>8}")
+    how = "already complete" if result.skipped else f"{result.engine} engine, {result.workers} worker(s), {result.seconds:.1f}s"
+    if result.resumed_chunks and not result.skipped:
+        how += f", resumed after {result.resumed_chunks} finished chunks"
+    lines.append(f"manifest: {result.out} ({how})")
+    return "\n".join(lines)

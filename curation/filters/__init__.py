@@ -1,0 +1,64 @@
+"""Filter operators per source kind, and the operator chain a chunk of a source runs through."""
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+
+from curation.filters.document import DocumentAnalyzer, DocumentFilter
+from curation.filters.image import ImageAnalyzer, ImageFilter
+from curation.filters.text import TextQuality
+from curation.filters.video import VideoAnalyzer, VideoFilter
+from curation.recipe import Recipe
+
+__all__ = [
+    "DocumentAnalyzer", "DocumentFilter", "ImageAnalyzer", "ImageFilter", "TextQuality", "VideoAnalyzer",
+    "VideoFilter", "source_operators", "operator_columns",
+]
+
+
+def source_operators(recipe: Recipe, index: int) -> list[Any]:
+    """Analyzers and filters for one source, then the dedup signature and token operators (if configured)."""
+    src = recipe.sources[index]
+    f = recipe.filters
+    embed = recipe.output.embed_images
+    if src.kind == "images":
+        ops: list[Any] = [ImageAnalyzer(f.image, embed), ImageFilter(f.image)]
+    elif src.kind == "image_text":
+        ops = [ImageAnalyzer(f.image, embed), ImageFilter(f.image), TextQuality(f.image_text)]
+    elif src.kind == "document":
+        ops = [DocumentAnalyzer(f.document, src.dpi), DocumentFilter(f.document)]
+    elif src.kind == "text":
+        ops = [TextQuality(f.text)]
+    else:
+        ops = [VideoAnalyzer(f.video), VideoFilter(f.video)]
+    ops.extend(plugin_operators(recipe))
+    return ops
+
+
+def plugin_operators(recipe: Recipe) -> list[Any]:
+    """Operators other packages add to every source: dedup signatures, token counts."""
+    ops: list[Any] = []
+    dd = recipe.dedup_config()
+    if dd is not None:
+        from curation.dedup import signature_operators
+
+        ops.extend(signature_operators(dd))
+    if recipe.tokens is not None:
+        from curation.filters.tokens import TokenCounter
+
+        t = recipe.tokens
+        tok = t.tokenizer
+        if tok is not None and (tok.startswith((".", "/", "~")) or tok.endswith(".json")):
+            tok = recipe.resolve(tok)  # a local file or folder; anything else is a hub id
+        ops.append(TokenCounter(t.strategy, tok, t.overrides))
+    return ops
+
+
+def operator_columns(ops: list[Any]) -> dict[str, pa.DataType]:
+    """Extension columns declared by a chain of operators, first declaration wins."""
+    cols: dict[str, pa.DataType] = {}
+    for op in ops:
+        for name, typ in (getattr(op, "columns", None) or {}).items():
+            cols.setdefault(name, typ)
+    return cols

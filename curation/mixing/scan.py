@@ -1,0 +1,210 @@
+"""One streaming pass over the inputs' metadata: group, weight, keep, cap and tokens per row.
+
+The result holds a few small numpy arrays per row (about 30 bytes), never the
+rows themselves; the rows are read again, batch by batch, only when the output
+is written.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from curation.mixing.config import TOKEN_FEATURES, Match, MixtureConfig, Rule
+from curation.mixing.features import batch_features, match_mask, parquet_columns
+
+#: rows per metadata batch: large enough for vectorized work, small enough to stay flat in memory
+SCAN_BATCH_ROWS = 65_536
+
+
+@dataclass
+class InputManifest:
+    """An opened input and the facts recorded about it in the mixture's provenance."""
+
+    index: int
+    path: Path
+    manifest: Any  # manifests.reader.Manifest
+    sources: list[str] | None  # restriction from the mixture file, or None for all
+
+
+@dataclass
+class ScanResult:
+    """Per-row arrays in scan order (inputs in file order, shards in manifest order, rows in shard order)."""
+
+    files: list[Path]
+    file_rows: np.ndarray  # rows per shard file
+    source_names: list[str]
+    modality_names: list[str]
+    group_names: list[str]
+    category_names: list[str] | None
+    source: np.ndarray  # int32 code into source_names
+    modality: np.ndarray  # int32 code into modality_names
+    category: np.ndarray | None  # int32 code into category_names, -1 for none
+    group: np.ndarray  # int32 code into group_names, -1 when the row is not in the mixture
+    weight: np.ndarray  # float32 draw weight (0 = left out)
+    keep: np.ndarray  # bool
+    cap: np.ndarray  # int16 repeat cap
+    tokens: np.ndarray | None  # int64 tokens under the strategy
+    rule_rows: list[int] = field(default_factory=list)  # rows each rule matched
+    unassigned_rows: int = 0  # rows that matched no category
+
+
+class _Codes:
+    """Stable integer codes for strings seen across batches (dictionary-encoded, never per row in Python)."""
+
+    def __init__(self, names: list[str] | None = None) -> None:
+        self.names: list[str] = list(names or [])
+        self._index = {n: i for i, n in enumerate(self.names)}
+
+    def encode(self, col: pa.Array | pa.ChunkedArray) -> np.ndarray:
+        enc = pc.dictionary_encode(col)
+        if isinstance(enc, pa.ChunkedArray):
+            enc = enc.combine_chunks()
+        lookup = np.array([self._code(v) for v in enc.dictionary.to_pylist()], dtype=np.int32)
+        idx = enc.indices.to_numpy(zero_copy_only=False)
+        return lookup[idx] if len(lookup) else np.zeros(0, dtype=np.int32)
+
+    def _code(self, name: str) -> int:
+        if name not in self._index:
+            self._index[name] = len(self.names)
+            self.names.append(name)
+        return self._index[name]
+
+
+def needed_features(cfg: MixtureConfig) -> set[str]:
+    matches: list[Match] = [r.match for r in cfg.all_rules()] + list((cfg.categories or {}).values())
+    feats: set[str] = set()
+    for m in matches:
+        feats |= m.features()
+    return feats
+
+
+def scan_inputs(
+    cfg: MixtureConfig,
+    inputs: list[InputManifest],
+    token_counter: Any | None,
+    known_sources: list[str],
+) -> ScanResult:
+    """Read metadata leaves of every input shard, batch by batch, into compact per-row arrays."""
+    rules: list[Rule] = cfg.all_rules()
+    feats = needed_features(cfg)
+    numeric = feats - set(TOKEN_FEATURES)
+    matches = [r.match for r in rules] + list((cfg.categories or {}).values())
+    ext_cols = sorted({c for m in matches for c in (m.columns or {})})
+    uses_meta = any(m.meta for m in matches)
+
+    level = cfg.group_level
+    shares = cfg.shares
+    group_names = list(shares)
+    group_code = {name: i for i, name in enumerate(group_names)}
+    category_names = list(cfg.categories) if cfg.categories is not None else None
+
+    sources = _Codes(known_sources)
+    modalities = _Codes()
+    files: list[Path] = []
+    file_rows: list[int] = []
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("source", "modality", "category", "group", "weight", "keep", "cap", "tokens")}
+    rule_rows = [0] * len(rules)
+    unassigned = 0
+    cap_of_source: dict[int, int] = {}
+
+    for item in inputs:
+        schema = item.manifest.schema
+        cols = parquet_columns(numeric, [c for c in ext_cols if c in schema.names], uses_meta)
+        if token_counter is not None:
+            cols = sorted(set(cols) | set(token_counter.parquet_columns(item.index, schema)))
+        allowed = pa.array(item.sources, pa.string()) if item.sources is not None else None
+        for path in item.manifest.shard_paths:
+            pf = pq.ParquetFile(path)
+            files.append(Path(path))
+            file_rows.append(pf.metadata.num_rows)
+            for batch in pf.iter_batches(batch_size=SCAN_BATCH_ROWS, columns=cols, use_threads=True):
+                batch = _add_missing(batch, ext_cols)
+                n = batch.num_rows
+                src = sources.encode(batch.column("source"))
+                mod = modalities.encode(batch.column("modality"))
+                f = batch_features(batch, numeric)
+                if token_counter is not None:
+                    f.update(token_counter.count(batch, item.index))
+                cat = None
+                if category_names is not None:
+                    cat = np.full(n, -1, dtype=np.int32)
+                    for ci, cmatch in enumerate(cfg.categories.values()):  # type: ignore[union-attr]
+                        hit = match_mask(cmatch, batch, f) & (cat < 0)
+                        cat[hit] = ci
+                    unassigned += int((cat < 0).sum())
+                if level == "source":
+                    lookup = np.array([group_code.get(s, -1) for s in sources.names], dtype=np.int32)
+                    group = lookup[src]
+                elif level == "modality":
+                    lookup = np.array([group_code.get(m, -1) for m in modalities.names], dtype=np.int32)
+                    group = lookup[mod]
+                else:
+                    lookup = np.array([group_code.get(c, -1) for c in category_names], dtype=np.int32)  # type: ignore[union-attr]
+                    group = np.where(cat >= 0, lookup[np.maximum(cat, 0)], -1).astype(np.int32)  # type: ignore[operator]
+                if allowed is not None:
+                    inside = pc.is_in(batch.column("source"), value_set=allowed).to_numpy(zero_copy_only=False)
+                    group = np.where(inside, group, -1).astype(np.int32)
+                for s in np.unique(src):
+                    if int(s) not in cap_of_source:
+                        cap_of_source[int(s)] = cfg.epochs_for(sources.names[int(s)])
+                cap_lookup = np.array([cap_of_source.get(i, 1) for i in range(len(sources.names))], dtype=np.int64)
+                cap = cap_lookup[src]
+                weight = np.ones(n, dtype=np.float32)
+                keep = np.zeros(n, dtype=bool)
+                for ri, rule in enumerate(rules):
+                    hit = match_mask(rule.match, batch, f, cat, category_names)
+                    rule_rows[ri] += int(hit.sum())
+                    if rule.weight != 1.0:
+                        weight[hit] *= rule.weight
+                    if rule.keep:
+                        keep |= hit
+                    if rule.max_epochs is not None:
+                        cap[hit] = rule.max_epochs
+                parts["source"].append(src)
+                parts["modality"].append(mod)
+                parts["category"].append(cat if cat is not None else np.zeros(0, dtype=np.int32))
+                parts["group"].append(group.astype(np.int32))
+                parts["weight"].append(weight)
+                parts["keep"].append(keep)
+                parts["cap"].append(cap)
+                if token_counter is not None:
+                    parts["tokens"].append(np.asarray(f["tokens"], dtype=np.int64))
+            del pf
+
+    def cat_(name: str, dtype) -> np.ndarray:
+        chunks = parts.pop(name)  # free the batch pieces as each column is joined
+        return np.concatenate(chunks).astype(dtype, copy=False) if chunks else np.zeros(0, dtype=dtype)
+
+    return ScanResult(
+        files=files,
+        file_rows=np.asarray(file_rows, dtype=np.int64),
+        source_names=sources.names,
+        modality_names=modalities.names,
+        group_names=group_names,
+        category_names=category_names,
+        source=cat_("source", np.int32),
+        modality=cat_("modality", np.int32),
+        category=cat_("category", np.int32) if category_names is not None else None,
+        group=cat_("group", np.int32),
+        weight=cat_("weight", np.float32),
+        keep=cat_("keep", bool),
+        cap=cat_("cap", np.int16),
+        tokens=cat_("tokens", np.int64) if token_counter is not None else None,
+        rule_rows=rule_rows,
+        unassigned_rows=unassigned,
+    )
+
+
+def _add_missing(batch: pa.RecordBatch, columns: list[str]) -> pa.RecordBatch:
+    """Null columns for extension columns an input lacks, so a rule on them simply does not match."""
+    missing = [c for c in columns if c not in batch.schema.names]
+    if not missing:
+        return batch
+    arrays = list(batch.columns) + [pa.nulls(batch.num_rows, pa.float64()) for _ in missing]
+    return pa.RecordBatch.from_arrays(arrays, names=list(batch.schema.names) + missing)

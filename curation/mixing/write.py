@@ -1,0 +1,242 @@
+"""Write a planned mixture: a seeded global shuffle, sharded for streaming, without holding it in memory.
+
+Selected rows get random output positions (a seeded permutation). Pass one
+reads the inputs batch by batch (only row groups that hold selected rows) and
+appends each selected row, tagged with its position, to a spill file for its
+range of output shards. Pass two reads one spill file at a time, orders its
+rows by position and writes the final shards. Memory stays at about one spill
+file, bounded by the shard size; disk holds the spill once.
+"""
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.ipc as ipc
+import pyarrow.parquet as pq
+
+from curation.mixing.plan import MixturePlan
+from manifests.errors import UserError
+from manifests.schema import CORE_NAMES, build_schema, conform
+
+REPEAT_COLUMN = "repeat"
+REPEAT_TYPE = pa.int32()
+_POS = "_mix_pos"
+#: output shards aim at this many uncompressed bytes (before zstd) ...
+SHARD_TARGET_BYTES = 128 << 20
+#: ... within these row bounds
+SHARD_ROWS_MIN, SHARD_ROWS_MAX = 1_000, 100_000
+#: at most this many spill files open at once; each covers a run of consecutive output shards
+MAX_SPILL_FILES = 128
+#: rows per read batch in pass one (full rows, possibly with embedded media bytes)
+READ_BATCH_ROWS = 16_384
+#: a spill file's buffered rows are written once they reach this many rows ...
+SPILL_FLUSH_ROWS = 8_192
+#: ... or their share of this many bytes, the bound on all buffered rows
+SPILL_BUFFER_BYTES = 128 << 20
+
+
+def output_schema(plan: MixturePlan) -> pa.Schema:
+    """The inputs' columns (core, then every extension column any input has) plus `repeat`."""
+    extra: dict[str, pa.DataType] = {}
+    seen_in: dict[str, int] = {}
+    for item in plan.inputs:
+        for f in item.manifest.schema:
+            if f.name in CORE_NAMES:
+                continue
+            if f.name in extra and not extra[f.name].equals(f.type):
+                raise UserError(
+                    f"column {f.name!r} is {f.type} here but {extra[f.name]} in inputs[{seen_in[f.name]}]; "
+                    "inputs of one mixture must agree on column types",
+                    field=f"inputs[{item.index}]",
+                )
+            extra.setdefault(f.name, f.type)
+            seen_in.setdefault(f.name, item.index)
+    extra[REPEAT_COLUMN] = REPEAT_TYPE
+    return build_schema(extra)
+
+
+def auto_shard_rows(plan: MixturePlan) -> int:
+    """Rows per output shard from the inputs' average uncompressed row size (Parquet footers only)."""
+    total_bytes = 0
+    total_rows = 0
+    for path in plan.scan.files:
+        md = pq.ParquetFile(path).metadata
+        for i in range(md.num_row_groups):
+            rg = md.row_group(i)
+            total_bytes += rg.total_byte_size
+            total_rows += rg.num_rows
+    per_row = total_bytes / total_rows if total_rows else 1.0
+    return int(min(SHARD_ROWS_MAX, max(SHARD_ROWS_MIN, SHARD_TARGET_BYTES // max(per_row, 1.0))))
+
+
+def output_positions(plan: MixturePlan) -> tuple[np.ndarray, np.ndarray]:
+    """(scan indices of selected rows, their output positions): a seeded permutation."""
+    selected = np.flatnonzero(plan.repeat > 0)
+    rng = np.random.default_rng([int(plan.config.seed) & 0xFFFFFFFF, 0x6D6978])  # "mix"
+    return selected, rng.permutation(len(selected)).astype(np.int64)
+
+
+def write_mixture(plan: MixturePlan, writer: Any, shard_rows: int) -> int:
+    """Write every selected row into `writer` (a ManifestWriter) in shuffled order; returns shards written."""
+    schema = writer.schema
+    spill_schema = schema.append(pa.field(_POS, pa.int64()))
+    selected, pos = output_positions(plan)
+    n_out = len(selected)
+    if n_out == 0:
+        return 0
+    n_shards = math.ceil(n_out / shard_rows)
+    n_spill = min(n_shards, MAX_SPILL_FILES)
+    shards_per_spill = math.ceil(n_shards / n_spill)
+    n_spill = math.ceil(n_shards / shards_per_spill)
+    spill_dir = Path(tempfile.mkdtemp(prefix=".mix-spill-", dir=writer.out))
+    try:
+        _scatter(plan, selected, pos, spill_schema, schema, shard_rows * shards_per_spill, n_spill, spill_dir)
+        written = 0
+        for b in range(n_spill):
+            written += _gather(spill_dir / f"{b:05d}.arrow", b, shards_per_spill, shard_rows, n_shards, writer)
+        return written
+    finally:
+        shutil.rmtree(spill_dir, ignore_errors=True)
+
+
+class _SpillBuffers:
+    """Rows waiting for their spill file, flushed in large record batches (small IPC batches are slow)."""
+
+    def __init__(self, spill_dir: Path, schema: pa.Schema, n_spill: int) -> None:
+        self.dir = spill_dir
+        self.schema = schema
+        self.options = ipc.IpcWriteOptions(compression="lz4" if pa.Codec.is_available("lz4") else None)
+        self.writers: dict[int, ipc.RecordBatchFileWriter] = {}
+        self.pending: dict[int, list[pa.Table]] = {}
+        self.rows: dict[int, int] = {}
+        self.bytes: dict[int, int] = {}
+        self.flush_bytes = max(1 << 20, SPILL_BUFFER_BYTES // max(n_spill, 1))
+        self.total_bytes = 0
+
+    def add(self, b: int, table: pa.Table) -> None:
+        table = _compact(table)  # a slice would keep its whole parent batch alive while it waits
+        self.pending.setdefault(b, []).append(table)
+        self.rows[b] = self.rows.get(b, 0) + table.num_rows
+        size = table.nbytes
+        self.bytes[b] = self.bytes.get(b, 0) + size
+        self.total_bytes += size
+        if self.rows[b] >= SPILL_FLUSH_ROWS or self.bytes[b] >= self.flush_bytes:
+            self.flush(b)
+        while self.total_bytes > SPILL_BUFFER_BYTES:
+            self.flush(max(self.bytes, key=self.bytes.__getitem__))
+
+    def flush(self, b: int) -> None:
+        parts = self.pending.pop(b, [])
+        self.total_bytes -= self.bytes.pop(b, 0)
+        self.rows.pop(b, None)
+        if not parts:
+            return
+        if b not in self.writers:
+            self.writers[b] = ipc.new_file(self.dir / f"{b:05d}.arrow", self.schema, options=self.options)
+        self.writers[b].write_table(pa.concat_tables(parts).combine_chunks())
+
+    def close(self, n_spill: int) -> None:
+        for b in list(self.pending):
+            self.flush(b)
+        for b in range(n_spill):  # every spill file exists, even if empty, so pass two is uniform
+            if b not in self.writers:
+                self.writers[b] = ipc.new_file(self.dir / f"{b:05d}.arrow", self.schema, options=self.options)
+        for w in self.writers.values():
+            w.close()
+
+
+def _compact(table: pa.Table) -> pa.Table:
+    """A copy of a (sliced) table that owns only its own rows' buffers."""
+    cols = [pa.concat_arrays(col.chunks) if col.num_chunks else pa.array([], col.type) for col in table.columns]
+    return pa.Table.from_arrays(cols, schema=table.schema)
+
+
+def _scatter(
+    plan: MixturePlan,
+    selected: np.ndarray,
+    pos: np.ndarray,
+    spill_schema: pa.Schema,
+    schema: pa.Schema,
+    rows_per_spill: int,
+    n_spill: int,
+    spill_dir: Path,
+) -> None:
+    buffers = _SpillBuffers(spill_dir, spill_schema, n_spill)
+    try:
+        offset = 0
+        for path, n_rows in zip(plan.scan.files, plan.scan.file_rows):
+            lo, hi = np.searchsorted(selected, [offset, offset + n_rows])
+            if hi > lo:
+                _scatter_file(
+                    Path(path), selected[lo:hi] - offset, pos[lo:hi], plan.repeat[selected[lo:hi]],
+                    schema, rows_per_spill, buffers,
+                )
+            offset += int(n_rows)
+    finally:
+        buffers.close(n_spill)
+
+
+def _scatter_file(
+    path: Path,
+    local: np.ndarray,
+    pos: np.ndarray,
+    repeat: np.ndarray,
+    schema: pa.Schema,
+    rows_per_spill: int,
+    buffers: _SpillBuffers,
+) -> None:
+    """Send the selected rows of one input shard to their spill buffers, reading only row groups that hold some."""
+    pf = pq.ParquetFile(path)
+    md = pf.metadata
+    rg_start = np.concatenate([[0], np.cumsum([md.row_group(i).num_rows for i in range(md.num_row_groups)])])
+    rg_of = np.searchsorted(rg_start, local, side="right") - 1
+    wanted = np.unique(rg_of)
+    # position of each selected row in the back-to-back read of the wanted row groups
+    sizes = rg_start[wanted + 1] - rg_start[wanted]
+    virtual_start = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    virtual = virtual_start[np.searchsorted(wanted, rg_of)] + (local - rg_start[rg_of])
+    read = 0
+    for batch in pf.iter_batches(batch_size=READ_BATCH_ROWS, row_groups=[int(g) for g in wanted], use_threads=True):
+        n = batch.num_rows
+        a, b = np.searchsorted(virtual, [read, read + n])
+        read += n
+        if b == a:
+            continue
+        p = pos[a:b]
+        spill = p // rows_per_spill
+        order = np.argsort(spill, kind="stable")  # one take both selects the rows and groups them by spill file
+        table = pa.Table.from_batches([batch]).take(pa.array((virtual[a:b] - (read - n))[order]))
+        table = table.append_column(REPEAT_COLUMN, pa.array(repeat[a:b][order], REPEAT_TYPE))
+        table = conform(table, schema, strict=False)
+        table = table.append_column(_POS, pa.array(p[order], pa.int64()))
+        spill = spill[order]
+        cuts = np.flatnonzero(np.diff(spill)) + 1
+        for s_lo, s_hi in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [len(spill)]])):
+            buffers.add(int(spill[s_lo]), table.slice(int(s_lo), int(s_hi - s_lo)))
+
+
+def _gather(path: Path, b: int, shards_per_spill: int, shard_rows: int, n_shards: int, writer: Any) -> int:
+    """Order one spill file's rows by output position and write its shards."""
+    with pa.memory_map(str(path)) as source:
+        table = ipc.open_file(source).read_all()
+    if table.num_rows == 0:
+        return 0
+    pos = table.column(_POS).to_numpy()
+    table = table.drop_columns([_POS]).combine_chunks()
+    order = np.argsort(pos, kind="stable")
+    pos = pos[order]
+    written = 0
+    first = b * shards_per_spill
+    for s in range(first, min(first + shards_per_spill, n_shards)):
+        lo, hi = np.searchsorted(pos, [s * shard_rows, (s + 1) * shard_rows])
+        if hi > lo:
+            writer.write(table.take(pa.array(order[lo:hi])), index=s)
+            written += 1
+    return written

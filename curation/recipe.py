@@ -1,0 +1,401 @@
+"""Curation recipes: YAML validated into pydantic models before any work starts.
+
+A bad recipe is reported as one line naming the field, e.g.
+``sources[2].path: no files match 'data/docs/*.pdf'``, raised as
+:class:`manifests.errors.RecipeError` (exit code 2 on the command line).
+Relative paths resolve against the recipe file's folder.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from manifests.config import load_yaml_file, validation_error
+from manifests.errors import RecipeError
+from manifests.fsutil import canonical_hash
+from manifests.media import DEFAULT_MAX_PIXELS
+
+Kind = Literal["images", "image_text", "document", "text", "video"]
+KIND_MODALITY = {"images": "image", "image_text": "image_text", "document": "document", "text": "text", "video": "video"}
+
+#: rows (or files) per chunk by kind: the unit of work, retry and resume; never depends on worker count
+DEFAULT_CHUNK_SIZE = {"images": 64, "image_text": 128, "document": 8, "text": 512, "video": 4}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --------------------------------------------------------------------------- filters
+
+
+class ImageFilters(_Strict):
+    """Thresholds on images (and on the images of image_text rows). ``null`` disables a check."""
+
+    min_side: Optional[int] = Field(32, ge=1)  # pixels, shorter side
+    max_side: Optional[int] = Field(None, ge=1)
+    max_aspect_ratio: Optional[float] = Field(10.0, ge=1)  # longer / shorter side
+    min_megapixels: Optional[float] = Field(None, ge=0)
+    max_megapixels: Optional[float] = Field(None, gt=0)
+    #: decompression-bomb guard, checked from the header before decoding (not a quality filter)
+    max_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1)
+    #: score_low_info = 1 - min(1, grey std / 32): 1.0 for a constant image
+    max_low_info: Optional[float] = Field(0.98, ge=0, le=1)
+    #: score_sharpness = variance of the Laplacian of the grey analysis image (low = blurry)
+    min_sharpness: Optional[float] = Field(None, ge=0)
+    #: allowed PIL format names (JPEG, PNG, WEBP, GIF, BMP, TIFF, PPM, MPO, ...); null allows all
+    formats: Optional[list[str]] = None
+    #: longer side of the reduced decode the scores are computed on
+    analysis_side: int = Field(128, ge=16, le=4096)
+
+    @field_validator("formats")
+    @classmethod
+    def _upper(cls, v: Optional[list[str]]) -> Optional[list[str]]:
+        return None if v is None else [f.upper() for f in v]
+
+
+class TextFilters(_Strict):
+    """Thresholds on text: lengths, symbol ratio and Gopher-style repetition."""
+
+    min_chars: Optional[int] = Field(20, ge=0)
+    max_chars: Optional[int] = Field(None, ge=1)
+    min_words: Optional[int] = Field(None, ge=0)
+    max_words: Optional[int] = Field(None, ge=1)
+    #: characters that are neither alphanumeric nor whitespace, over all non-space characters
+    max_non_alnum_ratio: Optional[float] = Field(0.5, ge=0, le=1)
+    #: fraction of lines that repeat an earlier line of the same text
+    max_dup_line_frac: Optional[float] = Field(0.3, ge=0, le=1)
+    #: characters in repeated lines over all characters
+    max_dup_line_char_frac: Optional[float] = Field(0.2, ge=0, le=1)
+    #: most frequent word n-gram's character share, per n (Gopher: 2: 0.20, 3: 0.18, 4: 0.16)
+    max_top_ngram_frac: dict[int, float] = Field(default_factory=lambda: {2: 0.20, 3: 0.18, 4: 0.16})
+    #: share of characters inside repeated word n-grams, per n (Gopher: 5: 0.15 ... 10: 0.10)
+    max_dup_ngram_frac: dict[int, float] = Field(
+        default_factory=lambda: {5: 0.15, 6: 0.14, 7: 0.13, 8: 0.12, 9: 0.11, 10: 0.10}
+    )
+    #: repetition checks only apply to texts with at least this many words (short texts repeat by chance)
+    repetition_min_words: int = Field(50, ge=0)
+
+    @field_validator("max_top_ngram_frac", "max_dup_ngram_frac")
+    @classmethod
+    def _ngrams(cls, v: dict[int, float]) -> dict[int, float]:
+        for n, frac in v.items():
+            if not 1 <= n <= 32:
+                raise ValueError(f"n-gram size {n} must be in 1..32")
+            if not 0 <= frac <= 1:
+                raise ValueError(f"threshold {frac} for n={n} must be in [0, 1]")
+        return dict(sorted(v.items()))
+
+
+class CaptionFilters(TextFilters):
+    """Text thresholds for image_text captions and turns: short texts are normal there."""
+
+    min_chars: Optional[int] = Field(1, ge=0)
+    max_chars: Optional[int] = Field(4000, ge=1)
+    min_words: Optional[int] = Field(1, ge=0)
+    max_words: Optional[int] = Field(None, ge=1)
+    max_non_alnum_ratio: Optional[float] = Field(0.6, ge=0, le=1)
+    #: images per row
+    min_images: int = Field(1, ge=0)
+    max_images: Optional[int] = Field(None, ge=1)
+
+
+class DocumentFilters(_Strict):
+    """Thresholds on documents (PDFs and document images)."""
+
+    min_pages: int = Field(1, ge=0)
+    max_pages: Optional[int] = Field(2000, ge=1)
+    #: mean characters of text layer per page (0 for scans without OCR)
+    min_text_chars_per_page: Optional[float] = Field(None, ge=0)
+    #: page sides in PDF points (1/72 inch)
+    min_page_side_pt: Optional[float] = Field(36.0, ge=0)
+    max_page_side_pt: Optional[float] = Field(14400.0, gt=0)
+    #: render pages to prove they draw: none, the first page, or all pages (at a thumbnail size)
+    render_check: Literal["none", "first", "all"] = "first"
+    #: blank-page guard on the rendered first page (same score as images); null disables
+    max_low_info: Optional[float] = Field(None, ge=0, le=1)
+    #: cap on the pixels of a page rendered at the source dpi (huge pages get a lower effective dpi)
+    max_page_pixels: int = Field(DEFAULT_MAX_PIXELS, ge=1)
+
+
+class VideoFilters(_Strict):
+    """Thresholds on videos."""
+
+    min_duration_s: Optional[float] = Field(0.0, ge=0)
+    max_duration_s: Optional[float] = Field(None, gt=0)
+    min_fps: Optional[float] = Field(1.0, ge=0)
+    max_fps: Optional[float] = Field(240.0, gt=0)
+    min_side: Optional[int] = Field(32, ge=1)
+    max_side: Optional[int] = Field(None, ge=1)
+    #: score_motion = median over consecutive sampled frames of their mean absolute grey difference (0-255)
+    min_motion: Optional[float] = Field(None, ge=0)
+    #: frames sampled evenly from first to last for decodability and motion
+    sample_frames: int = Field(8, ge=2, le=64)
+    analysis_side: int = Field(128, ge=16, le=1024)
+    #: decode every frame (slow) instead of the sampled ones to prove decodability
+    full_decode: bool = False
+
+
+class Filters(_Strict):
+    image: ImageFilters = Field(default_factory=ImageFilters)
+    text: TextFilters = Field(default_factory=TextFilters)
+    image_text: CaptionFilters = Field(default_factory=CaptionFilters)
+    document: DocumentFilters = Field(default_factory=DocumentFilters)
+    video: VideoFilters = Field(default_factory=VideoFilters)
+
+
+# --------------------------------------------------------------------------- sources
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+TABULAR_SUFFIXES = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".arrow": "hf"}
+
+
+class Source(_Strict):
+    """One recipe entry: a named source of one kind."""
+
+    name: str
+    kind: Kind
+    #: glob(s), directories or files; relative to the recipe's folder
+    path: Union[str, list[str], None] = None
+    #: a Hugging Face hub id (or a local dataset folder) loaded with datasets.load_dataset; needs network for hub ids
+    hub: Optional[str] = None
+    hub_config: Optional[str] = None
+    split: Optional[str] = None
+    #: tabular format; auto picks by suffix (.jsonl/.parquet) or by folder (datasets.save_to_disk)
+    format: Literal["auto", "jsonl", "parquet", "hf", "files"] = "auto"
+    text_column: Optional[str] = None
+    image_column: Optional[str] = None
+    turns_column: Optional[str] = None
+    #: a column holding a stable per-row key; otherwise a content hash keys the row
+    id_column: Optional[str] = None
+    #: folder that relative image paths in a table resolve against (default: the table's folder)
+    image_root: Optional[str] = None
+    #: file suffixes to take from folders (default by kind)
+    extensions: Optional[list[str]] = None
+    recursive: bool = True
+    #: documents: render resolution recorded for pages
+    dpi: float = Field(100.0, gt=0, le=1200)
+    chunk_size: Optional[int] = Field(None, ge=1, le=1_000_000)
+    #: read at most this many inputs (files or rows), in enumeration order
+    limit: Optional[int] = Field(None, ge=1)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError(f"{v!r} is not a valid source name (letters, digits, _ . -)")
+        return v
+
+    @field_validator("extensions")
+    @classmethod
+    def _ext(cls, v: Optional[list[str]]) -> Optional[list[str]]:
+        return None if v is None else [e.lower() if e.startswith(".") else "." + e.lower() for e in v]
+
+    @model_validator(mode="after")
+    def _where(self) -> "Source":
+        if (self.path is None) == (self.hub is None):
+            raise ValueError("give exactly one of path or hub")
+        if self.hub is not None and self.kind not in ("image_text", "text"):
+            raise ValueError(f"hub sources are tables: kind must be image_text or text, not {self.kind}")
+        return self
+
+    @property
+    def paths(self) -> list[str]:
+        if self.path is None:
+            return []
+        return [self.path] if isinstance(self.path, str) else list(self.path)
+
+    @property
+    def modality(self) -> str:
+        return KIND_MODALITY[self.kind]
+
+    @property
+    def chunk(self) -> int:
+        return self.chunk_size or DEFAULT_CHUNK_SIZE[self.kind]
+
+
+class TokensSection(_Strict):
+    """Token counting by the tokenization package (optional): adds tokens_visual, tokens_text, tokens."""
+
+    #: a tokenization preset (smolvlm-256m, smolvlm-500m, smolvlm-2.2b, idefics3)
+    strategy: str = "smolvlm-256m"
+    #: tokenizer.json, a folder holding one, or a hub id (network); text counts are estimated without one
+    tokenizer: Optional[str] = None
+    #: strategy fields to override (e.g. {longest_edge: 1536})
+    overrides: dict[str, Any] = {}
+
+    @field_validator("strategy")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from tokenization.strategy import preset_names
+
+        if v not in preset_names():
+            raise ValueError(f"unknown strategy {v!r} (known: {', '.join(preset_names())})")
+        return v
+
+
+class OutputSection(_Strict):
+    #: rows per data shard (and per ledger shard)
+    shard_rows: int = Field(50_000, ge=1)
+    #: embed encoded image bytes in the manifest instead of referencing paths
+    embed_images: bool = False
+
+
+class Recipe(_Strict):
+    """A curation recipe (see docs/curation.md for every field)."""
+
+    seed: int = 0
+    sources: list[Source] = Field(min_length=1)
+    filters: Filters = Field(default_factory=Filters)
+    dedup: Optional[Any] = None  # curation.dedup.DedupConfig, validated in _sections
+    decontaminate: list[Any] = []  # evaluation sets (paths or curation.dedup EvalSetConfig mappings)
+    mixture: Optional[Any] = None  # curation.mixing.config.MixtureConfig, validated in _sections
+    tokens: Optional[TokensSection] = None
+    output: OutputSection = Field(default_factory=OutputSection)
+    #: folder relative paths resolve against (set by load_recipe; not part of the YAML)
+    base_dir: Optional[str] = Field(None, exclude=True)
+
+    @field_validator("sources")
+    @classmethod
+    def _unique(cls, v: list[Source]) -> list[Source]:
+        seen: set[str] = set()
+        for i, s in enumerate(v):
+            if s.name in seen:
+                raise ValueError(f"sources[{i}].name: duplicate source name {s.name!r}")
+            seen.add(s.name)
+        return v
+
+    @field_validator("dedup", mode="before")
+    @classmethod
+    def _dedup(cls, v: Any) -> Any:
+        if v is None or v is False:
+            return None
+        from curation.dedup.config import DedupConfig
+
+        if v is True:
+            return DedupConfig()
+        return DedupConfig.model_validate(v)
+
+    @field_validator("decontaminate", mode="before")
+    @classmethod
+    def _evals(cls, v: Any) -> Any:
+        if not v:
+            return []
+        from curation.dedup.config import DedupConfig
+
+        return list(DedupConfig.model_validate({"decontaminate": v}).decontaminate)
+
+    @field_validator("mixture", mode="before")
+    @classmethod
+    def _mixture(cls, v: Any) -> Any:
+        if v is None:
+            return None
+        try:
+            from curation.mixing.config import MixtureConfig
+        except ImportError:  # mixing not installed in this tree: keep the raw mapping
+            return v
+        return MixtureConfig.model_validate(v)
+
+    # -- derived -----------------------------------------------------------
+    def resolve(self, path: str) -> str:
+        """A recipe path made absolute against the recipe's folder (``~`` expanded)."""
+        p = os.path.expanduser(path)
+        if not os.path.isabs(p) and self.base_dir:
+            p = os.path.join(self.base_dir, p)
+        return os.path.normpath(p)
+
+    def dedup_config(self):
+        """The dedup config with the top-level decontaminate list merged in and paths resolved; None when unset."""
+        if self.dedup is None and not self.decontaminate:
+            return None
+        from curation.dedup.config import DedupConfig
+
+        data = (self.dedup if self.dedup is not None else _decontaminate_only()).model_dump()
+        evals = list(data.get("decontaminate") or []) + [e.model_dump() if hasattr(e, "model_dump") else e
+                                                         for e in self.decontaminate]
+        data["against"] = [self.resolve(a) for a in data.get("against") or []]
+        data["decontaminate"] = [self.resolve(e) if isinstance(e, str) else {**e, "path": self.resolve(e["path"])}
+                                 for e in evals]
+        return DedupConfig.model_validate(data)
+
+    def resolved(self) -> dict:
+        """The recipe as JSON with absolute paths: what manifest.json records and hashes."""
+        data = self.model_dump(mode="json", exclude={"base_dir"}, exclude_none=False)
+        for s, src in zip(data["sources"], self.sources):
+            if src.path is not None:
+                s["path"] = [self.resolve(p) for p in src.paths] if isinstance(src.path, list) else self.resolve(src.path)
+            if src.image_root is not None:
+                s["image_root"] = self.resolve(src.image_root)
+        dd = self.dedup_config()
+        data["dedup"] = dd.model_dump(mode="json") if dd is not None else None
+        data.pop("decontaminate", None)
+        return data
+
+    def fingerprint(self) -> str:
+        return canonical_hash(self.resolved())
+
+
+def _decontaminate_only():
+    """A dedup config that finds no duplicates, only contamination."""
+    from curation.dedup.config import DedupConfig
+
+    return DedupConfig.model_validate(
+        {"exact": False, "image": {"enabled": False}, "text": {"enabled": False}, "video": {"enabled": False}}
+    )
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def parse_recipe(data: Any, base_dir: str | os.PathLike | None = None, *, check_paths: bool = True) -> Recipe:
+    """Validate a recipe mapping; paths resolve against ``base_dir``."""
+    if not isinstance(data, dict):
+        raise RecipeError("a recipe is a YAML mapping with at least `sources:`")
+    try:
+        recipe = Recipe.model_validate({**data, "base_dir": os.fspath(base_dir) if base_dir else None})
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+    if check_paths:
+        check_recipe_paths(recipe)
+    return recipe
+
+
+def load_recipe(path: str | os.PathLike, *, check_paths: bool = True) -> Recipe:
+    """Read, validate and check a recipe file; RecipeError with one line on any problem."""
+    p = Path(path)
+    data = load_yaml_file(p, "recipe")
+    return parse_recipe(data, p.resolve().parent, check_paths=check_paths)
+
+
+def check_recipe_paths(recipe: Recipe) -> None:
+    """Every path must exist or every glob must match something, before any work starts."""
+    for i, src in enumerate(recipe.sources):
+        for j, raw in enumerate(src.paths):
+            field = f"sources[{i}].path" + (f"[{j}]" if isinstance(src.path, list) else "")
+            full = recipe.resolve(raw)
+            if glob.has_magic(full):
+                if not any(True for _ in glob.iglob(full, recursive=True)):
+                    raise RecipeError(f"no files match {raw!r}", field=field)
+            elif not os.path.lexists(full):
+                raise RecipeError(f"{raw!r} does not exist", field=field)
+        if src.image_root is not None and not os.path.isdir(recipe.resolve(src.image_root)):
+            raise RecipeError(f"{src.image_root!r} is not a folder", field=f"sources[{i}].image_root")
+        if src.kind == "image_text" and src.image_column is None and src.format != "files":
+            raise RecipeError("image_text sources need image_column", field=f"sources[{i}].image_column")
+    dd = recipe.dedup_config()
+    if dd is not None:
+        for j, a in enumerate(dd.against):
+            if not os.path.exists(a):
+                raise RecipeError(f"{a!r} does not exist", field=f"dedup.against[{j}]")
+        for j, e in enumerate(dd.decontaminate):
+            path = e.path if hasattr(e, "path") else e
+            if not os.path.exists(path):
+                raise RecipeError(f"{path!r} does not exist", field=f"decontaminate[{j}]")
+    tok = recipe.tokens.tokenizer if recipe.tokens is not None else None
+    if tok is not None and (tok.startswith((".", "/", "~")) or tok.endswith(".json")) and not os.path.exists(recipe.resolve(tok)):
+        raise RecipeError(f"{tok!r} does not exist", field="tokens.tokenizer")

@@ -1,0 +1,70 @@
+"""manifests.media on the real corpus: rotation, containers, broken files, scans."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from manifests import media as M
+
+
+@pytest.mark.parametrize("name, rotation", [("video_0", 0), ("video_90", 90), ("video_180", 180), ("video_270", 270)])
+def test_rotated_mov_backends_agree(realdata, name, rotation):
+    pytest.importorskip("decord")
+    path = realdata / "videos" / "decord" / f"{name}.mov"
+    info = M.probe_video(path)
+    assert info["rotation"] == rotation and info["frames"] == 3
+    expect = (568, 320) if rotation in (90, 270) else (320, 568)  # (height, width) on screen
+    for side in (None, 128):
+        a = M.read_video_frames(path, [0, 2], backend="decord", max_side=side, rotation=info["rotation"])
+        b = M.read_video_frames(path, [0, 2], backend="av", max_side=side)
+        assert a.shape == b.shape
+        if side is None:
+            assert a.shape[1:3] == expect
+        assert np.abs(a.astype(int) - b).mean() < 3
+
+
+@pytest.mark.parametrize("backend", ["decord", "av"])
+def test_corrupted_mp4_is_undecodable(realdata, backend):
+    if backend == "decord":
+        pytest.importorskip("decord")
+    path = realdata / "videos" / "decord" / "corrupted.mp4"
+    info = M.probe_video(path)  # the header is fine
+    assert (info["width"], info["height"], info["frames"]) == (1280, 720, 50)
+    with pytest.raises(M.MediaError) as exc:
+        M.read_video_frames(path, M.sample_frame_indices(info["frames"], 8), backend=backend)
+    assert exc.value.reason == "undecodable"
+
+
+@pytest.mark.parametrize("rel, fps, frames", [
+    ("moviepy/big_buck_bunny_0_30.webm", 24.0, 720),
+    ("gradio/b.avi", 30.0, 151),
+    ("decord/flipping_a_pancake.mkv", 30.0, 311),
+])
+def test_containers_probe(realdata, rel, fps, frames):
+    info = M.probe_video(realdata / "videos" / rel)
+    assert info["fps"] == pytest.approx(fps) and info["frames"] == frames
+    got = M.read_video_frames(realdata / "videos" / rel, [0, frames - 1], max_side=64)
+    assert got.shape[0] == 2 and max(got.shape[1:3]) == 64
+
+
+def test_corrupt_and_float_images(realdata):
+    for rel in ("imagededup/mixed_images/ukbench09268_corrupt.jpg", "skimage/multipage_rgb.tif"):
+        with pytest.raises(M.MediaError) as exc:
+            M.decode_image(realdata / "images" / rel)
+        assert exc.value.reason == "undecodable"
+    info, img = M.decode_image(realdata / "images" / "gradio" / "media_assets" / "bus.png")
+    assert info.format == "GIF" and img.mode == "RGB"  # a GIF behind a .png name
+
+
+def test_scanned_and_encrypted_pdfs(realdata):
+    docs = realdata / "documents"
+    pages = M.pdf_pages(docs / "ocrmypdf" / "c03-29.pdf")
+    assert len(pages) == 1 and pages[0].text.strip() == ""
+    img = M.render_pdf_page(docs / "ocrmypdf" / "c03-29.pdf", 0, dpi=72)
+    assert img.size == (370, 478) and np.asarray(img).std() > 10  # a real scan, not blank
+    with pytest.raises(M.MediaError) as exc:
+        M.pdf_pages(docs / "pypdf-samples" / "005-libreoffice-writer-password" / "libreoffice-writer-password.pdf")
+    assert exc.value.reason == "encrypted"
+    with pytest.raises(M.MediaError) as exc:
+        M.pdf_pages(docs / "ocrmypdf" / "invalid.pdf")
+    assert exc.value.reason == "undecodable"

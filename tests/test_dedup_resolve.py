@@ -1,0 +1,253 @@
+"""The global resolve stage on generated data: clusters, representatives, flat images, against, decontamination, resume."""
+from __future__ import annotations
+
+import io
+import json
+import random
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from curation.dedup import DedupConfig, compute_signatures, resolve_duplicates
+from curation.dedup import resolve as resolve_mod
+from manifests.schema import MEDIA_TYPE, TURN_TYPE
+
+
+def photo(seed: int, size=(320, 240)) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, size=(6, 8, 3), dtype=np.uint8)
+    return Image.fromarray(small).resize(size, Image.Resampling.BICUBIC)
+
+
+def words(rng: random.Random, n: int) -> list[str]:
+    return [f"w{rng.randrange(20000)}" for _ in range(n)]
+
+
+def table(rows: list[dict]) -> pa.Table:
+    n = len(rows)
+    return pa.table(
+        {
+            "id": [r["id"] for r in rows],
+            "source": [r.get("source", "gen") for r in rows],
+            "modality": [r["modality"] for r in rows],
+            "media": pa.array([r.get("media") for r in rows], pa.list_(MEDIA_TYPE)),
+            "text": pa.array([r.get("text") for r in rows], pa.string()),
+            "turns": pa.nulls(n, pa.list_(TURN_TYPE)),
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """Images with exact, re-encoded, resized, flat and recoloured variants, and near-duplicate texts."""
+    d = tmp_path_factory.mktemp("corpus")
+    rows: list[dict] = []
+
+    def img(rid: str, im: Image.Image, name: str, **kw):
+        path = d / name
+        im.save(path, **kw)
+        rows.append({"id": rid, "modality": "image", "media": [{"uri": str(path), "kind": "image", "width": im.width, "height": im.height}]})
+
+    a = photo(1, (640, 480))
+    img("a-big", a, "a.png")
+    img("a-copy", a, "a-copy.png")  # byte-identical
+    img("a-bmp", a, "a.bmp")  # same pixels, other format
+    img("a-small", a.resize((320, 240), Image.Resampling.LANCZOS), "a-small.jpg", quality=70)
+    img("a-flip", a.transpose(Image.Transpose.FLIP_LEFT_RIGHT), "a-flip.png")  # pHash cannot see flips
+    b = photo(2)
+    img("b", b, "b.jpg", quality=90)
+    img("b-webp", b, "b.webp", quality=80)
+    for k in range(8):
+        img(f"distinct-{k}", photo(100 + k), f"d{k}.png")
+    # flat images: different colours share a pHash but must not cluster; identical ones are exact duplicates
+    for k, c in enumerate([(0, 0, 0), (255, 255, 255), (200, 30, 30), (30, 200, 30)]):
+        img(f"flat-{k}", Image.new("RGB", (300, 200), c), f"flat{k}.png")
+    img("flat-0-again", Image.new("RGB", (300, 200), (0, 0, 0)), "flat0b.png")
+    # a drawing recoloured: same grey structure, different colour
+    arr = np.asarray(photo(3)).astype(np.int16)
+    img("paint-red", Image.fromarray(arr.astype(np.uint8)), "red.png")
+    img("paint-blue", Image.fromarray(np.clip(arr[..., [2, 1, 0]], 0, 255).astype(np.uint8)), "blue.png")
+    # texts
+    rng = random.Random(0)
+    base = words(rng, 400)
+    near = list(base)
+    for i in rng.sample(range(400), 4):
+        near[i] = "edited"
+    rows.append({"id": "t-base", "modality": "text", "text": " ".join(base)})
+    rows.append({"id": "t-near", "modality": "text", "text": " ".join(near)})
+    rows.append({"id": "t-exact", "modality": "text", "text": " ".join(base).upper()})
+    rows.append({"id": "t-longer", "modality": "text", "text": " ".join(base + ["tail"])})
+    for k in range(6):
+        rows.append({"id": f"t-other-{k}", "modality": "text", "text": " ".join(words(rng, 300))})
+    # an image_text pair whose caption equals a text row: captions never dedup text rows
+    rows.append({"id": "caption", "modality": "image_text", "text": " ".join(base),
+                 "media": [{"uri": str(d / "d0.png"), "kind": "image"}]})
+    t = compute_signatures(table(rows), DedupConfig())
+    return d, t
+
+
+def clusters(res: pa.Table) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = {}
+    for r in res.to_pylist():
+        if r["dup_cluster"]:
+            out.setdefault(r["dup_cluster"], set()).add(r["id"])
+    return out
+
+
+def cluster_of(res: pa.Table, rid: str) -> set[str]:
+    for members in clusters(res).values():
+        if rid in members:
+            return members
+    return {rid}
+
+
+def test_clusters_and_representatives(corpus, tmp_path):
+    _, t = corpus
+    res = resolve_duplicates(t, DedupConfig(), workdir=tmp_path / "w")
+    assert res.schema.names == ["id", "dup_cluster", "reason", "detail"]
+    a = cluster_of(res, "a-big")
+    assert a == {"a-big", "a-copy", "a-bmp", "a-small"}
+    assert "a-flip" not in a
+    assert cluster_of(res, "b") == {"b", "b-webp"}
+    assert cluster_of(res, "distinct-0") == {"distinct-0", "caption"}  # same image: the media decide
+    for k in range(1, 8):
+        assert cluster_of(res, f"distinct-{k}") == {f"distinct-{k}"}
+    # flat images: only the identical pair
+    assert cluster_of(res, "flat-0") == {"flat-0", "flat-0-again"}
+    for k in (1, 2, 3):
+        assert cluster_of(res, f"flat-{k}") == {f"flat-{k}"}
+    assert cluster_of(res, "paint-red") == {"paint-red"}
+    # text: exact (normalised case) and near duplicates together; an image_text caption never joins them
+    assert cluster_of(res, "t-base") == {"t-base", "t-near", "t-exact", "t-longer"}
+    rows = {r["id"]: r for r in res.to_pylist()}
+    # representative: highest resolution, then largest file, then longest text, then smallest id
+    assert rows["a-small"]["dup_cluster"] in ("a-big", "a-copy", "a-bmp")
+    rep = rows["a-small"]["dup_cluster"]
+    assert rows[rep]["reason"] is None
+    assert rows["t-near"]["dup_cluster"] == "t-longer"
+    dropped = [r for r in rows.values() if r["reason"] == "duplicate"]
+    assert {r["dup_cluster"] for r in dropped} <= {r["id"] for r in rows.values() if r["reason"] is None}
+    detail = json.loads(rows["a-small"]["detail"])
+    assert detail["rep"] == rep and detail["match"] == "phash" and detail["distance"] <= 6
+    assert json.loads(rows["t-near"]["detail"])["match"] in ("minhash", "text")
+
+
+def test_result_does_not_depend_on_partitions_or_file_split(corpus, tmp_path):
+    _, t = corpus
+    one = resolve_duplicates(t, DedupConfig(partitions=1), workdir=tmp_path / "one")
+    # reversed row order, three files, many partitions
+    rev = t.take(pa.array(np.arange(t.num_rows)[::-1]))
+    paths = []
+    for i, (lo, hi) in enumerate(((0, 7), (7, 20), (20, rev.num_rows))):
+        p = tmp_path / f"part-{i}.parquet"
+        pq.write_table(rev.slice(lo, hi - lo), p)
+        paths.append(str(p))
+    many = resolve_duplicates(paths, DedupConfig(partitions=13), workdir=tmp_path / "many")
+    assert one.equals(many)
+
+
+def test_against_drops_new_copies_only(corpus, tmp_path):
+    _, t = corpus
+    existing = t.filter(pa.array([i in ("a-small", "t-near", "distinct-3") for i in t.column("id").to_pylist()]))
+    new = t.filter(pa.array([i in ("a-big", "a-copy", "t-base", "b", "distinct-4") for i in t.column("id").to_pylist()]))
+    ex_path = tmp_path / "existing.parquet"
+    pq.write_table(existing, ex_path)
+    res = resolve_duplicates(new, DedupConfig(against=[str(ex_path)]), workdir=tmp_path / "w")
+    rows = {r["id"]: r for r in res.to_pylist()}
+    assert set(rows) == {"a-big", "a-copy", "t-base"}  # existing rows are never reported
+    assert {r["reason"] for r in rows.values()} == {"duplicate"}
+    assert rows["a-big"]["dup_cluster"] == "a-small" and rows["t-base"]["dup_cluster"] == "t-near"
+
+
+def test_decontamination_names_the_eval_set(corpus, tmp_path):
+    d, t = corpus
+    evdir = tmp_path / "mmbench"
+    evdir.mkdir()
+    photo(2).resize((200, 150)).save(evdir / "q1.png")  # near copy of "b"
+    Image.open(d / "d5.png").save(evdir / "q2.png")  # pixel copy of distinct-5
+    Image.new("RGB", (300, 200), (255, 255, 255)).save(evdir / "blank.png")  # flat: matches only exactly
+    base_text = t.filter(pa.array([i == "t-base" for i in t.column("id").to_pylist()])).column("text")[0].as_py()
+    q = pa.table({"question": [base_text, "what colour is the car"], "image": [None, None], "question_id": [1, 2]})
+    qpath = tmp_path / "vqa_eval.parquet"
+    pq.write_table(q, qpath)
+    cfg = DedupConfig(exact=False, image={"enabled": False}, text={"enabled": False}, video={"enabled": False},
+                      decontaminate=[str(evdir), {"path": str(qpath), "name": "vqa"}])
+    res = resolve_duplicates(t, cfg, workdir=tmp_path / "w")
+    rows = {r["id"]: r for r in res.to_pylist()}
+    assert rows["b"]["reason"] == "contaminated:mmbench"
+    assert rows["b-webp"]["reason"] == "contaminated:mmbench"
+    assert rows["distinct-5"]["reason"] == "contaminated:mmbench"
+    assert json.loads(rows["distinct-5"]["detail"])["match"] == "pixels"
+    assert rows["flat-1"]["reason"] == "contaminated:mmbench"  # identical pixels
+    assert "flat-2" not in rows
+    for rid in ("t-base", "t-exact", "t-near", "t-longer"):
+        assert rows[rid]["reason"] == "contaminated:vqa"
+    assert "caption" in rows  # a caption copying an eval question is contaminated too
+    assert not any(r["dup_cluster"] for r in rows.values())  # dedup itself was off
+
+
+def test_resume_after_a_crash_reaches_the_same_result(corpus, tmp_path, monkeypatch):
+    _, t = corpus
+    cfg = DedupConfig(partitions=6)
+    clean = resolve_duplicates(t, cfg, workdir=tmp_path / "clean")
+    calls = []
+    real = resolve_mod._process_partition
+
+    def crashing(path, c):
+        calls.append(path.name)
+        if len(calls) == 4:
+            raise KeyboardInterrupt("killed")
+        return real(path, c)
+
+    monkeypatch.setattr(resolve_mod, "_process_partition", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        resolve_duplicates(t, cfg, workdir=tmp_path / "w")
+    calls.clear()
+    monkeypatch.setattr(resolve_mod, "_process_partition", lambda p, c: (calls.append(p.name), real(p, c))[1])
+    again = resolve_duplicates(t, cfg, workdir=tmp_path / "w")
+    assert again.equals(clean)
+    assert len(calls) == 3  # the three partitions finished before the crash were not redone
+
+
+def test_match_text_keeps_same_image_with_other_caption(tmp_path):
+    p = tmp_path / "x.png"
+    photo(4).save(p)
+    rows = [
+        {"id": "q1", "modality": "image_text", "text": "what is in the picture", "media": [{"uri": str(p), "kind": "image"}]},
+        {"id": "q2", "modality": "image_text", "text": "how many objects are there", "media": [{"uri": str(p), "kind": "image"}]},
+        {"id": "q3", "modality": "image_text", "text": "What is in the  picture", "media": [{"uri": str(p), "kind": "image"}]},
+    ]
+    t = compute_signatures(table(rows), DedupConfig())
+    assert len(clusters(resolve_duplicates(t, DedupConfig(), workdir=tmp_path / "a"))) == 1
+    res = resolve_duplicates(t, DedupConfig(image={"match_text": True}), workdir=tmp_path / "b")
+    assert list(clusters(res).values()) == [{"q1", "q3"}]
+
+
+def test_empty_input(tmp_path):
+    t = compute_signatures(table([]), DedupConfig())
+    res = resolve_duplicates(t, DedupConfig(), workdir=tmp_path / "w")
+    assert res.num_rows == 0 and res.schema.names == ["id", "dup_cluster", "reason", "detail"]
+
+
+def test_bad_paths_are_user_errors(corpus, tmp_path):
+    from manifests.errors import UserError
+
+    _, t = corpus
+    with pytest.raises(UserError, match="against"):
+        resolve_duplicates(t, DedupConfig(against=[str(tmp_path / "nope")]), workdir=tmp_path / "w")
+    (tmp_path / "x.txt").write_text("hi")
+    with pytest.raises(UserError, match="decontaminate"):
+        resolve_duplicates(t, DedupConfig(decontaminate=[str(tmp_path / "x.txt")]), workdir=tmp_path / "w2")
+
+
+@pytest.mark.ray
+def test_ray_map_gives_the_same_result(corpus, tmp_path, ray_session):
+    from curation.dedup.parallel import ray_map
+
+    _, t = corpus
+    local = resolve_duplicates(t, DedupConfig(partitions=4), workdir=tmp_path / "local")
+    on_ray = resolve_duplicates(t, DedupConfig(partitions=4), workdir=tmp_path / "ray", map_fn=ray_map)
+    assert local.equals(on_ray)
