@@ -105,7 +105,7 @@ class TaskSource:
         content = pl.element().struct.field("content")
         exprs = [
             pl.col("media").list.len().fill_null(0).alias("_n_media"),
-            pl.col("media").list.first().struct.field("kind").alias("_kind"),
+            pl.col("media").list.eval(pl.element().struct.field("kind").is_in(list(VISUAL_KINDS))).list.any().alias("_visual"),
         ]
         if "turns" in cols:
             exprs += [
@@ -121,11 +121,11 @@ class TaskSource:
             .with_columns(pl.coalesce(pl.col("_a"), text).str.strip_chars().alias("_answer"))
             .filter(
                 (pl.col("_n_media") > 0)
-                & pl.col("_kind").is_in(list(VISUAL_KINDS))
+                & pl.col("_visual").fill_null(False)
                 & pl.col("_answer").is_not_null()
                 & (pl.col("_answer").str.len_chars() > 0)
             )
-            .select("id", "media", "_kind", "_q", "_answer", "_split")
+            .select("id", "media", "_q", "_answer", "_split")
             .collect()
         )
         total = m.num_rows
@@ -186,10 +186,13 @@ class TaskSource:
         data = sample.ref.get("bytes")
         if data is None:
             raise UserError(f"row {sample.id}: video reference has neither uri nor bytes", field="media")
-        import tempfile
-
         if self._spill is None:
+            import atexit
+            import shutil
+            import tempfile
+
             self._spill = Path(tempfile.mkdtemp(prefix="smolcurate-ablate-"))
+            atexit.register(shutil.rmtree, self._spill, True)
         path = self._spill / f"{sample.id}.{(sample.ref.get('format') or 'mp4').lower()}"
         if not path.is_file():
             path.write_bytes(bytes(data))
@@ -206,7 +209,7 @@ class TaskSource:
 
 def _to_samples(df: pl.DataFrame) -> list[RawSample]:
     out = []
-    for rid, media, kind, q, a in zip(df["id"], df["media"], df["_kind"], df["_q"], df["_answer"]):
+    for rid, media, q, a in zip(df["id"], df["media"], df["_q"], df["_answer"]):
         ref = next(m for m in media if m and m.get("kind") in VISUAL_KINDS)
         k = "video" if ref["kind"] == "video" else "image"
         question = (q or "").replace("<image>", "").replace("<video>", "").strip() or DEFAULT_QUESTIONS[k]

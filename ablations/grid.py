@@ -17,6 +17,7 @@ from typing import Any, Literal, Optional, Sequence
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
+from manifests.config import load_yaml_file, validation_error
 from manifests.errors import RecipeError
 
 TASK_KINDS = ("read", "locate", "count", "caption", "manifest")
@@ -226,12 +227,7 @@ class RunPoint(BaseModel):
 def load_grid(path: str | Path) -> tuple[Grid, Path]:
     """Parse and validate a grid file; returns the grid and the folder relative paths resolve against."""
     path = Path(path)
-    if not path.is_file():
-        raise RecipeError(f"grid file {path} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise RecipeError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    raw = load_yaml_file(path, "grid")
     if not isinstance(raw, dict):
         raise RecipeError(f"{path}: a grid is a YAML mapping with task, base, axes and seeds")
     return parse_grid(raw, source=str(path)), path.resolve().parent
@@ -248,9 +244,7 @@ def parse_grid(raw: dict[str, Any], source: str = "grid") -> Grid:
             raise RecipeError(
                 f"{source}: unknown axis {err['loc'][-1]!r}; axes are: {', '.join(AXIS_NAMES)}", field=loc
             ) from None
-        if err["type"] == "extra_forbidden":
-            raise RecipeError(f"{source}: unknown field", field=loc) from None
-        raise RecipeError(f"{source}: {err['msg']}", field=loc) from None
+        raise validation_error(exc) from None
 
 
 def settings_hash(settings: RunSettings, task: TaskSpec) -> str:
@@ -259,7 +253,8 @@ def settings_hash(settings: RunSettings, task: TaskSpec) -> str:
     return hashlib.sha256(blob).hexdigest()[:8]
 
 
-def _label(name: str, value: Any) -> str:
+def short_label(name: str, value: Any) -> str:
+    """Compact ``axis=value`` used in run ids and plot labels: ``r2``, ``split0``, ``learned``."""
     short = SHORT.get(name, name)
     if isinstance(value, bool):
         return f"{short}{'1' if value else '0'}"
@@ -338,7 +333,7 @@ def expand(grid: Grid, overrides: dict[str, Any] | None = None) -> list[RunPoint
                 except RecipeError as exc:
                     at = ", ".join(f"{k}={v}" for k, v in values.items()) or "base"
                     raise RecipeError(f"{where_exp}grid point [{at}]: {exc}") from None
-                label = "-".join(_label(n, values[n]) for n in names) or "base"
+                label = "-".join(short_label(n, values[n]) for n in names) or "base"
                 if prefix:
                     label = f"{exp.name}-{label}"
                 point_settings = settings.model_copy(update={"seed": 0})

@@ -21,10 +21,12 @@ METRICS: dict[str, tuple[str, str]] = {
     "char_accuracy": ("char acc", "{:.3f}"),
     "val_loss": ("val loss", "{:.3f}"),
     "final_train_loss": ("train loss", "{:.3f}"),
+    "mean_train_loss": ("loss AUC", "{:.3f}"),
     "visual_tokens": ("visual tok/sample", "{:.0f}"),
     "seq_len": ("seq len", "{:.0f}"),
     "samples_per_s": ("samples/s", "{:.1f}"),
     "peak_rss_mb": ("peak RSS MB", "{:.0f}"),
+    "rss_growth_mb": ("RSS growth MB", "{:.0f}"),
     "cuda_peak_mb": ("CUDA peak MB", "{:.0f}"),
     "wall_s": ("wall s", "{:.0f}"),
 }
@@ -60,6 +62,14 @@ def aggregate(runs: pl.DataFrame) -> pl.DataFrame:
     return grouped.join(order, on="point_id").sort("_order").drop("_order")
 
 
+def _axis_value(text: str) -> Any:
+    """Axis values are stored as JSON text in the frames (so one column can hold ints, bools or strings)."""
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError):
+        return text
+
+
 def _fmt(mean: Any, std: Any, fmt: str) -> str:
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return "-"
@@ -90,11 +100,6 @@ def markdown_table(agg: pl.DataFrame) -> str:
             out.append("| " + " | ".join(cells) + " |")
         out.append("")
     return "\n".join(out)
-
-
-def _label(r: dict[str, Any]) -> str:
-    text = ", ".join(f"{k}={v}" for k, v in r["axis_values"].items()) or "base"
-    return f"{r['experiment']}: {text}" if r.get("experiment") else text
 
 
 def plot_loss_curves(results: Sequence[dict[str, Any]], path: Path) -> None:
@@ -152,31 +157,45 @@ def _ema(x: np.ndarray, beta: float) -> np.ndarray:
 
 
 def plot_accuracy_vs_tokens(agg: pl.DataFrame, path: Path) -> None:
-    """Character accuracy and exact match (mean ± std over seeds) against visual tokens per sample."""
+    """Held-out accuracy (mean ± std over seeds) against visual tokens per sample, and against whole-sequence length
+    (positional markers and intro text change the second without touching the first)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 5))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
     if not agg.is_empty():
         axis_cols = [c for c in agg.columns if c.startswith("axis.")]
-        x = agg["visual_tokens_mean"].to_numpy()
-        for metric, marker in (("char_accuracy", "o"), ("exact_match", "s")):
-            y = agg[f"{metric}_mean"].to_numpy()
-            err = agg[f"{metric}_std"].fill_null(0.0).to_numpy()
-            ax.errorbar(x, y, yerr=err, fmt=marker, capsize=3, label=metric.replace("_", " "))
+        from ablations.grid import short_label
+
+        labels = []
         for row in agg.iter_rows(named=True):
-            label = ", ".join(f"{c[5:]}={row[c]}" for c in axis_cols if row[c] is not None) or "base"
-            ax.annotate(label, (row["visual_tokens_mean"], row["char_accuracy_mean"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
-        if np.nanmax(x) / max(np.nanmin(x), 1e-9) > 8:
-            ax.set_xscale("log")
-    ax.set_xlabel("visual tokens per sample")
-    ax.set_ylabel("held-out accuracy (greedy decoding)")
-    ax.set_ylim(-0.02, 1.02)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.subplots_adjust(left=0.11, right=0.97, bottom=0.1, top=0.96)
+            text = " ".join(short_label(c[5:], _axis_value(row[c])) for c in axis_cols if row[c] is not None) or "base"
+            labels.append(f"{row['experiment']}: {text}" if agg["experiment"].n_unique() > 1 else text)
+        for ax, xcol, xlabel in ((axes[0], "visual_tokens_mean", "visual tokens per sample"),
+                                 (axes[1], "seq_len_mean", "sequence length (tokens per sample)")):
+            x = agg[xcol].to_numpy()
+            for metric, marker in (("char_accuracy", "o"), ("exact_match", "s")):
+                y = agg[f"{metric}_mean"].to_numpy()
+                err = agg[f"{metric}_std"].fill_null(0.0).to_numpy()
+                ax.errorbar(x, y, yerr=err, fmt=marker, capsize=3, alpha=0.8, label=metric.replace("_", " "))
+            seen: dict[tuple[float, float], int] = {}
+            for xi, yi, label in zip(x, agg["char_accuracy_mean"].to_numpy(), labels):
+                key = (round(float(xi), 1), round(float(yi), 2))
+                offset = seen.get(key, 0)
+                seen[key] = offset + 1
+                ax.annotate(label, (xi, yi), fontsize=6, xytext=(4, 4 - 9 * offset), textcoords="offset points")
+            ax.margins(x=0.12)
+            finite = x[np.isfinite(x)]
+            if finite.size and finite.min() > 0 and finite.max() / finite.min() > 8:
+                ax.set_xscale("log")
+            ax.set_xlabel(xlabel)
+            ax.grid(alpha=0.3)
+    axes[0].set_ylabel("held-out accuracy (greedy decoding)")
+    axes[0].set_ylim(-0.02, 1.05)
+    axes[0].legend(fontsize=8, loc="lower right")
+    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.11, top=0.96, wspace=0.08)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 

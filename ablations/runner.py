@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+import torch
+
 from ablations.backbones import Backbones, build_model
 from ablations.data import RunData, TaskSource, base_tokenizer, ensure_chat_tokens
 from ablations.grid import Grid, RunPoint, RunSettings, TaskSpec, expand, load_grid, parse_overrides
@@ -112,42 +114,50 @@ def run_grid(
             progress(f"task {key}: {src.info['train']} train / {src.info['val']} val samples ({src.path})")
         progress(f"{grid.name}: {len(points)} runs")
 
-    results: list[dict] = []
-    trained: dict[str, dict] = {}
-    for i, point in enumerate(points, 1):
-        s = point.settings
-        key = task_key(point.task)
-        source = sources[key]
-
-        def data_factory(s: RunSettings, run_dir: Path, source: TaskSource = source, key: str = key) -> RunData:
-            if backbones.lm is not None:
-                from tokenization.base_tokenizer import load_tokenizer
-
-                base = ensure_chat_tokens(load_tokenizer(backbones.lm))
+    threads_before = torch.get_num_threads()  # train_one sets the run's threads; leave the caller's as they were
+    try:
+        results: list[dict] = []
+        trained: dict[str, dict] = {}
+        for i, point in enumerate(points, 1):
+            key = task_key(point.task)
+            data_factory, model_factory = _factories(sources[key], out / "tokenizers" / key, backbones)
+            dev = resolve_device(opts.device, opts.precision or point.settings.precision, opts.threads)
+            twin = trained.get(run_hash(point))
+            if twin is not None:  # same settings and task in another experiment: train once, report in both
+                if progress:
+                    progress(f"[{i}/{len(points)}] {point.run_id}: same run as {twin['run_id']}")
+                results.append({**twin, "run_id": point.run_id, "point_id": point.point_id, "experiment": point.experiment,
+                                "axis_values": point.axis_values, "same_as": twin["run_id"]})
             else:
-                base = base_tokenizer(source, s.vocab_size, out / "tokenizers" / key)
-            data = RunData(source, s, base)
-            data.save_tokenizer(run_dir)
-            return data
-
-        def model_factory(s: RunSettings, data: RunData):
-            return build_model(s, data.tokenizer.get_vocab_size(), data.image_token_id, backbones)
-
-        dev = resolve_device(opts.device, opts.precision or s.precision, opts.threads)
-        twin = trained.get(run_hash(point))
-        if twin is not None:  # same settings and task in another experiment: train once, report in both
-            if progress:
-                progress(f"[{i}/{len(points)}] {point.run_id}: same run as {twin['run_id']}")
-            results.append({**twin, "run_id": point.run_id, "point_id": point.point_id, "experiment": point.experiment,
-                            "axis_values": point.axis_values, "same_as": twin["run_id"]})
-        else:
-            if progress:
-                progress(f"[{i}/{len(points)}] {point.run_id}")
-            result = train_one(point, data_factory, model_factory, out / "runs" / point.run_id, dev, progress)
-            trained[run_hash(point)] = result
-            results.append(result)
-        write_report(out, results, _header(grid, grid_path, sources, results), plots=i == len(points))
+                if progress:
+                    progress(f"[{i}/{len(points)}] {point.run_id}")
+                result = train_one(point, data_factory, model_factory, out / "runs" / point.run_id, dev, progress)
+                trained[run_hash(point)] = result
+                results.append(result)
+            write_report(out, results, _header(grid, grid_path, sources, results), plots=i == len(points))
+    finally:
+        torch.set_num_threads(threads_before)
     return out
+
+
+def _factories(source: TaskSource, tokenizer_dir: Path, backbones: Backbones):
+    """How train_one builds a run's data and model (called only for runs that are not finished)."""
+
+    def data_factory(s: RunSettings, run_dir: Path) -> RunData:
+        if backbones.lm is not None:
+            from tokenization.base_tokenizer import load_tokenizer
+
+            base = ensure_chat_tokens(load_tokenizer(backbones.lm))
+        else:
+            base = base_tokenizer(source, s.vocab_size, tokenizer_dir)
+        data = RunData(source, s, base)
+        data.save_tokenizer(run_dir)
+        return data
+
+    def model_factory(s: RunSettings, data: RunData):
+        return build_model(s, data.tokenizer.get_vocab_size(), data.image_token_id, backbones)
+
+    return data_factory, model_factory
 
 
 def run_hash(point: RunPoint) -> str:

@@ -21,7 +21,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ablations.data import Batch, RunData
+from ablations.data import RunData
 from ablations.grid import RunPoint, RunSettings
 from ablations.metrics import PeakRSS, score_answers
 from ablations.model import TinyVLM, count_parameters
@@ -101,11 +101,8 @@ def make_optimizer(model: TinyVLM, s: RunSettings) -> torch.optim.Optimizer:
             continue
         (decay if p.ndim >= 2 and "embed" not in name and "pos" not in name else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": s.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=s.lr, betas=(0.9, 0.95), fused=False)
-
-
-def _to(batch: Batch, device: torch.device) -> Batch:
-    return batch.to(device)
+    on_cuda = next(model.parameters()).is_cuda
+    return torch.optim.AdamW(groups, lr=s.lr, betas=(0.9, 0.95), fused=on_cuda)
 
 
 def _autocast(dev: DeviceSpec):
@@ -121,7 +118,7 @@ def validation_loss(model: TinyVLM, data: RunData, dev: DeviceSpec, batch_size: 
     total, count = 0.0, 0
     for start in range(0, len(data.val), batch_size):
         idx = np.arange(start, min(start + batch_size, len(data.val)))
-        batch = _to(data.val.batch(idx), dev.device)
+        batch = data.val.batch(idx).to(dev.device)
         with _autocast(dev):
             loss, _ = model(batch.input_ids, batch.pixels, batch.labels)
         n = int((batch.labels[:, 1:] != -100).sum())
@@ -140,7 +137,7 @@ def greedy_eval(model: TinyVLM, data: RunData, dev: DeviceSpec, s: RunSettings) 
     refs: list[str] = []
     for start in range(0, n, s.batch_size):
         idx = np.arange(start, min(start + s.batch_size, n))
-        batch = _to(data.val.batch(idx, for_generation=True), dev.device)
+        batch = data.val.batch(idx, for_generation=True).to(dev.device)
         with _autocast(dev):
             ids = model.generate(
                 batch.input_ids, batch.attention_mask, batch.pixels, s.max_new_tokens, data.stop_ids
@@ -181,12 +178,13 @@ def train_one(
     )
     torch.set_num_threads(dev.threads)
     torch.manual_seed(s.seed)
+    rss_start = release_memory()
     data = data_factory(s, run_dir)
     model = model_factory(s, data).to(dev.device)
     opt = make_optimizer(model, s)
 
     step, curve, val_curve = 0, [], []
-    prior = {"train_s": 0.0, "wall_s": 0.0, "peak_rss": 0, "cuda_peak": 0, "samples": 0}
+    prior = {"train_s": 0.0, "wall_s": 0.0, "peak_rss": 0, "cuda_peak": 0, "samples": 0, "rss_start": rss_start}
     ckpt = run_dir / CHECKPOINT
     if ckpt.is_file():
         state = torch.load(ckpt, map_location=dev.device, weights_only=False)
@@ -210,7 +208,7 @@ def train_one(
                 group["lr"] = lr_at(step, s)
             t0 = time.perf_counter()
             idx = batch_indices(s.seed, step, len(data.train), s.batch_size)
-            batch = _to(data.train.batch(idx), dev.device)
+            batch = data.train.batch(idx).to(dev.device)
             with _autocast(dev):
                 loss, _ = model(batch.input_ids, batch.pixels, batch.labels)
             opt.zero_grad(set_to_none=True)
@@ -234,6 +232,7 @@ def train_one(
                     "prior": {
                         "train_s": train_s, "wall_s": prior["wall_s"] + time.perf_counter() - wall0,
                         "peak_rss": max(prior["peak_rss"], rss.peak), "samples": samples,
+                        "rss_start": prior.get("rss_start", rss_start),
                         "cuda_peak": max(prior["cuda_peak"], _cuda_peak(dev)),
                     },
                 }
@@ -250,12 +249,16 @@ def train_one(
     tail = [v for _, v in curve[-max(1, len(curve) // 20):]]
     metrics = {
         "final_train_loss": float(np.mean(tail)) if tail else None,
+        # the average over every step is the area under the loss curve: it separates runs that end at the same
+        # loss but leave a plateau at different times
+        "mean_train_loss": float(np.mean([v for _, v in curve])) if curve else None,
         "val_loss": val_loss,
         **scores,
         "visual_tokens": data.stats["visual_tokens"],
         "seq_len": data.stats["seq_len"],
         "samples_per_s": samples / train_s if train_s > 0 else None,
         "peak_rss_mb": max(prior["peak_rss"], rss.peak) / 2**20,
+        "rss_growth_mb": (max(prior["peak_rss"], rss.peak) - prior.get("rss_start", rss_start)) / 2**20,
         "cuda_peak_mb": (max(prior["cuda_peak"], _cuda_peak(dev)) / 2**20) if dev.kind == "cuda" else None,
         "wall_s": wall,
         "train_s": train_s,
@@ -271,6 +274,27 @@ def train_one(
     }
     atomic_write_json(done, result)
     return result
+
+
+def release_memory() -> int:
+    """Free what earlier runs of this process left behind, so each run's peak RSS is its own; returns RSS now.
+
+    Collected Python objects go back to glibc, and ``malloc_trim`` hands glibc's
+    free pages back to the OS (Linux only; elsewhere this is only a gc pass).
+    """
+    import ctypes
+    import gc
+
+    import psutil
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return int(psutil.Process().memory_info().rss)
 
 
 def _cuda_peak(dev: DeviceSpec) -> int:

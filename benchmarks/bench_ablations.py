@@ -19,8 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `smolcurate ablate` does; must precede importing torch
+
+import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -75,7 +76,11 @@ def main() -> None:
     ap.add_argument("--no-peer", action="store_true", help="skip the transformers SmolVLM comparison")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    work = Path(tempfile.mkdtemp(prefix="bench-ablate-"))
+    with tempfile.TemporaryDirectory(prefix="bench-ablate-") as tmp:
+        run(args, Path(tmp))
+
+
+def run(args: argparse.Namespace, work: Path) -> None:
     spec = TaskSpec(kind="locate", train=256, val=16, width=128, height=128)
     source = TaskSource.from_manifest(generate_task(spec, REPO, work / "data"), 256, 16)
     precisions = [("fp32", None)] + ([("bf16", torch.bfloat16)] if cpu_supports_bf16() else [])

@@ -9,9 +9,8 @@ import pytest
 import torch
 import yaml
 
-import tokenization
 from ablations.backbones import Backbones, build_model
-from ablations.data import IGNORE_INDEX, RawSample, RunData, TaskSource, base_tokenizer
+from ablations.data import IGNORE_INDEX, RunData, TaskSource, base_tokenizer
 from ablations.grid import RunSettings, TaskSpec, expand, parse_grid
 from ablations.metrics import edit_distance, score_answers
 from ablations.model import completion_loss
@@ -22,6 +21,7 @@ from manifests.errors import RecipeError, UserError
 from manifests.schema import CORE_SCHEMA
 from manifests.writer import ManifestWriter
 
+ONE_THREAD = AblationOptions(threads=1)  # the suite shares 2 cores; one thread per run avoids OpenMP oversubscription
 TINY_MODEL = {
     "tile": 32, "patch": 8, "longest_edge": 64, "width": 32, "depth": 1, "heads": 2,
     "vision_width": 32, "vision_depth": 1, "vision_heads": 2, "batch_size": 4, "vocab_size": 300,
@@ -210,7 +210,7 @@ def test_generated_tasks_are_deterministic_and_consistent(tmp_path):
 def test_micro_grid_end_to_end_and_resume(tmp_path, capsys):
     path = micro_grid(tmp_path, {"positional": ["learned", "none"]})
     out = tmp_path / "out"
-    assert cli_main(["ablate", str(path), "--out", str(out), "--quiet"]) == 0
+    assert cli_main(["ablate", str(path), "--out", str(out), "--quiet", "--threads", "1"]) == 0
     import polars as pl
 
     results = pl.read_parquet(out / "results.parquet")
@@ -230,7 +230,7 @@ def test_micro_grid_end_to_end_and_resume(tmp_path, capsys):
     stamps = {r: (r / "result.json").stat().st_mtime_ns for r in runs}
     ckpts = {r: (r / "checkpoint.pt").stat().st_mtime_ns for r in runs}
     # second invocation: both runs are finished, nothing is retrained
-    assert cli_main(["ablate", str(path), "--out", str(out)]) == 0
+    assert cli_main(["ablate", str(path), "--out", str(out), "--threads", "1"]) == 0
     err = capsys.readouterr().err
     assert "step" not in err.replace("steps", "")
     assert {r: (r / "result.json").stat().st_mtime_ns for r in runs} == stamps
@@ -249,13 +249,13 @@ def test_interrupted_run_continues_from_its_checkpoint(tmp_path):
             raise Interrupt
 
     with pytest.raises(Interrupt):
-        run_grid(path, out, AblationOptions(), progress=stop_at_step_5)
+        run_grid(path, out, ONE_THREAD, progress=stop_at_step_5)
     (run,) = list((out / "runs").iterdir())
     assert not (run / "result.json").exists()
     state = torch.load(run / "checkpoint.pt", weights_only=False)
     assert state["step"] == 4  # checkpoint_every 2: the last one before the interruption
     seen: list[str] = []
-    run_grid(path, out, AblationOptions(), progress=seen.append)
+    run_grid(path, out, ONE_THREAD, progress=seen.append)
     assert any("resuming at step 4/6" in m for m in seen)
     result = json.loads((run / "result.json").read_text())
     steps = [s for s, _ in result["loss_curve"]]
@@ -266,9 +266,65 @@ def test_interrupted_run_continues_from_its_checkpoint(tmp_path):
 def test_video_task_with_frame_averaging(tmp_path):
     task = {"kind": "count", "media": "video", "frames": 4, "train": 8, "val": 2, "width": 64, "height": 64}
     path = micro_grid(tmp_path, {"frame_averaging": [1, 2]}, steps=2, task=task, tile=32, video_frames=4)
-    out = run_grid(path, tmp_path / "out", AblationOptions())
+    out = run_grid(path, tmp_path / "out", ONE_THREAD)
     import polars as pl
 
     res = pl.read_parquet(out / "results.parquet").sort("axis.frame_averaging")
     tokens = res["visual_tokens_mean"].to_list()
     assert tokens == [4 * 4, 2 * 4]  # 4 frames of (32/8/2)^2 = 4 tokens, averaged in pairs
+
+
+def test_manifest_rows_use_turns_text_and_skip_unusable(tmp_path):
+    import io
+
+    import pyarrow as pa
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(buf, format="PNG")
+    img = {"bytes": buf.getvalue(), "kind": "image", "format": "PNG"}
+    rows = {
+        "id": [f"r{i}" for i in range(6)],
+        "source": ["s"] * 6,
+        "modality": ["image_text", "text", "image_text", "image_text", "image_text", "image_text"],
+        "media": [[img], None, [img], [{"uri": "/nowhere.txt", "kind": "document"}, img], [img], []],
+        "text": [None, "only text", "a red box", None, "   ", "no media"],
+        "turns": [
+            [{"role": "user", "content": "<image>What colour?"}, {"role": "assistant", "content": "red"}],
+            None, None,
+            [{"role": "assistant", "content": "second item is the image"}],
+            None, None,
+        ],
+    }
+    schema = pa.schema([CORE_SCHEMA.field(n) for n in rows])
+    w = ManifestWriter(tmp_path / "m", CORE_SCHEMA)
+    w.write(pa.table(rows, schema=schema))
+    w.commit()
+    src = TaskSource.from_manifest(tmp_path / "m", 10, 1)
+    got = {s.id: (s.question, s.answer) for s in src.train + src.val}
+    assert got == {
+        "r0": ("What colour?", "red"),
+        "r2": ("Describe the image.", "a red box"),
+        "r3": ("Describe the image.", "second item is the image"),
+    }
+    assert src.info["usable"] == 3 and len(src.val) == 1
+
+
+def test_video_embedded_as_bytes_is_decoded(tmp_path):
+    import pyarrow as pa
+    from PIL import Image
+
+    from ablations.tasks import write_video
+
+    frames = [Image.new("RGB", (64, 64), (40 * i, 0, 0)) for i in range(4)]
+    write_video(frames, tmp_path / "clip.mp4")
+    ref = {"bytes": (tmp_path / "clip.mp4").read_bytes(), "kind": "video", "format": "mp4"}
+    rows = {"id": ["a", "b"], "source": ["s", "s"], "modality": ["video", "video"], "media": [[ref], [ref]],
+            "text": ["dark to red", "dark to red"], "meta": ['{"split": "train"}', '{"split": "val"}']}
+    w = ManifestWriter(tmp_path / "m", CORE_SCHEMA)
+    w.write(pa.table(rows, schema=pa.schema([CORE_SCHEMA.field(n) for n in rows])))
+    w.commit()
+    src = TaskSource.from_manifest(tmp_path / "m", 4, 4)
+    data = run_data(src, tmp_path, video_frames=4)  # 4 s at 1 fps: every frame, one 32 px tile each
+    assert data.train.encoded[0].tiles == 4
+    assert data.stats["visual_tokens"] == 4 * (32 // 8 // 2) ** 2

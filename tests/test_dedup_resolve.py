@@ -180,7 +180,7 @@ def test_decontamination_names_the_eval_set(corpus, tmp_path):
     assert rows["b"]["reason"] == "contaminated:mmbench"
     assert rows["b-webp"]["reason"] == "contaminated:mmbench"
     assert rows["distinct-5"]["reason"] == "contaminated:mmbench"
-    assert json.loads(rows["distinct-5"]["detail"])["match"] == "pixels"
+    assert json.loads(rows["distinct-5"]["detail"]) == {"match": "pixels", "with": "mmbench:q2.png"}
     assert rows["flat-1"]["reason"] == "contaminated:mmbench"  # identical pixels
     assert "flat-2" not in rows
     for rid in ("t-base", "t-exact", "t-near", "t-longer"):
@@ -251,3 +251,55 @@ def test_ray_map_gives_the_same_result(corpus, tmp_path, ray_session):
     local = resolve_duplicates(t, DedupConfig(partitions=4), workdir=tmp_path / "local")
     on_ray = resolve_duplicates(t, DedupConfig(partitions=4), workdir=tmp_path / "ray", map_fn=ray_map)
     assert local.equals(on_ray)
+
+
+def test_saved_hf_dataset_and_image_folder_sources(corpus, tmp_path):
+    """Eval sets saved with datasets.save_to_disk (Image feature) and image folders used as `against:`."""
+    datasets = pytest.importorskip("datasets")
+    d, t = corpus
+    buf = io.BytesIO()
+    photo(2).resize((240, 180)).save(buf, format="PNG")  # a copy of "b"
+    ds = datasets.Dataset.from_dict(
+        {"image": [{"bytes": buf.getvalue(), "path": None}, None], "question": ["what is shown here in this photo", None]},
+        features=datasets.Features({"image": datasets.Image(), "question": datasets.Value("string")}),
+    )
+    saved = tmp_path / "mathvista_local"
+    datasets.DatasetDict({"testmini": ds}).save_to_disk(str(saved))
+    folder = tmp_path / "old_images"
+    folder.mkdir()
+    Image.open(d / "d6.png").save(folder / "x.png")
+    cfg = DedupConfig(against=[str(folder)], decontaminate=[{"path": str(saved), "split": "testmini"}])
+    res = resolve_duplicates(t, cfg, workdir=tmp_path / "w")
+    rows = {r["id"]: r for r in res.to_pylist()}
+    assert rows["b"]["reason"] == "contaminated:mathvista_local"
+    assert rows["distinct-6"]["reason"] == "duplicate" and rows["distinct-6"]["dup_cluster"] == "old_images:x.png"
+    from manifests.errors import UserError
+
+    with pytest.raises(UserError, match="no split 'val'"):
+        resolve_duplicates(t, DedupConfig(decontaminate=[{"path": str(saved), "split": "val"}]), workdir=tmp_path / "w2")
+
+
+@pytest.mark.parametrize("stamped", [False, True])
+def test_against_a_committed_manifest(corpus, tmp_path, stamped, monkeypatch):
+    """An existing manifest: re-hashed from its media, or read from its stored signatures when stamped."""
+    from curation.dedup import signature_columns
+    from manifests.schema import build_schema, conform
+    from manifests.writer import ManifestWriter
+
+    _, t = corpus
+    old = t.filter(pa.array([i in ("a-small", "t-near") for i in t.column("id").to_pylist()]))
+    schema = build_schema(signature_columns())
+    writer = ManifestWriter(tmp_path / "old", schema)
+    writer.write(conform(old.select([c for c in old.column_names if schema.get_field_index(c) >= 0]), schema))
+    cfg = DedupConfig()
+    extra = {"dedup_signature": cfg.signature_fingerprint()} if stamped else None
+    writer.commit(sources={"gen": {"read": old.num_rows}}, extra=extra)
+    new = t.filter(pa.array([i in ("a-big", "t-base", "b") for i in t.column("id").to_pylist()]))
+    if stamped:  # nothing may be re-hashed
+        import curation.dedup.external as ext
+
+        monkeypatch.setattr(ext, "compute_signatures", lambda *a, **k: pytest.fail("re-hashed a stamped manifest"))
+    res = resolve_duplicates(new, DedupConfig(against=[str(tmp_path / "old")]), workdir=tmp_path / "w")
+    rows = {r["id"]: r for r in res.to_pylist()}
+    assert rows["a-big"]["dup_cluster"] == "a-small" and rows["t-base"]["dup_cluster"] == "t-near"
+    assert set(rows) == {"a-big", "t-base"}

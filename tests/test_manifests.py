@@ -219,3 +219,10 @@ def test_sigkill_leaves_previous_manifest_or_none(tmp_path: Path):
         # reset to the previous manifest for the next round
         subprocess.run([sys.executable, str(script), str(out), "3"], check=True, capture_output=True)
     assert outcomes <= {"none", "previous", "new"} and outcomes
+
+
+def test_shards_respect_the_umask(manifest: Path):
+    mask = os.umask(0)
+    os.umask(mask)
+    mode = (manifest / "manifest.json").stat().st_mode & 0o777
+    assert mode == 0o666 & ~mask

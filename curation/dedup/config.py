@@ -195,11 +195,14 @@ class DedupConfig(BaseModel):
 
     def signature_fingerprint(self) -> str:
         """Identity of the signature columns: manifests with the same value can be matched without rehashing."""
+        from curation.dedup import phash  # the hash definition's own constants
+
         e = self.exact_cfg
         key = {
-            "v": 1,
+            "v": 2,
+            "evals": bool(self.decontaminate),  # eval sets make the operators hash more
             "exact": [e.bytes, e.pixels, e.text],
-            "image": [self.image.enabled, self.image.max_items, 2],
+            "image": [self.image.enabled, self.image.max_items, phash.DECODE_SIDE, phash.TIE_MARGIN],
             "text": [self.text.enabled, self.text.num_perm, self.text.ngram, self.text.unit, self.text.seed],
             "video": [self.video.enabled, self.video.frames],
         }

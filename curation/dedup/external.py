@@ -1,7 +1,9 @@
 """Rows from outside the job: existing manifests (`against:`) and evaluation sets (`decontaminate:`).
 
 Everything is turned into manifest-shaped batches (``id, modality, media,
-text, turns``) with signature columns, so the resolve stage treats a folder of
+text, turns``) with signature columns (rows of a folder or a plain dataset get
+readable ids, ``<set name>:<relative path or row id>``, which is what a ledger
+``detail`` then names), so the resolve stage treats a folder of
 eval images, a parquet file of VQA questions, a saved Hugging Face dataset
 and an existing manifest the same way. Nothing is fetched from a hub: a
 dataset is read from local files only.
@@ -20,7 +22,7 @@ from curation.dedup.config import DedupConfig, EvalSetConfig
 from curation.dedup.signatures import SIGNATURE_COLUMNS, compute_signatures
 from manifests.errors import UserError
 from manifests.media import IMAGE_EXTENSIONS
-from manifests.schema import MEDIA_TYPE, TURN_TYPE, make_id
+from manifests.schema import MEDIA_TYPE, TURN_TYPE
 
 IMAGE_COLUMNS = ("image", "images", "img", "picture", "decoded_image", "image_bytes")
 TEXT_COLUMNS = ("question", "query", "problem", "prompt", "text", "instruction", "caption")
@@ -90,7 +92,7 @@ def _folder_batches(root: Path, config: DedupConfig, label: str) -> Iterator[pa.
         rel = [str(f.relative_to(root)) if root.is_dir() else f.name for f in chunk]
         table = pa.table(
             {
-                "id": pa.array([make_id(label, r) for r in rel], pa.string()),
+                "id": pa.array([f"{label}:{r}" for r in rel], pa.string()),
                 "modality": pa.array(["image"] * len(chunk), pa.string()),
                 "media": pa.array([[{"uri": str(f.resolve()), "kind": "image"}] for f in chunk], pa.list_(MEDIA_TYPE)),
                 "text": pa.nulls(len(chunk), pa.string()),
@@ -193,7 +195,7 @@ def _convert(table: pa.Table, image_col, text_col, id_col, label: str, base: Pat
     modality = ["image_text" if m and t else ("image" if m else "text") for m, t in zip(media, texts)]
     out = pa.table(
         {
-            "id": pa.array([make_id(label, k) for k in keys], pa.string()),
+            "id": pa.array([f"{label}:{k}" for k in keys], pa.string()),
             "modality": pa.array(modality, pa.string()),
             "media": pa.array(media, pa.list_(MEDIA_TYPE)),
             "text": pa.array(texts, pa.string()),

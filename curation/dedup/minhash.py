@@ -28,6 +28,7 @@ the code points of the text with whitespace runs collapsed to one space.
 from __future__ import annotations
 
 import unicodedata
+from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
@@ -44,6 +45,9 @@ _WS[[9, 10, 11, 12, 13, 28, 29, 30, 31, 32]] = True  # what str.split() treats a
 _SEP = "\x1e"
 _ASCII_LOWER = np.arange(256, dtype=np.uint8)
 _ASCII_LOWER[ord("A") : ord("Z") + 1] += 32
+
+#: _LOW_BYTES[k] keeps the k lowest bytes of a little-endian uint64 load
+_LOW_BYTES = np.array([(1 << (8 * k)) - 1 for k in range(8)] + [0xFFFFFFFFFFFFFFFF], dtype=np.uint64)
 
 _POW = np.ones(1, dtype=np.uint64)
 _IPOW = np.ones(1, dtype=np.uint64)
@@ -119,9 +123,9 @@ def _whitespace(units: np.ndarray, unicode: bool) -> np.ndarray:
 def _byte_span_hashes(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     """Hashes of byte spans read 8 bytes at a time: work proportional to the words, not the bytes.
 
-    Each span's bytes are gathered as little-endian uint64 words (bytes past the
-    span masked off) and folded with a multiply-mix; a span of 20 bytes costs 3
-    gathers. Only the (few) long spans take the later rounds.
+    The first 8 bytes of every span come from one unaligned uint64 load (bytes
+    past the span masked off); the further 8-byte chunks of longer spans are
+    mixed with their position and summed per span, all in one vectorized pass.
     """
     n = starts.size
     if n == 0:
@@ -129,12 +133,10 @@ def _byte_span_hashes(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> 
     padded = np.concatenate((buf, np.zeros((-buf.size) % 8 + 8, dtype=np.uint8)))
     # a uint64 view with a one-byte stride: element i is the 8 bytes starting at byte i (unaligned loads)
     windows = np.lib.stride_tricks.as_strided(padded.view("<u8"), shape=(buf.size + 1,), strides=(1,))
-    lengths = (ends - starts).astype(np.int64)
-    all_ones = U64(0xFFFFFFFFFFFFFFFF)
+    lengths = ends - starts
     with np.errstate(over="ignore"):
-        # bytes past the span are masked off (span lengths are >= 1, so the shift stays in 0..56)
-        keep = (8 - np.minimum(lengths, 8)).astype(np.uint64) * U64(8)
-        h = mix64(windows[starts] & (all_ones >> keep))
+        # bytes past the span are masked off by a 9-entry table of low-byte masks
+        h = mix64(windows[starts] & _LOW_BYTES[np.minimum(lengths, 8)])
         # the rest of every longer span at once: each further 8-byte chunk is mixed with its
         # position and the chunks of one span are summed (np.add.reduceat, wrapping)
         idx = np.flatnonzero(lengths > 8)
@@ -143,8 +145,7 @@ def _byte_span_hashes(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> 
             owner = np.repeat(np.arange(idx.size), extra)
             k = 1 + np.arange(owner.size) - np.repeat(np.cumsum(extra) - extra, extra)
             rest = lengths[idx][owner] - 8 * k
-            keep = (8 - np.minimum(rest, 8)).astype(np.uint64) * U64(8)
-            chunk = windows[starts[idx][owner] + 8 * k] & (all_ones >> keep)
+            chunk = windows[starts[idx][owner] + 8 * k] & _LOW_BYTES[np.minimum(rest, 8)]
             mixed = mix64(chunk ^ (k.astype(np.uint64) * _GRAM))
             folded = np.add.reduceat(mixed, np.cumsum(extra) - extra)
             h[idx] = mix64((h[idx] * _GRAM) ^ folded)
@@ -255,6 +256,17 @@ def shingle_hashes(
         return g, gdoc.astype(np.int64)
 
 
+@lru_cache(maxsize=16)
+def _probe_table(num_perm: int, seed: int, attempts: int) -> np.ndarray:
+    """``int64[num_perm, attempts]``: the bins empty bin j probes, in order -- the same for every document."""
+    salt = mix64(np.uint64(seed) ^ U64(0xD1B54A32D192ED03))
+    j = np.arange(num_perm, dtype=np.uint64)[:, None]
+    t = np.arange(1, attempts + 1, dtype=np.uint64)[None, :]
+    with np.errstate(over="ignore"):
+        key = mix64(j * U64(0x9E3779B97F4A7C15) + t * U64(0xC2B2AE3D27D4EB4F) + salt)
+    return (key % U64(num_perm)).astype(np.int64)
+
+
 def _densify(sig: np.ndarray, seed: int) -> np.ndarray:
     """Fill empty bins by optimal densification; rows that are entirely empty stay empty."""
     n_docs, num_perm = sig.shape
@@ -264,19 +276,19 @@ def _densify(sig: np.ndarray, seed: int) -> np.ndarray:
     if rows.size == 0:
         return sig
     out = sig.copy()
-    salt = mix64(np.uint64(seed) ^ U64(0xD1B54A32D192ED03))
-    attempt = 0
-    limit = 64 * num_perm
-    while rows.size and attempt < limit:
-        attempt += 1
-        with np.errstate(over="ignore"):
-            key = mix64(cols.astype(np.uint64) * U64(0x9E3779B97F4A7C15) + U64(attempt) * U64(0xC2B2AE3D27D4EB4F) + salt)
-        probe = (key % U64(num_perm)).astype(np.int64)
-        hit = filled[rows, probe]
-        out[rows[hit], cols[hit]] = sig[rows[hit], probe[hit]]
-        rows, cols = rows[~hit], cols[~hit]
-    if rows.size:  # astronomically unlikely; keep it deterministic anyway
-        out[rows, cols] = np.where(filled, sig, EMPTY).min(axis=1)[rows]
+    block = 32
+    table = _probe_table(num_perm, seed, 64 * num_perm)
+    for first in range(0, table.shape[1], block):
+        probes = table[cols, first : first + block]  # [empty, block]
+        hit = filled[rows[:, None], probes]
+        found = hit.any(axis=1)
+        which = probes[np.arange(rows.size), hit.argmax(axis=1)]
+        out[rows[found], cols[found]] = sig[rows[found], which[found]]
+        rows, cols = rows[~found], cols[~found]
+        if rows.size == 0:
+            return out
+    # astronomically unlikely (64 * num_perm misses); keep it deterministic anyway
+    out[rows, cols] = np.where(filled, sig, EMPTY).min(axis=1)[rows]
     return out
 
 
@@ -284,12 +296,16 @@ def minhash_from_shingles(
     hashes: np.ndarray, doc: np.ndarray, n_docs: int, num_perm: int = 128, seed: int = 1
 ) -> np.ndarray:
     """One-permutation MinHash ``uint32[n_docs, num_perm]`` from shingle hashes; empty docs are all EMPTY."""
-    hashes = np.asarray(hashes, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        bins = ((hashes >> U64(32)) * U64(num_perm)) >> U64(32)
-    vals = np.minimum(hashes & U64(0xFFFFFFFF), U64(0xFFFFFFFE)).astype(np.uint32)
+    hashes = np.ascontiguousarray(hashes, dtype=np.uint64)
+    if num_perm & (num_perm - 1) == 0:  # a power of two: the top bits are the bin
+        bins = (hashes >> U64(64 - max(num_perm.bit_length() - 1, 0))) if num_perm > 1 else np.zeros_like(hashes)
+    else:
+        with np.errstate(over="ignore"):
+            bins = ((hashes >> U64(32)) * U64(num_perm)) >> U64(32)
+    vals = np.minimum((hashes & U64(0xFFFFFFFF)).astype(np.uint32), np.uint32(0xFFFFFFFE))
     flat = np.full(n_docs * num_perm, EMPTY, dtype=np.uint32)
-    np.minimum.at(flat, np.asarray(doc, dtype=np.int64) * num_perm + bins.astype(np.int64), vals)
+    index = np.asarray(doc, dtype=np.int64) * num_perm + bins.astype(np.int64)
+    np.minimum.at(flat, index, vals)
     return _densify(flat.reshape(n_docs, num_perm), seed)
 
 

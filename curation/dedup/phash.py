@@ -3,7 +3,9 @@
 The pHash is the one `imagehash.phash` defines (grey 32x32 LANCZOS thumbnail,
 2-D DCT-II, the 8x8 lowest frequencies thresholded at their median, bits in
 row-major order with the first bit most significant), so hashes are
-comparable with that package. What differs is the cost: the DCT of a whole
+comparable with that package, with one deliberate difference: a coefficient
+within half a grey level of the median is a tie and reads as 0 (see
+``TIE_MARGIN``). What differs is the cost: the DCT of a whole
 batch is two matrix products over an ``[n, 32, 32]`` stack instead of a scipy
 call per image, and JPEGs are decoded at reduced scale (libjpeg DCT scaling,
 via :func:`manifests.media.open_image`) because a 32x32 thumbnail never needs
@@ -29,8 +31,12 @@ from manifests import media as M
 THUMB = 32
 LOW = 8
 COLOR = 16
+#: a coefficient this close above the median (unscaled DCT units: 8 = half a grey level of the
+#: orthonormal DCT) is a tie and reads as 0. Those bits are set by rounding noise and flip between a
+#: photo and its re-encoded copy; the margin brought copy recall to imagehash's (benchmarks/results/dedup.md)
+TIE_MARGIN = 8.0
 #: images are decoded so their longer side is about this (JPEG draft scaling); the thumbnail is LANCZOS from there
-DECODE_SIDE = 64
+DECODE_SIDE = 128
 
 ImageLike = Union[Image.Image, np.ndarray, str, bytes]
 
@@ -75,7 +81,7 @@ def phash_thumbs(thumbs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     d = _dct_matrix(THUMB)[:LOW]  # only the low rows are ever used: 8x32 @ 32x32 @ 32x8
     low = np.matmul(np.matmul(d, thumbs), d.T).reshape(-1, LOW * LOW)
     med = np.median(low, axis=1, keepdims=True)
-    bits = low > med
+    bits = low > med + TIE_MARGIN
     packed = np.packbits(bits, axis=1)  # 8 bytes, MSB first, row-major
     hashes = packed.view(">u8").reshape(-1).astype(np.uint64)
     ortho = low * _ortho_scale(THUMB, LOW)

@@ -162,6 +162,9 @@ def run_job(
         "job": {"identity": canonical_hash(identity), "chunks": len(specs), "seed": recipe.seed},
         "engine": {"name": engine, "workers": n_workers},
     }
+    if recipe.dedup_config() is not None:
+        # lets a later `against:` reuse this manifest's sig_* columns instead of re-hashing its media
+        extra["dedup_signature"] = recipe.dedup_config().signature_fingerprint()
     try:
         sources = write_manifest(recipe, plans, staging, out, chunk_of, fixes, dup, extra, tick=lambda: wbar.update(1))
     finally:
