@@ -14,9 +14,9 @@ import polars as pl
 import pyarrow as pa
 import pytest
 
-from manifests import ManifestError, ManifestWriter, build_schema, make_id, open_manifest, validate
+from manifests import ManifestError, ManifestWriter, make_id, open_manifest, validate
 from manifests.cli import main as cli_main
-from tests.manifest_fixtures import EXTRA, sample_rows, write_manifest
+from tests.manifest_fixtures import sample_rows, write_manifest
 
 
 @pytest.fixture()

@@ -1,7 +1,6 @@
 """The inspection notebook runs headless against a manifest written by the writer."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import nbformat

@@ -33,7 +33,7 @@ LOW = 8
 COLOR = 16
 #: a coefficient this close above the median (unscaled DCT units: 8 = half a grey level of the
 #: orthonormal DCT) is a tie and reads as 0. Those bits are set by rounding noise and flip between a
-#: photo and its re-encoded copy; the margin brought copy recall to imagehash's (benchmarks/results/dedup.md)
+#: photo and its re-encoded copy; the margin brought copy recall to imagehash's (benchmarks/README.md)
 TIE_MARGIN = 8.0
 #: images are decoded so their longer side is about this (JPEG draft scaling); the thumbnail is LANCZOS from there
 DECODE_SIDE = 128

@@ -1,13 +1,13 @@
 """Shared pieces of the filter operators: vectorized threshold checks and media-list plumbing."""
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, ClassVar, Iterable
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curation.operators import DROP_REASON, ensure_decision_columns, mark_dropped
+from curation.operators import DROP_REASON, Operator, ensure_decision_columns, mark_dropped
 from manifests.schema import MEDIA_TYPE
 
 MEDIA_LIST = pa.list_(MEDIA_TYPE)
@@ -121,3 +121,23 @@ def low_info_score(grey: np.ndarray) -> float:
     if grey.size == 0:
         return 1.0
     return float(max(0.0, 1.0 - float(grey.astype(np.float32, copy=False).std()) / 32.0))
+
+
+class ThresholdFilter(Operator):
+    """Threshold checks declared as data: (score column, keep condition, config key).
+
+    The config key is also the ledger reason, so a dropped row says which
+    threshold it failed; a null threshold in the config disables that check.
+    """
+
+    stage = STAGE_FILTER
+    columns: ClassVar[dict[str, pa.DataType]] = {}
+    CHECKS: ClassVar[tuple[tuple[str, str, str], ...]] = ()
+
+    def __init__(self, cfg: Any) -> None:
+        self.cfg = cfg
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        for column, op, key in self.CHECKS:
+            table = check(table, column, op, getattr(self.cfg, key), self.stage, key)
+        return table

@@ -5,7 +5,7 @@ import numpy as np
 import pyarrow as pa
 
 from curation.filters.common import (
-    STAGE_DECODE, STAGE_FILTER, check, drop_rows, low_info_score, media_column, media_source, put_media, set_column,
+    STAGE_DECODE, ThresholdFilter, drop_rows, low_info_score, media_column, media_source, put_media, set_column,
 )
 from curation.operators import Operator
 from curation.recipe import DocumentFilters
@@ -107,19 +107,12 @@ class DocumentAnalyzer(Operator):
             doc.close()
 
 
-class DocumentFilter(Operator):
-    stage = STAGE_FILTER
-    columns: dict[str, pa.DataType] = {}
-
-    def __init__(self, cfg: DocumentFilters) -> None:
-        self.cfg = cfg
-
-    def __call__(self, table: pa.Table) -> pa.Table:
-        c, st = self.cfg, self.stage
-        table = check(table, "score_pages", ">=", c.min_pages, st, "min_pages")
-        table = check(table, "score_pages", "<=", c.max_pages, st, "max_pages")
-        table = check(table, "score_min_page_side_pt", ">=", c.min_page_side_pt, st, "min_page_side_pt")
-        table = check(table, "score_max_page_side_pt", "<=", c.max_page_side_pt, st, "max_page_side_pt")
-        table = check(table, "score_text_chars_per_page", ">=", c.min_text_chars_per_page, st, "min_text_chars_per_page")
-        table = check(table, "score_low_info", "<=", c.max_low_info, st, "max_low_info")
-        return table
+class DocumentFilter(ThresholdFilter):
+    CHECKS = (
+        ("score_pages", ">=", "min_pages"),
+        ("score_pages", "<=", "max_pages"),
+        ("score_min_page_side_pt", ">=", "min_page_side_pt"),
+        ("score_max_page_side_pt", "<=", "max_page_side_pt"),
+        ("score_text_chars_per_page", ">=", "min_text_chars_per_page"),
+        ("score_low_info", "<=", "max_low_info"),
+    )

@@ -6,7 +6,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curation.filters.common import (
-    STAGE_DECODE, STAGE_FILTER, check, drop_rows, laplacian_variance, low_info_score, media_column, media_source,
+    STAGE_DECODE, ThresholdFilter, drop_rows, laplacian_variance, low_info_score, media_column, media_source,
     put_media, set_column,
 )
 from curation.operators import Operator, mark_dropped
@@ -82,28 +82,23 @@ class ImageAnalyzer(Operator):
         return drop_rows(table, failures, self.stage)
 
 
-class ImageFilter(Operator):
+class ImageFilter(ThresholdFilter):
     """Thresholds on the image scores; each failed check is its own ledger reason (the config key)."""
 
-    stage = STAGE_FILTER
-    columns: dict[str, pa.DataType] = {}
-
-    def __init__(self, cfg: ImageFilters) -> None:
-        self.cfg = cfg
+    CHECKS = (
+        ("score_min_side", ">=", "min_side"),
+        ("score_max_side", "<=", "max_side"),
+        ("score_aspect_ratio", "<=", "max_aspect_ratio"),
+        ("score_megapixels", ">=", "min_megapixels"),
+        ("score_megapixels", "<=", "max_megapixels"),
+        ("score_low_info", "<=", "max_low_info"),
+        ("score_sharpness", ">=", "min_sharpness"),
+    )
 
     def __call__(self, table: pa.Table) -> pa.Table:
-        c = self.cfg
-        st = self.stage
-        table = check(table, "score_min_side", ">=", c.min_side, st, "min_side")
-        table = check(table, "score_max_side", "<=", c.max_side, st, "max_side")
-        table = check(table, "score_aspect_ratio", "<=", c.max_aspect_ratio, st, "max_aspect_ratio")
-        table = check(table, "score_megapixels", ">=", c.min_megapixels, st, "min_megapixels")
-        table = check(table, "score_megapixels", "<=", c.max_megapixels, st, "max_megapixels")
-        if c.formats is not None:
-            table = _check_formats(table, c.formats, st)
-        table = check(table, "score_low_info", "<=", c.max_low_info, st, "max_low_info")
-        table = check(table, "score_sharpness", ">=", c.min_sharpness, st, "min_sharpness")
-        return table
+        if self.cfg.formats is not None:
+            table = _check_formats(table, self.cfg.formats, self.stage)
+        return super().__call__(table)
 
 
 def _check_formats(table: pa.Table, allowed: list[str], stage: str) -> pa.Table:

@@ -4,7 +4,15 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from curation.filters.common import STAGE_DECODE, STAGE_FILTER, check, drop_rows, media_column, media_source, put_media, set_column
+from curation.filters.common import (
+    STAGE_DECODE,
+    ThresholdFilter,
+    drop_rows,
+    media_column,
+    media_source,
+    put_media,
+    set_column,
+)
 from curation.operators import Operator
 from curation.recipe import VideoFilters
 from manifests import media as M
@@ -84,20 +92,13 @@ class VideoAnalyzer(Operator):
         return drop_rows(table, failures, self.stage)
 
 
-class VideoFilter(Operator):
-    stage = STAGE_FILTER
-    columns: dict[str, pa.DataType] = {}
-
-    def __init__(self, cfg: VideoFilters) -> None:
-        self.cfg = cfg
-
-    def __call__(self, table: pa.Table) -> pa.Table:
-        c, st = self.cfg, self.stage
-        table = check(table, "score_duration_s", ">=", c.min_duration_s, st, "min_duration_s")
-        table = check(table, "score_duration_s", "<=", c.max_duration_s, st, "max_duration_s")
-        table = check(table, "score_fps", ">=", c.min_fps, st, "min_fps")
-        table = check(table, "score_fps", "<=", c.max_fps, st, "max_fps")
-        table = check(table, "score_min_side", ">=", c.min_side, st, "min_side")
-        table = check(table, "score_max_side", "<=", c.max_side, st, "max_side")
-        table = check(table, "score_motion", ">=", c.min_motion, st, "min_motion")
-        return table
+class VideoFilter(ThresholdFilter):
+    CHECKS = (
+        ("score_duration_s", ">=", "min_duration_s"),
+        ("score_duration_s", "<=", "max_duration_s"),
+        ("score_fps", ">=", "min_fps"),
+        ("score_fps", "<=", "max_fps"),
+        ("score_min_side", ">=", "min_side"),
+        ("score_max_side", "<=", "max_side"),
+        ("score_motion", ">=", "min_motion"),
+    )

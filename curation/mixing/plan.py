@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from curation.mixing.allocate import GroupResult, allocate_group, capped_mass_curve, group_rng
+from curation.mixing.allocate import GroupResult, allocate_group, group_rng
 from curation.mixing.config import MixtureConfig
 from curation.mixing.scan import InputManifest, ScanResult
 from manifests.errors import RecipeError, UserError
