@@ -77,3 +77,13 @@ def test_repeats_are_spread_across_passes(media_manifest: Path):
     first = make_id("p", "0")
     positions = [i for i, x in enumerate(ids) if x == first]
     assert positions[0] < 7 <= positions[1], "the second copy comes after one full pass"
+
+
+def test_notebook_views_draw_image_and_video_thumbnails(media_manifest: Path):
+    import polars as pl
+
+    m = open_manifest(media_manifest)
+    assert m._repr_html_().count("<img") == 7  # six image rows and one video frame
+    video = m.show(4, where=pl.col("modality") == "video")
+    assert len(video) == 1 and video._repr_html_().count("data:image/png;base64,") == 1
+    assert "video" in repr(video)
