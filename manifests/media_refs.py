@@ -14,7 +14,8 @@ from PIL import Image
 from manifests import media as M
 
 
-def _source(ref: Mapping[str, Any]):
+def ref_source(ref: Mapping[str, Any]):
+    """What to hand `manifests.media` for one reference: embedded bytes, else the local path."""
     data = ref.get("bytes")
     if data is not None:
         return bytes(data)
@@ -34,13 +35,13 @@ def decode_image_ref(ref: Mapping[str, Any], max_side: int | None = None) -> Ima
         dpi = float(ref.get("dpi") or 100.0)
         if max_side and ref.get("width") and ref.get("height"):
             dpi = min(dpi, dpi * max_side / max(int(ref["width"]), int(ref["height"])))
-        return M.render_pdf_page(_source(ref), int(ref.get("page") or 0), dpi=dpi)
-    return M.open_image(_source(ref), max_side=max_side)
+        return M.render_pdf_page(ref_source(ref), int(ref.get("page") or 0), dpi=dpi)
+    return M.open_image(ref_source(ref), max_side=max_side)
 
 
 def decode_video_ref(ref: Mapping[str, Any], num_frames: int, max_side: int | None = None) -> np.ndarray:
     """`num_frames` evenly spaced frames, uint8 [n, H, W, 3] in display orientation."""
-    path = _source(ref)
+    path = ref_source(ref)
     total = ref.get("frames")
     if not total:
         total = M.probe_video(path)["frames"]

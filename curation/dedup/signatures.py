@@ -104,16 +104,6 @@ def row_text(text: str | None, turns: list[Mapping[str, Any]] | None) -> str:
     return ""
 
 
-def _source_of(ref: Mapping[str, Any]):
-    data = ref.get("bytes")
-    if data is not None:
-        return bytes(data)
-    uri = ref.get("uri")
-    if uri is None:
-        raise M.MediaError("missing", "media reference has neither uri nor bytes")
-    return uri[7:] if uri.startswith("file://") else uri
-
-
 def _bytes_key(ref: Mapping[str, Any]) -> tuple[str, Any]:
     if ref.get("bytes") is not None:
         return ("b", digest(bytes(ref["bytes"])))
@@ -218,13 +208,13 @@ class MediaSignatures(Operator):
                     n_images += 1
                     continue
                 if want_pixels:
-                    full = M.open_image(_source_of(ref), mode="RGB")
+                    full = M.open_image(R.ref_source(ref), mode="RGB")
                     pixels.append(pixel_digest(np.asarray(full)))
                     if not area:
                         area.append(full.width * full.height)
                     small = full
                 else:
-                    small = M.open_image(_source_of(ref), max_side=DECODE_SIDE, mode="RGB")
+                    small = M.open_image(R.ref_source(ref), max_side=DECODE_SIDE, mode="RGB")
                 if want_phash and n_images < cfg.image.max_items:
                     if max(small.size) > 4 * DECODE_SIDE:
                         small = small.copy()

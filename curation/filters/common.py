@@ -98,15 +98,6 @@ def put_media(table: pa.Table, media: Iterable[list[dict] | None]) -> pa.Table:
     return set_column(table, "media", pa.array(list(media), type=MEDIA_LIST))
 
 
-def media_source(item: dict) -> Any:
-    """What to hand manifests.media for one media entry: embedded bytes or the path."""
-    data = item.get("bytes")
-    if data is not None:
-        return bytes(data)
-    uri = item.get("uri")
-    return uri[7:] if isinstance(uri, str) and uri.startswith("file://") else uri
-
-
 def laplacian_variance(grey: np.ndarray) -> float:
     """Variance of the 4-neighbour Laplacian: the usual blur measure (low = blurry)."""
     g = grey.astype(np.float32, copy=False)

@@ -5,11 +5,12 @@ import numpy as np
 import pyarrow as pa
 
 from curation.filters.common import (
-    STAGE_DECODE, ThresholdFilter, drop_rows, low_info_score, media_column, media_source, put_media, set_column,
+    STAGE_DECODE, ThresholdFilter, drop_rows, low_info_score, media_column, put_media, set_column,
 )
 from curation.operators import Operator
 from curation.recipe import DocumentFilters
 from manifests import media as M
+from manifests.media_refs import ref_source
 
 DOCUMENT_SCORES: dict[str, pa.DataType] = {
     "score_pages": pa.int32(),
@@ -61,7 +62,7 @@ class DocumentAnalyzer(Operator):
                     texts[i] = body
                     min_pt[i], max_pt[i], low[i] = stats
                 else:
-                    info, img = M.decode_image(media_source(item), max_side=_CHECK_SIDE, mode="L")
+                    info, img = M.decode_image(ref_source(item), max_side=_CHECK_SIDE, mode="L")
                     item.update(width=info.width, height=info.height, format=info.format, page=0)
                     low[i] = low_info_score(np.asarray(img))
                     counts = [len((texts[i] or "").strip())]
@@ -81,7 +82,7 @@ class DocumentAnalyzer(Operator):
         return drop_rows(table, failures, self.stage)
 
     def _pdf(self, item: dict) -> tuple[list[dict], str, tuple[float, float, float], list[int]]:
-        src = media_source(item)
+        src = ref_source(item)
         doc = M.open_pdf(src)
         try:
             pages = M.pdf_pages(doc)

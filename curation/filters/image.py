@@ -6,12 +6,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curation.filters.common import (
-    STAGE_DECODE, ThresholdFilter, drop_rows, laplacian_variance, low_info_score, media_column, media_source,
+    STAGE_DECODE, ThresholdFilter, drop_rows, laplacian_variance, low_info_score, media_column,
     put_media, set_column,
 )
 from curation.operators import Operator, mark_dropped
 from curation.recipe import ImageFilters
 from manifests import media as M
+from manifests.media_refs import ref_source
 
 IMAGE_SCORES: dict[str, pa.DataType] = {
     "score_min_side": pa.int32(),  # shorter side of the smallest image, display pixels (from the header)
@@ -56,7 +57,7 @@ class ImageAnalyzer(Operator):
                 if item.get("kind") not in _DECODED_KINDS or (item.get("format") or "").upper() == "PDF":
                     continue
                 try:
-                    src = media_source(item)
+                    src = ref_source(item)
                     info, img = M.decode_image(src, max_side=self.cfg.analysis_side, max_pixels=self.cfg.max_pixels, mode="L")
                 except M.MediaError as exc:
                     failures[i] = (exc.reason, exc.detail)

@@ -9,13 +9,13 @@ from curation.filters.common import (
     ThresholdFilter,
     drop_rows,
     media_column,
-    media_source,
     put_media,
     set_column,
 )
 from curation.operators import Operator
 from curation.recipe import VideoFilters
 from manifests import media as M
+from manifests.media_refs import ref_source
 
 VIDEO_SCORES: dict[str, pa.DataType] = {
     "score_duration_s": pa.float64(),
@@ -63,8 +63,8 @@ class VideoAnalyzer(Operator):
             if not items:
                 continue
             item = items[0]
-            path = media_source(item)
             try:
+                path = ref_source(item)
                 info = M.probe_video(path)
                 idx = M.sample_frame_indices(info["frames"], self.cfg.sample_frames)
                 frames = M.read_video_frames(path, idx, max_side=self.cfg.analysis_side, rotation=info["rotation"])
