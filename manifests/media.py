@@ -151,12 +151,37 @@ def _orientation(im: Image.Image) -> int:
             raw = im.info.get("exif")
             if not raw:
                 return 1
-            exif = Image.Exif()
-            exif.load(raw)
-            value = exif.get(0x0112, 1)
+            value = _exif_orientation(raw)
         return int(value) if value in range(1, 9) else 1
     except Exception:  # malformed EXIF never decides whether an image is usable
         return 1
+
+
+def _exif_orientation(raw: bytes) -> int:
+    """Tag 0x0112 read straight from IFD0 of raw EXIF bytes.
+
+    Pillow's ``Exif.load`` parses every tag and sub-IFD; on small JPEGs that
+    cost a quarter of the whole decode, for one 16-bit value.
+    """
+    data = raw[6:] if raw[:6] == b"Exif\x00\x00" else raw
+    if len(data) < 8 or data[:2] not in (b"II", b"MM"):
+        return 1
+    order = "<" if data[:2] == b"II" else ">"
+    (ifd,) = struct.unpack_from(order + "I", data, 4)
+    if ifd + 2 > len(data):
+        return 1
+    (count,) = struct.unpack_from(order + "H", data, ifd)
+    end = min(len(data), ifd + 2 + 12 * count)
+    entries = np.frombuffer(data, dtype=np.uint8, count=(end - ifd - 2) // 12 * 12, offset=ifd + 2).reshape(-1, 12)
+    dt = np.dtype(order + "u2")
+    tags = entries[:, 0:2].copy().view(dt).ravel()
+    hit = np.flatnonzero(tags == 0x0112)
+    if hit.size == 0:
+        return 1
+    row = entries[hit[0]]
+    if int(row[2:4].copy().view(dt)[0]) != 3:  # SHORT
+        return 1
+    return int(row[8:10].copy().view(dt)[0])
 
 
 def _open_header(src: MediaSource, max_pixels: int | None) -> tuple[Image.Image, ImageInfo]:

@@ -205,3 +205,22 @@ def test_truncated_video_container(tmp_path, clip):
     cut.write_bytes(data[: len(data) // 3])  # mdat cut short, moov (at the end for PyAV) lost
     with pytest.raises(M.MediaError):
         M.probe_video(cut)
+
+
+def test_exif_orientation_fast_path_reads_both_byte_orders_and_tolerates_garbage():
+    import struct
+
+    from manifests.media import _exif_orientation
+
+    def ifd(order: str, tags: list[tuple[int, int, int]]) -> bytes:
+        head = (b"II" if order == "<" else b"MM") + struct.pack(order + "HI", 42, 8)
+        body = struct.pack(order + "H", len(tags))
+        for tag, typ, value in tags:
+            body += struct.pack(order + "HHI", tag, typ, 1) + struct.pack(order + "H", value) + b"\0\0"
+        return b"Exif\0\0" + head + body + b"\0\0\0\0"
+
+    assert _exif_orientation(ifd("<", [(0x010F, 3, 1), (0x0112, 3, 6)])) == 6
+    assert _exif_orientation(ifd(">", [(0x0112, 3, 8)])) == 8
+    assert _exif_orientation(ifd("<", [(0x010F, 3, 2)])) == 1
+    assert _exif_orientation(b"Exif\0\0garbage") == 1
+    assert _exif_orientation(ifd("<", [(0x0112, 3, 3)])[:20]) == 1  # truncated IFD
