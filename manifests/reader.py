@@ -91,16 +91,17 @@ class Manifest:
     def __repr__(self) -> str:
         return f"Manifest({str(self.path)!r}, rows={self.num_rows}, dropped={self.info['totals']['dropped']})"
 
-    def _check_shards(self, entries: list[dict[str, Any]]) -> list[str]:
+    def check_files(self, entries: list[dict[str, Any]]) -> list[str]:
+        """Paths of shard entries, after checking each exists with its recorded size (cheap: stat only)."""
         files = []
         for entry in entries:
             p = self.path / entry["path"]
             if not p.is_file():
-                raise ManifestError(f"{self.path}: shard {entry['path']} is missing")
+                raise ManifestError(f"{self.path}: {entry['path']} is missing")
             size = p.stat().st_size
             if size != entry["bytes"]:
                 raise ManifestError(
-                    f"{self.path}: shard {entry['path']} has {size} bytes, manifest.json says {entry['bytes']} (truncated or rewritten)"
+                    f"{self.path}: {entry['path']} has {size} bytes, manifest.json says {entry['bytes']} (truncated or rewritten)"
                 )
             files.append(str(p))
         return files
@@ -108,7 +109,7 @@ class Manifest:
     # -- readers --------------------------------------------------------------
     def dataset(self) -> ds.Dataset:
         """The kept rows as a `pyarrow.dataset.Dataset` (lazy, column-prunable)."""
-        return ds.dataset(self._check_shards(self.info["shards"]), schema=self.schema, format="parquet")
+        return ds.dataset(self.check_files(self.info["shards"]), schema=self.schema, format="parquet")
 
     def table(self, columns: list[str] | None = None) -> pa.Table:
         return self.dataset().to_table(columns=columns)
@@ -117,7 +118,7 @@ class Manifest:
         """The kept rows as a polars LazyFrame (the lazy twin of :meth:`to_polars`)."""
         import polars as pl
 
-        files = self._check_shards(self.info["shards"])
+        files = self.check_files(self.info["shards"])
         if not files:
             return pl.from_arrow(self.schema.empty_table()).lazy()
         return pl.scan_parquet(files)
@@ -140,7 +141,7 @@ class Manifest:
         """A `ray.data.Dataset`, one block per shard (Ray's 200-block default is wasteful for small manifests)."""
         import ray
 
-        files = self._check_shards(self.info["shards"])
+        files = self.check_files(self.info["shards"])
         if not files:
             return ray.data.from_arrow(self.schema.empty_table())
         return ray.data.read_parquet(files, schema=self.schema, override_num_blocks=len(files))
@@ -153,7 +154,7 @@ class Manifest:
 
     def ledger(self) -> pa.Table:
         """Every dropped row with its stage, reason and detail."""
-        files = self._check_shards(self.info["ledger"])
+        files = self.check_files(self.info["ledger"])
         if not files:
             return LEDGER_SCHEMA.empty_table()
         return ds.dataset(files, schema=LEDGER_SCHEMA, format="parquet").to_table()

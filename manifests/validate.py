@@ -53,13 +53,10 @@ def validate(path: str | os.PathLike, *, check_media: bool = True) -> dict[str, 
 
 def _check_entries(m: Manifest, entries: list[dict], schema: pa.Schema, what: str) -> dict[str, int]:
     counts: dict[str, int] = {}
+    m.check_files(entries)  # exists, and has the size manifest.json recorded
     for entry in entries:
         rel = entry["path"]
         p = m.path / rel
-        if not p.is_file():
-            raise ManifestError(f"{what} {rel} is missing")
-        if p.stat().st_size != entry["bytes"]:
-            raise ManifestError(f"{what} {rel} has {p.stat().st_size} bytes, expected {entry['bytes']} (truncated?)")
         if sha256_file(p) != entry["sha256"]:
             raise ManifestError(f"{what} {rel} checksum differs from manifest.json")
         try:

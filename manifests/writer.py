@@ -91,14 +91,12 @@ class ManifestWriter:
         rel = f"{sub}/{shard_name(index)}"
         path = self.out / rel
         write_parquet_atomic(table, path)
-        summary = _summarize(table, sub)
         registry[index] = {
             "path": rel,
             "rows": table.num_rows,
             "bytes": path.stat().st_size,
             "sha256": sha256_file(path),
-            "_sources": Counter({k[0]: v for k, v in _group_counts(table, ["source"]).items()}),
-            "_table_summary": summary,
+            "_table_summary": _summarize(table, sub),
         }
         return rel
 
@@ -113,9 +111,9 @@ class ManifestWriter:
         kept = Counter()
         dropped = Counter()
         for entry in self._data.values():
-            kept.update(entry["_sources"])
+            kept.update(entry["_table_summary"]["sources"])
         for entry in self._ledger.values():
-            dropped.update(entry["_sources"])
+            dropped.update(entry["_table_summary"]["sources"])
         sources = dict(sources or {})
         names = sorted(set(kept) | set(dropped) | set(sources))
         source_info: dict[str, dict[str, Any]] = {}
@@ -186,17 +184,23 @@ def _group_counts(table: pa.Table, keys: list[str]) -> Counter:
 def _summarize(table: pa.Table, sub: str) -> dict[str, Any]:
     """Counts recorded per shard (vectorized group-bys) so commit never re-reads data."""
     if sub == LEDGER_DIR:
-        return {"drops": _group_counts(table, ["source", "stage", "reason"]), "sources": _group_counts(table, ["source"])}
+        drops = _group_counts(table, ["source", "stage", "reason"])
+        sources: Counter = Counter()
+        for (s, _, _), n in drops.items():
+            sources[s] += n
+        return {"drops": drops, "sources": sources}
     pairs = _group_counts(table, ["source", "modality"])
     sm: dict[str, Counter] = defaultdict(Counter)
     modality: Counter = Counter()
+    sources = Counter()
     for (s, m), n in pairs.items():
         sm[s][m] += n
         modality[m] += n
+        sources[s] += n
     tokens: Counter = Counter()
     for name in table.column_names:
         if name == "tokens" or name.startswith("tokens_"):
             col = table.column(name)
             if pa.types.is_integer(col.type) or pa.types.is_floating(col.type):
                 tokens[name] += int(pc.sum(col).as_py() or 0)
-    return {"modality": modality, "source_modality": sm, "tokens": tokens}
+    return {"modality": modality, "source_modality": sm, "tokens": tokens, "sources": sources}
