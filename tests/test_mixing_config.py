@@ -118,3 +118,30 @@ def test_a_mixture_is_not_an_input(small, tmp_path):
         plan_mixture(base(small, inputs=[str(res.path)]))
     with pytest.raises(UserError, match=r"listed twice"):
         plan_mixture(base(small, inputs=[small, small]))
+
+
+def test_strategy_and_tokenizer_errors_name_the_mixture_field(small, tmp_path):
+    with pytest.raises(RecipeError) as err:
+        plan_mixture(base(small, by="tokens", strategy={"name": "smolvlm-256m", "tile": -1}))
+    assert field_of(err) == "strategy.tile" and str(err.value).startswith("strategy.tile: must be")
+    bad = tmp_path / "tokenizer.json"
+    bad.write_text("not json")
+    with pytest.raises(RecipeError) as err:
+        plan_mixture(base(small, by="tokens", strategy="smolvlm-256m", tokenizer=str(bad)))
+    assert field_of(err) == "tokenizer" and "not a valid tokenizer.json" in str(err.value)
+
+
+def test_a_damaged_input_shard_is_one_line(small, tmp_path):
+    import shutil
+
+    from manifests import ManifestError
+
+    copy = tmp_path / "copy"
+    shutil.copytree(small, copy)
+    shard = sorted((copy / "data").glob("*.parquet"))[0]
+    shard.write_bytes(b"\0" * shard.stat().st_size)  # same size, so only the Parquet reader notices
+    with pytest.raises(ManifestError, match="not a readable Parquet shard"):
+        plan_mixture(base(small, inputs=[str(copy)]))
+    shard.unlink()
+    with pytest.raises(ManifestError, match="is missing"):
+        plan_mixture(base(small, inputs=[str(copy)]))

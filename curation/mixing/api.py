@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Iterable, Union
 
 from curation.mixing.config import Match, MixtureConfig, load_mixture, parse_mixture
+from curation.mixing.features import as_list
 from curation.mixing.plan import MixturePlan, make_plan
 from curation.mixing.report import provenance
 from curation.mixing.scan import InputManifest, scan_inputs
@@ -123,12 +124,12 @@ def check_names(cfg: MixtureConfig, inputs: list[InputManifest]) -> None:
             )
 
     def check_match(match: Match, field: str) -> None:
-        for s in [match.source] if isinstance(match.source, str) else (match.source or []):
+        for s in as_list(match.source):
             bad_source(s, f"{field}.source")
-        for m in [match.modality] if isinstance(match.modality, str) else (match.modality or []):
+        for m in as_list(match.modality):
             if m not in MODALITIES:
                 raise RecipeError(f"unknown modality {m!r}; known: {', '.join(MODALITIES)}", field=f"{field}.modality")
-        for c in [match.category] if isinstance(match.category, str) else (match.category or []):
+        for c in as_list(match.category):
             if c not in (cfg.categories or {}):
                 raise RecipeError(f"unknown category {c!r}", field=f"{field}.category")
         for col in match.columns or {}:

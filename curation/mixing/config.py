@@ -219,12 +219,15 @@ class MixtureConfig(_Strict):
         kept = [Rule(name=f"keep {s}", match=Match(source=s), keep=True) for s in self.keep]
         return kept + list(self.rules)
 
+    def matches(self) -> list[Match]:
+        """Every predicate the scan evaluates: rules (`keep:` ones included), then categories."""
+        return [r.match for r in self.all_rules()] + list((self.categories or {}).values())
+
     def needs_tokens(self) -> bool:
         """Whether any part of the mixture reads token counts."""
         if self.by == "tokens" or self.unit_of_total == "tokens":
             return True
-        matches = [r.match for r in self.rules] + list((self.categories or {}).values())
-        return any(m.features() & set(TOKEN_FEATURES) for m in matches)
+        return any(m.features() & set(TOKEN_FEATURES) for m in self.matches())
 
     def input_specs(self) -> list[InputSpec]:
         return [InputSpec(path=i) if isinstance(i, str) else i for i in self.inputs]

@@ -126,7 +126,8 @@ def _range_mask(values: np.ndarray, r: Range) -> np.ndarray:
     return mask
 
 
-def _as_list(value: str | list | None) -> list:
+def as_list(value: str | list | None) -> list:
+    """A match key's value as a list (a key names one value or several)."""
     return [] if value is None else (list(value) if isinstance(value, list) else [value])
 
 
@@ -147,13 +148,13 @@ def match_mask(
     names = batch.schema.names
     mask = np.ones(n, dtype=bool)
     for key in ("source", "modality"):
-        wanted = _as_list(getattr(match, key))
+        wanted = as_list(getattr(match, key))
         if wanted:
             col = batch.column(names.index(key))
             mask &= pc.is_in(col, value_set=pa.array(wanted, pa.string())).to_numpy(zero_copy_only=False)
     if match.category is not None:
         assert category is not None and category_names is not None
-        codes = [category_names.index(c) for c in _as_list(match.category) if c in category_names]
+        codes = [category_names.index(c) for c in as_list(match.category) if c in category_names]
         mask &= np.isin(category, codes)
     if match.meta:
         import polars as pl
@@ -162,7 +163,7 @@ def match_mask(
         for key, wanted in match.meta.items():
             path = "$." + key if not key.startswith("$") else key
             got = meta.str.json_path_match(path)
-            values = [_meta_text(v) for v in _as_list(wanted)]
+            values = [_meta_text(v) for v in as_list(wanted)]
             mask &= got.is_in(values).fill_null(False).to_numpy()
     if match.columns:
         for col_name, r in match.columns.items():

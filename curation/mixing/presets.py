@@ -26,19 +26,16 @@ def list_presets() -> dict[str, str]:
     return out
 
 
-def load_preset(name: str) -> dict[str, Any]:
-    """The preset's mixture fields (without its description), to be overridden by the user's."""
-    files = _files()
-    if name not in files:
-        raise RecipeError(f"unknown preset {name!r}; known: {', '.join(sorted(files))}", field="preset")
-    data = yaml.safe_load(files[name].read_text())
-    data.pop("description", None)
-    return data
-
-
 def preset_text(name: str) -> str:
     """The preset file as shipped, for `smolcurate mix --show-preset`."""
     files = _files()
     if name not in files:
         raise RecipeError(f"unknown preset {name!r}; known: {', '.join(sorted(files))}", field="preset")
     return files[name].read_text()
+
+
+def load_preset(name: str) -> dict[str, Any]:
+    """The preset's mixture fields (without its description), to be overridden by the user's."""
+    data = yaml.safe_load(preset_text(name))
+    data.pop("description", None)
+    return data

@@ -29,35 +29,27 @@ def shares_dict(plan: MixturePlan) -> dict[str, dict[str, dict[str, Any]]]:
     total_samples = plan.samples
     total_tokens = plan.tokens
     levels = ["source", "modality"] + (["category"] if plan.scan.category_names is not None else [])
+
+    def row(req: float | None, n_samples: float, n_tokens: float | None) -> dict[str, Any]:
+        return {
+            "requested_samples": req if (req is not None and cfg.by == "samples") else None,
+            "requested_tokens": req if (req is not None and cfg.by == "tokens") else None,
+            "achieved_samples": _share(n_samples, total_samples),
+            "achieved_tokens": _share(n_tokens, total_tokens) if n_tokens is not None and total_tokens else None,
+            "samples": int(n_samples),
+            "tokens": int(n_tokens) if n_tokens is not None else None,
+        }
+
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for level in levels:
         names, samples, tokens = level_counts(plan, level)
         requested = cfg.shares if level == cfg.group_level else {}
         rows: dict[str, dict[str, Any]] = {}
         for i, name in enumerate(names):
-            if samples[i] == 0 and name not in requested:
-                continue
-            req = requested.get(name)
-            rows[name] = {
-                "requested_samples": req if (req is not None and cfg.by == "samples") else None,
-                "requested_tokens": req if (req is not None and cfg.by == "tokens") else None,
-                "achieved_samples": _share(samples[i], total_samples),
-                "achieved_tokens": _share(tokens[i], total_tokens) if tokens is not None and total_tokens else None,
-                "samples": int(samples[i]),
-                "tokens": int(tokens[i]) if tokens is not None else None,
-            }
+            if samples[i] > 0 or name in requested:
+                rows[name] = row(requested.get(name), samples[i], tokens[i] if tokens is not None else None)
         for name in requested:  # a requested group with no rows still shows, at 0
-            rows.setdefault(
-                name,
-                {
-                    "requested_samples": requested[name] if cfg.by == "samples" else None,
-                    "requested_tokens": requested[name] if cfg.by == "tokens" else None,
-                    "achieved_samples": 0.0,
-                    "achieved_tokens": 0.0 if total_tokens is not None else None,
-                    "samples": 0,
-                    "tokens": 0 if total_tokens is not None else None,
-                },
-            )
+            rows.setdefault(name, row(requested[name], 0, 0 if tokens is not None else None))
         out[level] = rows
     return out
 

@@ -15,8 +15,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from curation.mixing.config import TOKEN_FEATURES, Match, MixtureConfig, Rule
+from curation.mixing.config import TOKEN_FEATURES, MixtureConfig, Rule
 from curation.mixing.features import batch_features, match_mask, parquet_columns
+from manifests.errors import ManifestError
 
 #: rows per metadata batch: large enough for vectorized work, small enough to stay flat in memory
 SCAN_BATCH_ROWS = 65_536
@@ -38,6 +39,7 @@ class ScanResult:
 
     files: list[Path]
     file_rows: np.ndarray  # rows per shard file
+    file_bytes: np.ndarray  # uncompressed bytes per shard file (Parquet footer), to size output shards
     source_names: list[str]
     modality_names: list[str]
     group_names: list[str]
@@ -77,11 +79,7 @@ class _Codes:
 
 
 def needed_features(cfg: MixtureConfig) -> set[str]:
-    matches: list[Match] = [r.match for r in cfg.all_rules()] + list((cfg.categories or {}).values())
-    feats: set[str] = set()
-    for m in matches:
-        feats |= m.features()
-    return feats
+    return set().union(*(m.features() for m in cfg.matches()))
 
 
 def scan_inputs(
@@ -94,7 +92,7 @@ def scan_inputs(
     rules: list[Rule] = cfg.all_rules()
     feats = needed_features(cfg)
     numeric = feats - set(TOKEN_FEATURES)
-    matches = [r.match for r in rules] + list((cfg.categories or {}).values())
+    matches = cfg.matches()
     ext_cols = sorted({c for m in matches for c in (m.columns or {})})
     uses_meta = any(m.meta for m in matches)
 
@@ -108,6 +106,7 @@ def scan_inputs(
     modalities = _Codes()
     files: list[Path] = []
     file_rows: list[int] = []
+    file_bytes: list[int] = []
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("source", "modality", "category", "group", "weight", "keep", "cap", "tokens")}
     rule_rows = [0] * len(rules)
     unassigned = 0
@@ -119,10 +118,12 @@ def scan_inputs(
         if token_counter is not None:
             cols = sorted(set(cols) | set(token_counter.parquet_columns(item.index, schema)))
         allowed = pa.array(item.sources, pa.string()) if item.sources is not None else None
-        for path in item.manifest.shard_paths:
-            pf = pq.ParquetFile(path)
+        for path in item.manifest.check_files(item.manifest.info["shards"]):
+            pf = _open_shard(path)
+            md = pf.metadata
             files.append(Path(path))
-            file_rows.append(pf.metadata.num_rows)
+            file_rows.append(md.num_rows)
+            file_bytes.append(sum(md.row_group(i).total_byte_size for i in range(md.num_row_groups)))
             for batch in pf.iter_batches(batch_size=SCAN_BATCH_ROWS, columns=cols, use_threads=True):
                 batch = _add_missing(batch, ext_cols)
                 n = batch.num_rows
@@ -175,7 +176,6 @@ def scan_inputs(
                 parts["cap"].append(cap)
                 if token_counter is not None:
                     parts["tokens"].append(np.asarray(f["tokens"], dtype=np.int64))
-            del pf
 
     def cat_(name: str, dtype) -> np.ndarray:
         chunks = parts.pop(name)  # free the batch pieces as each column is joined
@@ -184,6 +184,7 @@ def scan_inputs(
     return ScanResult(
         files=files,
         file_rows=np.asarray(file_rows, dtype=np.int64),
+        file_bytes=np.asarray(file_bytes, dtype=np.int64),
         source_names=sources.names,
         modality_names=modalities.names,
         group_names=group_names,
@@ -199,6 +200,14 @@ def scan_inputs(
         rule_rows=rule_rows,
         unassigned_rows=unassigned,
     )
+
+
+def _open_shard(path: str) -> pq.ParquetFile:
+    """A shard's reader; a file that is not Parquet is a one-line ManifestError naming it."""
+    try:
+        return pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise ManifestError(f"{path}: not a readable Parquet shard ({str(exc).splitlines()[0]})") from None
 
 
 def _add_missing(batch: pa.RecordBatch, columns: list[str]) -> pa.RecordBatch:

@@ -67,6 +67,13 @@ def _ints(col: pa.Array) -> np.ndarray:
     return pc.fill_null(col.cast(pa.int64()), 0).to_numpy(zero_copy_only=False)
 
 
+def _recipe_error(exc: UserError | TypeError, field: str) -> RecipeError:
+    """A tokenization error re-addressed to the mixture field it came from (`strategy.tile`, not `strategy: tile`)."""
+    sub = getattr(exc, "field", None)
+    msg = str(exc).removeprefix(f"{sub}: ") if sub else str(exc)
+    return RecipeError(msg, field=field if sub in (None, field, "preset", "name") else f"{field}.{sub}")
+
+
 def resolve_strategy(spec: str | dict) -> Any:
     """`strategy: NAME` or `strategy: {name: NAME, field: value, ...}` -> tokenization.Strategy."""
     from tokenization.strategy import get_strategy
@@ -80,26 +87,20 @@ def resolve_strategy(spec: str | dict) -> Any:
         name, fields = spec, {}
     try:
         return get_strategy(name, **fields)
-    except UserError as exc:
-        raise RecipeError(str(exc), field="strategy") from None
-    except TypeError as exc:
-        raise RecipeError(str(exc), field="strategy") from None
+    except (UserError, TypeError) as exc:
+        raise _recipe_error(exc, "strategy") from None
 
 
 def load_tokenizer(path: str | None) -> Any:
+    """The mixture's `tokenizer:` (a tokenizer.json, or a folder holding one), or None for the strategy's estimate."""
     if path is None:
         return None
-    from pathlib import Path
+    from tokenization.base_tokenizer import load_tokenizer as load
 
-    from tokenizers import Tokenizer
-
-    p = Path(path)
-    if not p.is_file():
-        raise RecipeError(f"{p}: no such tokenizer.json", field="tokenizer")
     try:
-        return Tokenizer.from_file(str(p))
-    except Exception as exc:  # tokenizers raises a bare Exception on a bad file
-        raise RecipeError(f"{p}: not a tokenizers JSON file ({exc})", field="tokenizer") from None
+        return load(path)
+    except UserError as exc:
+        raise _recipe_error(exc, "tokenizer") from None
 
 
 def make_token_counter(cfg: MixtureConfig, inputs: list[Any]) -> TokenCounter | None:

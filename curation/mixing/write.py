@@ -62,16 +62,9 @@ def output_schema(plan: MixturePlan) -> pa.Schema:
 
 
 def auto_shard_rows(plan: MixturePlan) -> int:
-    """Rows per output shard from the inputs' average uncompressed row size (Parquet footers only)."""
-    total_bytes = 0
-    total_rows = 0
-    for path in plan.scan.files:
-        md = pq.ParquetFile(path).metadata
-        for i in range(md.num_row_groups):
-            rg = md.row_group(i)
-            total_bytes += rg.total_byte_size
-            total_rows += rg.num_rows
-    per_row = total_bytes / total_rows if total_rows else 1.0
+    """Rows per output shard from the inputs' average uncompressed row size (from the scan's Parquet footers)."""
+    total_rows = int(plan.scan.file_rows.sum())
+    per_row = int(plan.scan.file_bytes.sum()) / total_rows if total_rows else 1.0
     return int(min(SHARD_ROWS_MAX, max(SHARD_ROWS_MIN, SHARD_TARGET_BYTES // max(per_row, 1.0))))
 
 
