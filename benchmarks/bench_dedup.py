@@ -132,7 +132,6 @@ def bench_minhash(realdata: Path, rounds: int) -> dict:
         return rensa.RMinHash.digest_matrix_from_flat_token_hashes(h, offsets, perm, 1)
 
     run_ours()  # warm the cached power tables once, as a long-running worker would have
-    t_ds = t_rs = t_us = t_hy = 0.0
     ds_times, rs_times, us_times, hy_times = [], [], [], []
     for _ in range(rounds):  # interleaved, so machine load hits every side alike
         t, (ds_pairs, ds_sigs) = median_time(run_datasketch, 1, "datasketch")
@@ -155,8 +154,7 @@ def bench_minhash(realdata: Path, rounds: int) -> dict:
     def_cand = lsh_candidates(minhash_signatures(texts, num_perm=perm, ngram=5, seed=1), cfg.bands, cfg.rows)
     jac = jaccard_pairs([sets[a] for a, _ in def_cand], [sets[b] for _, b in def_cand])
     t_def = time.perf_counter() - t_def
-    us_cand_v = def_cand
-    us_verified = {(int(a), int(b)) for (a, b), s in zip(us_cand_v, jac) if s >= thr}
+    us_verified = {(int(a), int(b)) for (a, b), s in zip(def_cand, jac) if s >= thr}
     # brute force: exact Jaccard of every pair
     ii, jj = np.triu_indices(n, 1)
     truth = set()

@@ -149,6 +149,23 @@ def test_result_does_not_depend_on_partitions_or_file_split(corpus, tmp_path):
     assert one.equals(many)
 
 
+def test_unverified_text_uses_the_signature_estimate_across_files(corpus, tmp_path):
+    _, t = corpus
+    text = t.filter(pa.array([i.startswith("t-") for i in t.column("id").to_pylist()]))
+    paths = []
+    for i, (lo, hi) in enumerate(((0, 2), (2, text.num_rows))):  # near copies meet across files
+        p = tmp_path / f"text-{i}.parquet"
+        pq.write_table(text.slice(lo, hi - lo), p)
+        paths.append(str(p))
+    cfg = DedupConfig(exact=False, image={"enabled": False}, video={"enabled": False}, text={"verify": False})
+    res = resolve_duplicates(paths, cfg, workdir=tmp_path / "w")
+    assert cluster_of(res, "t-base") == {"t-base", "t-near", "t-exact", "t-longer"}
+    details = [json.loads(r["detail"]) for r in res.to_pylist() if r["reason"] == "duplicate"]
+    assert details and all(d["match"] == "minhash" and 0.8 <= d["jaccard"] <= 1.0 for d in details)
+    for k in range(6):
+        assert cluster_of(res, f"t-other-{k}") == {f"t-other-{k}"}
+
+
 def test_against_drops_new_copies_only(corpus, tmp_path):
     _, t = corpus
     existing = t.filter(pa.array([i in ("a-small", "t-near", "distinct-3") for i in t.column("id").to_pylist()]))
@@ -241,6 +258,9 @@ def test_bad_paths_are_user_errors(corpus, tmp_path):
     (tmp_path / "x.txt").write_text("hi")
     with pytest.raises(UserError, match="decontaminate"):
         resolve_duplicates(t, DedupConfig(decontaminate=[str(tmp_path / "x.txt")]), workdir=tmp_path / "w2")
+    (tmp_path / "broken.parquet").write_bytes(b"not parquet")
+    with pytest.raises(UserError, match=r"decontaminate\[0\]: .*broken.parquet: cannot be read"):
+        resolve_duplicates(t, DedupConfig(decontaminate=[str(tmp_path / "broken.parquet")]), workdir=tmp_path / "w3")
 
 
 @pytest.mark.ray

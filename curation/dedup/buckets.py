@@ -16,7 +16,6 @@ from curation.dedup.layout import (
 from curation.dedup.minhash import expand_pairs
 
 
-
 def group_bounds(*cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(starts, sizes) of runs of equal values across the given sorted columns."""
     n = cols[0].size

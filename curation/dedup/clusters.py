@@ -16,7 +16,6 @@ from curation.dedup.buckets import group_bounds
 from curation.dedup.unionfind import UnionFind
 
 
-
 def clusters(edges: pa.Table, work: Path, evals: list[EvalSetConfig]) -> pa.Table:
     a = edges.column("a").to_numpy()
     b = edges.column("b").to_numpy()
@@ -59,12 +58,11 @@ def clusters(edges: pa.Table, work: Path, evals: list[EvalSetConfig]) -> pa.Tabl
         # strongest evidence per row: exact kinds, then smallest distance, then eval id
         exact_first = (~np.isin(ck, EXACT_KINDS)).astype(np.int8)
         order = np.lexsort((evid.astype(str), cdist, exact_first, new))
-        seen = set()
-        for o in order:
+        new_sorted = new[order]
+        first = np.ones(order.size, dtype=bool)
+        first[1:] = new_sorted[1:] != new_sorted[:-1]
+        for o in order[first]:
             nn = int(new[o])
-            if nn in seen:
-                continue
-            seen.add(nn)
             name = evals[int(evset[o])].label if evals else "eval"
             contaminated[nn] = (
                 f"contaminated:{name}",
@@ -80,7 +78,7 @@ def clusters(edges: pa.Table, work: Path, evals: list[EvalSetConfig]) -> pa.Tabl
         area = attrs.column("area").to_numpy()[k_idx]
         textlen = attrs.column("textlen").to_numpy()[k_idx]
         nbytes = attrs.column("nbytes").to_numpy()[k_idx]
-        bad = np.array([int(k) in contaminated for k in keys], dtype=bool)
+        bad = np.isin(keys, np.fromiter(contaminated, dtype=np.int64, count=len(contaminated)))
         tab = pa.table(
             {
                 "node": keys,

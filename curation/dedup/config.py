@@ -7,13 +7,13 @@ reasons about; they can still be pinned explicitly.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from pathlib import Path
 from typing import Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from manifests.fsutil import canonical_hash
 
 _STRICT = ConfigDict(extra="forbid")
 
@@ -206,4 +206,4 @@ class DedupConfig(BaseModel):
             "text": [self.text.enabled, self.text.num_perm, self.text.ngram, self.text.unit, self.text.seed],
             "video": [self.video.enabled, self.video.frames],
         }
-        return hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+        return canonical_hash(key)[:16]

@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 from curation.dedup.config import DedupConfig, EvalSetConfig
 from curation.dedup.signatures import SIGNATURE_COLUMNS, compute_signatures
 from manifests.errors import UserError
+from manifests.fsutil import atomic_write
 from manifests.media import IMAGE_EXTENSIONS
 from manifests.schema import MEDIA_TYPE, TURN_TYPE
 
@@ -46,6 +47,13 @@ def iter_source(path: str | os.PathLike, config: DedupConfig, *, field: str, eva
     p = Path(path).expanduser()
     if not p.exists():
         raise UserError(f"{p}: no such file or directory", field=field)
+    try:
+        yield from _source_batches(p, config, field, evalset)
+    except (pa.ArrowException, OSError) as exc:  # a corrupt parquet file or saved dataset: one line, not a traceback
+        raise UserError(f"{p}: cannot be read ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})", field=field) from exc
+
+
+def _source_batches(p: Path, config: DedupConfig, field: str, evalset: EvalSetConfig | None) -> Iterator[pa.Table]:
     label = evalset.label if evalset else p.name
     if _is_manifest(p):
         yield from _manifest_batches(p, config)
@@ -213,8 +221,6 @@ def write_source(batches: Iterator[pa.Table], out_dir: Path) -> list[Path]:
         if table.num_rows == 0:
             continue
         path = out_dir / f"part-{i:05d}.parquet"
-        tmp = path.with_suffix(".tmp")
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
+        atomic_write(path, lambda p, t=table: pq.write_table(t, p))
         paths.append(path)
     return paths

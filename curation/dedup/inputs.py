@@ -18,7 +18,6 @@ from curation.dedup.external import CARRY
 from curation.dedup.layout import RESOLVE_VERSION, ROLE_NEW
 
 
-
 @dataclass
 class SigFile:
     """One input file (or in-memory table) of signature rows and its global node range."""

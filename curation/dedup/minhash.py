@@ -39,12 +39,8 @@ EMPTY = np.uint32(0xFFFFFFFF)  # an empty bin; real values are capped one below 
 _B = U64(0x100000001B3)  # odd polynomial base: invertible mod 2**64
 _B_INV = U64(pow(0x100000001B3, -1, 2**64))
 _GRAM = U64(0x9E3779B97F4A7C15)
-_WS = np.zeros(256, dtype=bool)
-_WS[[9, 10, 11, 12, 13, 28, 29, 30, 31, 32]] = True  # what str.split() treats as whitespace in ASCII
 
 _SEP = "\x1e"
-_ASCII_LOWER = np.arange(256, dtype=np.uint8)
-_ASCII_LOWER[ord("A") : ord("Z") + 1] += 32
 
 #: _LOW_BYTES[k] keeps the k lowest bytes of a little-endian uint64 load
 _LOW_BYTES = np.array([(1 << (8 * k)) - 1 for k in range(8)] + [0xFFFFFFFFFFFFFFFF], dtype=np.uint64)

@@ -13,7 +13,7 @@ from typing import Any, Callable, Sequence
 
 
 def ray_map(fn: Callable[[int], Any], items: Sequence[int], num_cpus: float = 1) -> list[Any]:
-    """Map `fn` over `items` as Ray tasks (Ray must already be initialised), in order."""
+    """Map `fn` over `items` as Ray tasks, in order (starts the local Ray session if none is running)."""
     import ray
 
     if not ray.is_initialized():

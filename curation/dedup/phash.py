@@ -160,8 +160,3 @@ def hamming(a: np.ndarray | int, b: np.ndarray | int) -> np.ndarray:
     """Bitwise Hamming distance of uint64 hashes (broadcasting)."""
     x = np.bitwise_xor(np.asarray(a, dtype=np.uint64), np.asarray(b, dtype=np.uint64))
     return np.bitwise_count(x).astype(np.int64)
-
-
-def hex_hash(h: int | np.uint64) -> str:
-    """imagehash-compatible hex string of a 64-bit pHash."""
-    return f"{int(h):016x}"

@@ -21,7 +21,6 @@ from curation.dedup.signatures import row_text
 from manifests.errors import UserError
 
 
-
 def _id_keys(ids: Sequence[str]) -> np.ndarray:
     """Stable 64-bit keys of ids: the order every tie is broken by."""
     return np.fromiter(

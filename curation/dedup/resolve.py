@@ -49,9 +49,9 @@ from curation.dedup.layout import RESULT_SCHEMA, ROLE_AGAINST, ROLE_EVAL, MapFn
 from curation.dedup.records import RecordBuilder, Scatter, node_table
 from curation.dedup.textverify import verify_text
 from manifests.errors import UserError
+from manifests.fsutil import atomic_write
 
 __all__ = ["RESULT_SCHEMA", "resolve_duplicates"]
-
 
 
 def _serial_map(fn: Callable[[int], Any], items: Sequence[int]) -> list[Any]:
@@ -64,9 +64,7 @@ def _done(workdir: Path, phase: str, fp: str) -> bool:
 
 
 def _mark(workdir: Path, phase: str, fp: str) -> None:
-    tmp = workdir / f"{phase}.done.tmp"
-    tmp.write_text(fp)
-    os.replace(tmp, workdir / f"{phase}.done")
+    atomic_write(workdir / f"{phase}.done", lambda p: p.write_text(fp))
 
 
 def resolve_duplicates(
@@ -138,7 +136,7 @@ def _resolve(signatures: Any, cfg: DedupConfig, against: list[str], evals: list[
         offset += f.rows
 
     with_eval = bool(evals)
-    read_cols = [c for c in CARRY if c not in ("turns",)] + ["turns"]
+    read_cols = list(CARRY)
     # phase 1: scatter
     if not _done(work, "scatter", fp):
         shutil.rmtree(work / "buckets", ignore_errors=True)

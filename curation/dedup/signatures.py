@@ -105,10 +105,12 @@ def row_text(text: str | None, turns: list[Mapping[str, Any]] | None) -> str:
 
 
 def _bytes_key(ref: Mapping[str, Any]) -> tuple[str, Any]:
-    if ref.get("bytes") is not None:
-        return ("b", digest(bytes(ref["bytes"])))
-    uri = ref.get("uri") or ""
-    return ("u", uri[7:] if uri.startswith("file://") else uri)
+    """("b", digest of embedded bytes) or ("u", local path): one key per distinct source of a row."""
+    try:
+        src = R.ref_source(ref)
+    except M.MediaError:  # neither uri nor bytes: unreadable, like a missing file
+        src = ""
+    return ("b", digest(src)) if isinstance(src, bytes) else ("u", src)
 
 
 class MediaSignatures(Operator):
@@ -156,23 +158,19 @@ class MediaSignatures(Operator):
         if not items:
             return out
         # exact bytes: each distinct source once (pages of one PDF share a file)
-        sizes: dict[tuple[str, Any], int] = {}
+        sources: dict[tuple[str, Any], Mapping[str, Any]] = {}
         for ref in items:
-            key = _bytes_key(ref)
-            if key not in sizes:
-                try:
-                    sizes[key] = len(ref["bytes"]) if key[0] == "b" else os.path.getsize(key[1])
-                except OSError:
-                    sizes[key] = 0
-        out["sig_nbytes"] = sum(sizes.values())
-        if exact.bytes:
-            seen: dict[tuple[str, Any], bytes] = {}
+            sources.setdefault(_bytes_key(ref), ref)
+        nbytes = 0
+        for (how, key), ref in sources.items():
             try:
-                for ref in items:
-                    key = _bytes_key(ref)
-                    if key not in seen:
-                        seen[key] = key[1] if key[0] == "b" else file_digest(key[1])
-                out["sig_bytes"] = combine_digests(seen.values())
+                nbytes += len(ref["bytes"]) if how == "b" else os.path.getsize(key)
+            except OSError:
+                pass
+        out["sig_nbytes"] = nbytes
+        if exact.bytes:
+            try:
+                out["sig_bytes"] = combine_digests(key if how == "b" else file_digest(key) for how, key in sources)
             except OSError:
                 out["sig_bytes"] = None
         area = [int(ref["width"]) * int(ref["height"]) for ref in items if ref.get("width") and ref.get("height")]
@@ -290,7 +288,3 @@ def compute_signatures(table: pa.Table, config: DedupConfig | None = None) -> pa
         op.setup()
         table = op(table)
     return table
-
-
-def file_uri(path: str | os.PathLike) -> str:
-    return os.path.abspath(os.fspath(path))

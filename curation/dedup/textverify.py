@@ -17,6 +17,21 @@ from curation.dedup.records import column_values
 from curation.dedup.signatures import row_text
 
 
+def _list_array(arrays: list[np.ndarray]) -> pa.Array:
+    """large_list<uint64> from numpy arrays in one concatenate (``pa.array`` would convert them value by value)."""
+    sizes = np.fromiter((x.size for x in arrays), dtype=np.int64, count=len(arrays))
+    offsets = np.zeros(len(arrays) + 1, dtype=np.int64)
+    np.cumsum(sizes, out=offsets[1:])
+    values = np.concatenate(arrays).astype(np.uint64, copy=False) if arrays else np.zeros(0, np.uint64)
+    return pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(values))
+
+
+def _split_lists(col: pa.ChunkedArray) -> list[np.ndarray]:
+    """The rows of a list<uint64> column as numpy arrays, straight from its buffers."""
+    lens = np.asarray(pc.list_value_length(col).to_numpy(zero_copy_only=False), dtype=np.int64)
+    values = np.asarray(pc.list_flatten(col).to_numpy(zero_copy_only=False), dtype=np.uint64)
+    return np.split(values, np.cumsum(lens)[:-1]) if lens.size else []
+
 
 def verify_text(cands: pa.Table, files: list[SigFile], cfg: DedupConfig, workdir: Path, map_fn: MapFn) -> pa.Table:
     """Keep MinHash candidates whose exact Jaccard (or signature estimate) reaches the threshold."""
@@ -52,7 +67,7 @@ def verify_text(cands: pa.Table, files: list[SigFile], cfg: DedupConfig, workdir
             {
                 "e": eidx[sel],
                 "fb": fb[sel],
-                "pa": pa.array([pay[i] for i in inv], pa.list_(pa.uint64())),
+                "pa": _list_array([pay[i] for i in inv]),
             }
         )
         for gb in np.unique(fb[sel]):
@@ -66,7 +81,7 @@ def verify_text(cands: pa.Table, files: list[SigFile], cfg: DedupConfig, workdir
         e = t.column("e").to_numpy()
         uniq, inv = np.unique(b[e] - offsets[gb], return_inverse=True)
         pay_b = payload(files[gb], uniq)
-        pay_a = [np.asarray(x, dtype=np.uint64) for x in t.column("pa").to_pylist()]
+        pay_a = _split_lists(t.column("pa"))
         if tcfg.verify:
             sims[e] = jaccard_pairs(pay_a, [pay_b[i] for i in inv])
         else:

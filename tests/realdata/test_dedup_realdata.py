@@ -14,6 +14,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 from curation.dedup import (
     DedupConfig,
     compute_signatures,
+    connected_components,
     hamming,
     jaccard_pairs,
     lsh_candidates,
@@ -185,22 +186,14 @@ def test_spdx_families_through_resolve(licences, spdx_jaccard, tmp_path):
     t = compute_signatures(table, DedupConfig())
     res = resolve_duplicates(t, DedupConfig(partitions=8), workdir=tmp_path / "w")
     # reference families: connected components of the brute-force graph
-    truth = pairs_at(spdx_jaccard, 0.8)
-    parent = list(range(n))
-
-    def find(x):
-        while parent[x] != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for a, b in truth:
-        parent[find(a)] = find(b)
+    truth = np.array(sorted(pairs_at(spdx_jaccard, 0.8)), dtype=np.int64).reshape(-1, 2)
+    family = connected_components(truth[:, 0], truth[:, 1], n)
     ids = [x["id"] for x in licences]
-    truth_same = {(ids[a], ids[b]) for a in range(n) for b in range(a + 1, n) if find(a) == find(b)}
+    pos = {x: k for k, x in enumerate(ids)}
+    truth_same = {(ids[a], ids[b]) for a in range(n) for b in range(a + 1, n) if family[a] == family[b]}
     ours_same = set()
     for c in clusters(res):
-        members = sorted(c, key=ids.index)
+        members = sorted(c, key=pos.__getitem__)
         ours_same |= {(x, y) for k, x in enumerate(members) for y in members[k + 1:]}
     tp = len(ours_same & truth_same)
     assert tp / max(len(ours_same), 1) >= 0.95 and tp / len(truth_same) >= 0.95
