@@ -247,6 +247,14 @@ def parse_grid(raw: dict[str, Any], source: str = "grid") -> Grid:
         raise validation_error(exc) from None
 
 
+def _error_under(exc: ValidationError, section: str) -> RecipeError:
+    """:func:`validation_error`'s one line with its field placed under the grid section the bad value came from."""
+    err = validation_error(exc)
+    if not err.field:
+        return RecipeError(str(err), field=section)
+    return RecipeError(str(err).removeprefix(f"{err.field}: "), field=f"{section}.{err.field}")
+
+
 def settings_hash(settings: RunSettings, task: TaskSpec) -> str:
     """Short hash of everything a run depends on: a changed setting or task makes a new run, never a stale resume."""
     blob = json.dumps({"settings": settings.model_dump(mode="json"), "task": task.model_dump(mode="json")}, sort_keys=True).encode()
@@ -314,8 +322,7 @@ def expand(grid: Grid, overrides: dict[str, Any] | None = None) -> list[RunPoint
             try:
                 task = TaskSpec.model_validate({**task.model_dump(), **set_task})
             except ValidationError as exc:
-                err = exc.errors()[0]
-                raise RecipeError(err["msg"], field="--set task." + ".".join(str(p) for p in err["loc"])) from None
+                raise _error_under(exc, "--set task") from None
         names = list(axes)
         for combo in itertools.product(*(axes[n] for n in names)) if names else [()]:
             values = dict(zip(names, combo))
@@ -323,11 +330,8 @@ def expand(grid: Grid, overrides: dict[str, Any] | None = None) -> list[RunPoint
                 try:
                     settings = RunSettings.model_validate({**base, **exp.base, **set_base, **values, "seed": seed})
                 except ValidationError as exc:
-                    err = exc.errors()[0]
-                    loc = ".".join(str(p) for p in err["loc"])
-                    section = "axes" if err["loc"] and err["loc"][0] in values else "base"
-                    msg = "unknown setting" if err["type"] == "extra_forbidden" else err["msg"]
-                    raise RecipeError(msg, field=f"{where_exp}{section}.{loc}") from None
+                    top = exc.errors()[0]["loc"][:1]
+                    raise _error_under(exc, f"{where_exp}{'axes' if top and top[0] in values else 'base'}") from None
                 try:
                     settings.check()
                 except RecipeError as exc:

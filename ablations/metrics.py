@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from typing import Sequence
 
 import numpy as np
@@ -92,14 +91,3 @@ class PeakRSS:
             self._thread.join()
         self.sample()
 
-
-class Stopwatch:
-    """Accumulates wall time across resumed segments of one run."""
-
-    def __init__(self, already: float = 0.0) -> None:
-        self.already = already
-        self._start = time.perf_counter()
-
-    @property
-    def total(self) -> float:
-        return self.already + (time.perf_counter() - self._start)

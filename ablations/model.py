@@ -47,10 +47,6 @@ class ModelConfig:
     def grid(self) -> int:
         return self.tile // self.patch
 
-    @property
-    def tokens_per_tile(self) -> int:
-        return (self.grid // self.pixel_shuffle) ** 2
-
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -104,6 +104,7 @@ def run_grid(
 ) -> Path:
     """Train every (unfinished) run of the grid and write the report; returns the output folder."""
     grid, base_dir, points = plan(grid_path, opts)
+    resolve_device(opts.device, "fp32", opts.threads)  # a bad --device fails before any task data is generated
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(grid_path, out / "grid.yaml")

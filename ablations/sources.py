@@ -21,10 +21,12 @@ import numpy as np
 from PIL import Image
 
 from manifests.errors import RecipeError
+from manifests.media import IMAGE_EXTENSIONS
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9'\-]*[A-Za-z0-9]|[A-Za-z]")
 _LICENCE_NAMES = ("LICENSE", "LICENCE", "COPYING", "NOTICE")
-_IMAGE_EXT = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+#: backgrounds are cropped and resized to a few hundred pixels; a cap keeps 64 camera photos from taking gigabytes
+BACKGROUND_MAX_SIDE = 1024
 
 
 def _site_dirs() -> list[Path]:
@@ -120,7 +122,7 @@ def installed_images() -> list[Path]:
         for folder in ("matplotlib/mpl-data/sample_data", "skimage/data", "sklearn/datasets/images"):
             d = site / folder
             if d.is_dir():
-                found.update(p for p in d.iterdir() if p.suffix.lower() in _IMAGE_EXT and p.stat().st_size > 20_000)
+                found.update(p for p in d.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.stat().st_size > 20_000)
     return sorted(found)
 
 
@@ -137,14 +139,15 @@ def load_backgrounds(source: str | None, base_dir: Path, limit: int = 64) -> tup
             return _manifest_images(path, limit)
         if not path.is_dir():
             raise RecipeError(f"background source {path} is not a folder or manifest", field="task.backgrounds")
-        paths = sorted(p for p in path.rglob("*") if p.suffix.lower() in _IMAGE_EXT)
+        paths = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
         desc = f"images under {path} ({len(paths)})"
+    from manifests.media import MediaError, open_image
+
     images = []
     for p in paths[:limit]:
-        try:
-            with Image.open(p) as im:
-                images.append(im.convert("RGB"))
-        except OSError:
+        try:  # the shared decoder (display orientation, bomb guard), capped like manifest backgrounds
+            images.append(open_image(p, max_side=BACKGROUND_MAX_SIDE))
+        except MediaError:
             continue
     if not images:
         raise RecipeError("no readable background images found; name a folder with task.backgrounds", field="task.backgrounds")
@@ -155,19 +158,19 @@ def _manifest_images(path: Path, limit: int) -> tuple[list[Image.Image], str]:
     from manifests.media_refs import decode_image_ref
     from manifests.reader import open_manifest
 
-    m = open_manifest(path)
-    rows = m.table(columns=["media"]).column("media").to_pylist()
-    images = []
-    for media in rows:
-        for item in media or []:
-            if item and item.get("kind") in (None, "image", "page"):
-                try:
-                    images.append(decode_image_ref(item, max_side=1024))
-                except Exception:  # undecodable media are simply not used as backgrounds
-                    pass
-                break
-        if len(images) >= limit:
-            break
+    images: list[Image.Image] = []
+    # batch by batch, so only the rows up to `limit` decodable images are loaded (media may embed bytes)
+    for batch in open_manifest(path).dataset().to_batches(columns=["media"], batch_size=max(16, 2 * limit)):
+        for media in batch.column(0).to_pylist():
+            for item in media or []:
+                if item and item.get("kind") in (None, "image", "page"):
+                    try:
+                        images.append(decode_image_ref(item, max_side=BACKGROUND_MAX_SIDE))
+                    except Exception:  # undecodable media are simply not used as backgrounds
+                        pass
+                    break
+            if len(images) >= limit:
+                return images, f"images of manifest {path} ({len(images)})"
     if not images:
         raise RecipeError(f"manifest {path} has no decodable images", field="task.backgrounds")
     return images, f"images of manifest {path} ({len(images)})"

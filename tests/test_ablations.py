@@ -11,7 +11,7 @@ import yaml
 
 from ablations.backbones import Backbones, build_model
 from ablations.data import IGNORE_INDEX, RunData, TaskSource, base_tokenizer
-from ablations.grid import RunSettings, TaskSpec, expand, parse_grid
+from ablations.grid import RunSettings, TaskSpec, expand, parse_grid, parse_overrides
 from ablations.metrics import edit_distance, score_answers
 from ablations.model import completion_loss
 from ablations.runner import AblationOptions, run_grid
@@ -79,6 +79,71 @@ def test_unknown_field_and_bad_value_name_the_field():
         parse_grid({"task": "locate", "axes": {"positional": ["learnt"]}})
     with pytest.raises(RecipeError, match="task"):
         parse_grid({"task": {"kind": "caption"}})  # caption needs a manifest
+
+
+def test_expansion_errors_name_the_section_of_the_bad_value():
+    grid = parse_grid({"task": "locate", "axes": {"tile": [64, 4]}})  # Axes checks types; ge=8 is checked per point
+    with pytest.raises(RecipeError, match=r"^axes\.tile: .*greater than or equal to 8"):
+        expand(grid)
+    grid = parse_grid({"task": "locate", "experiments": [{"name": "a", "base": {"lr": -1}}]})
+    with pytest.raises(RecipeError, match=r"^experiments\.a\.base\.lr: "):
+        expand(grid)
+    grid = parse_grid({"task": "locate"})
+    with pytest.raises(RecipeError, match=r"^--set task\.train: "):
+        expand(grid, parse_overrides(["task.train=0"]))
+    with pytest.raises(RecipeError, match=r"^--set task: task kind 'caption' needs a manifest path$"):
+        expand(grid, parse_overrides(["task.kind=caption"]))
+
+
+def test_backgrounds_from_a_folder_skip_unreadable_files(tmp_path):
+    from PIL import Image
+
+    from ablations.sources import load_backgrounds
+
+    Image.new("RGB", (40, 30), (10, 20, 30)).save(tmp_path / "ok.png")
+    Image.new("L", (20, 20), 128).save(tmp_path / "grey.jpg")
+    Image.new("RGB", (2048, 64), (200, 0, 0)).save(tmp_path / "wide.png")  # capped at 1024 on the long side
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    images, desc = load_backgrounds(str(tmp_path), tmp_path / "elsewhere")
+    assert sorted((im.size, im.mode) for im in images) == [((20, 20), "RGB"), ((40, 30), "RGB"), ((1024, 32), "RGB")]
+    assert "(4)" in desc
+    with pytest.raises(RecipeError, match="task.backgrounds"):
+        load_backgrounds(str(tmp_path / "missing"), tmp_path)
+
+
+def test_backgrounds_from_a_manifest_stop_at_the_limit(tmp_path):
+    import io
+
+    import pyarrow as pa
+    from PIL import Image
+
+    from ablations.sources import load_backgrounds
+
+    def png(w: int) -> bytes:
+        buf = io.BytesIO()
+        Image.new("RGB", (w, 16), (w, 0, 0)).save(buf, format="PNG")
+        return buf.getvalue()
+
+    def ref(data: bytes, kind: str = "image") -> dict:
+        return {"uri": None, "bytes": data, "kind": kind, "format": "PNG"}
+
+    # row 0: an undecodable image (skipped); row 1: a video first, then an image; rows 2..: one image each
+    media = [[ref(b"garbage")], [ref(b"", "video"), ref(png(20))]] + [[ref(png(21 + i))] for i in range(5)]
+    w = ManifestWriter(tmp_path / "m", CORE_SCHEMA)
+    w.write(pa.table({"id": [f"r{i}" for i in range(len(media))], "source": ["s"] * len(media),
+                      "modality": ["image"] * len(media), "media": media},
+                     schema=pa.schema([CORE_SCHEMA.field(n) for n in ("id", "source", "modality", "media")])))
+    w.commit()
+    images, desc = load_backgrounds("m", tmp_path, limit=3)
+    assert [im.width for im in images] == [20, 21, 22]
+    assert desc.endswith("(3)")
+
+
+def test_unknown_device_fails_before_generating_data(tmp_path, capsys):
+    path = micro_grid(tmp_path, {"pixel_shuffle": [2]})
+    assert cli_main(["ablate", str(path), "--out", str(tmp_path / "out"), "--device", "tpu"]) == 2
+    assert "--device: unknown device 'tpu'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 def test_manifest_without_usable_rows_is_rejected(tmp_path):

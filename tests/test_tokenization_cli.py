@@ -66,6 +66,9 @@ def test_bad_inputs_exit_2(capsys, images, tmp_path):
     bad_tok.write_text("{")
     rc, _, err = run(capsys, images, "--tokenizer", bad_tok)
     assert rc == 2 and "not a valid tokenizer.json" in err
+    rc, out, err = run(capsys, images, "--train-tokenizer", tmp_path / "tok-out")
+    assert rc == 2 and out == "" and err.strip() == "smolcurate: error: --train-tokenizer: needs --manifest to train on"
+    assert not (tmp_path / "tok-out").exists()
 
 
 def test_manifest_totals_and_histogram(capsys, tmp_path):

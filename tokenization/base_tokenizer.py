@@ -16,6 +16,7 @@ from typing import Any, Iterable, Iterator
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from manifests.errors import UserError
+from manifests.fsutil import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -122,10 +123,7 @@ def save_tokenizer(tok: Tokenizer, out_path: str | os.PathLike) -> Path:
     path = Path(out_path)
     if path.is_dir() or not path.suffix:
         path = path / "tokenizer.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tok.save(str(tmp))
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: tok.save(str(tmp)))
     return path
 
 

@@ -36,7 +36,6 @@ TOKEN_COLUMNS = ("tokens_visual", "tokens_text", "tokens")
 _NEEDED = ("media", "text", "turns")
 
 
-
 def _num(arr: pa.Array, dtype: Any, fill: float) -> np.ndarray:
     return pc.fill_null(arr.cast(pa.float64()), fill).to_numpy(zero_copy_only=False).astype(dtype)
 
@@ -242,8 +241,11 @@ def add_tokens_column(
     copied) whose schema declares the three columns; ``extra.tokenization``
     records ``strategy.to_dict()`` (plus a ``tokenizer`` fingerprint when one was used).
     """
-    counts = token_counts(data, strategy, tokenizer)
-    if isinstance(data, (str, os.PathLike)):
+    is_dir = isinstance(data, (str, os.PathLike))
+    if out_dir is not None and not is_dir:
+        raise UserError("out_dir needs a manifest directory as input", field="out_dir")
+    # the input is read (or collected) once and counted from memory, so counts and rows always line up
+    if is_dir:
         from manifests.reader import open_manifest
 
         manifest = open_manifest(data)
@@ -256,14 +258,14 @@ def add_tokens_column(
         import polars as pl
 
         frame = data.collect() if isinstance(data, pl.LazyFrame) else data
+        counts = token_counts(frame, strategy, tokenizer)  # UserError for an unsupported type
         return frame.drop([c for c in TOKEN_COLUMNS if c in frame.columns]).hstack(counts)
+    counts = token_counts(table, strategy, tokenizer)
     for name in TOKEN_COLUMNS:
         if name in table.column_names:
             table = table.drop_columns([name])
         table = table.append_column(pa.field(name, pa.int64()), counts.column(name))
     if out_dir is not None:
-        if not isinstance(data, (str, os.PathLike)):
-            raise UserError("out_dir needs a manifest directory as input", field="out_dir")
         _write_manifest(manifest, table, strategy, tokenizer, Path(out_dir), overwrite)
     return table
 

@@ -46,9 +46,7 @@ def _strategy(args: argparse.Namespace):
 def _tokenizer(args: argparse.Namespace) -> Any:
     from tokenization.base_tokenizer import load_tokenizer, save_tokenizer, train_from_manifest
 
-    if args.train_tokenizer:
-        if not args.manifest:
-            raise UserError("needs --manifest to train on", field="--train-tokenizer")
+    if args.train_tokenizer:  # _run has checked that --manifest is given
         tok = train_from_manifest(args.manifest, vocab_size=args.vocab_size)
         path = save_tokenizer(tok, args.train_tokenizer)
         print(f"trained a {tok.get_vocab_size()}-token BPE, saved to {path}", file=sys.stderr)

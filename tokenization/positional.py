@@ -40,14 +40,3 @@ def with_strategy_tokens(tokenizer: Tokenizer, strategy: "Strategy") -> Tokenize
         [AddedToken(t, special=True, normalized=False, lstrip=False, rstrip=False) for t in special_tokens(strategy)]
     )
     return out
-
-
-def token_ids(tokenizer: Tokenizer, tokens: list[str]) -> dict[str, int]:
-    """id of each token that is a single vocabulary entry; raises if one is missing."""
-    ids = {}
-    for t in tokens:
-        i = tokenizer.token_to_id(t)
-        if i is None:
-            raise KeyError(f"{t!r} is not a single token of this tokenizer")
-        ids[t] = i
-    return ids

@@ -138,10 +138,7 @@ class VideoPlan:
 def plan_video(strategy: "Strategy", total_frames: int, native_fps: float, duration: float | None = None) -> VideoPlan:
     from tokenization.counting import estimate_counter
 
-    idx = sample_frame_indices(
-        total_frames, native_fps, duration, fps=strategy.video_fps, max_frames=strategy.video_max_frames,
-        skip_secs=strategy.video_skip_secs,
-    )
+    idx = strategy.sample_frames(total_frames, native_fps, duration)
     if duration is None or not math.isfinite(duration) or duration <= 0:
         duration = int(total_frames) / native_fps
     k = strategy.frame_averaging
