@@ -35,18 +35,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _curate(args: argparse.Namespace) -> int:
-    from curation.engine.job import format_summary, run_job
+    from curation.engine.job import format_summary, run_job, run_recipe_mixture
     from curation.recipe import load_recipe
 
     recipe = load_recipe(args.recipe)
     result = run_job(recipe, args.out, engine=args.engine, workers=args.workers, ray_address=args.ray_address,
                      quiet=args.quiet, overwrite=args.overwrite)
     print(format_summary(result))
-    if recipe.mixture is not None:
-        from curation.mixing import build_mixture, format_shares
+    mixed = run_recipe_mixture(recipe, args.out, args.mix_out, overwrite=args.overwrite)
+    if mixed is not None:
+        from curation.mixing import format_shares
 
-        mix_out = args.mix_out or f"{os.path.abspath(args.out).rstrip(os.sep)}-mixture"
-        mixed = build_mixture(recipe.mixture, mix_out, inputs=[os.path.abspath(args.out)], overwrite=args.overwrite)
         print(f"mixture: {mixed.path}")
         print(format_shares(mixed.provenance))
     return 0
@@ -55,6 +54,7 @@ def _curate(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from curation.demo import run_demo
 
+    # --overwrite is accepted for symmetry with curate; the demo always rebuilds its corpus and manifest
     run_demo(os.path.abspath(args.out), engine=args.engine, workers=args.workers, ray_address=args.ray_address,
-             quiet=args.quiet, overwrite=args.overwrite)
+             quiet=args.quiet)
     return 0

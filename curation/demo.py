@@ -199,9 +199,12 @@ mixture:
 
 
 def run_demo(out: str | Path, *, engine: str = "ray", workers: int | None = None, ray_address: str | None = None,
-             quiet: bool = False, overwrite: bool = False, scale: int = 1):
-    """Build the corpus in ``out/corpus``, write ``out/recipe.yaml``, curate into ``out/manifest``."""
-    from curation.engine.job import format_summary, run_job
+             quiet: bool = False, scale: int = 1):
+    """Build the corpus in ``out/corpus``, write ``out/recipe.yaml``, curate into ``out/manifest``.
+
+    Always overwrites: the corpus is rebuilt each time, so any earlier manifest in ``out`` is stale.
+    """
+    from curation.engine.job import format_summary, run_job, run_recipe_mixture
     from curation.recipe import load_recipe
 
     out = Path(out)
@@ -215,9 +218,9 @@ def run_demo(out: str | Path, *, engine: str = "ray", workers: int | None = None
     result = run_job(recipe, out / "manifest", engine=engine, workers=workers, ray_address=ray_address,  # type: ignore[arg-type]
                      quiet=quiet, overwrite=True)
     print(format_summary(result))
-    from curation.mixing import build_mixture, format_shares
+    from curation.mixing import format_shares
 
-    mixed = build_mixture(recipe.mixture, out / "mixture", inputs=[out / "manifest"], overwrite=True)
+    mixed = run_recipe_mixture(recipe, out / "manifest", out / "mixture", overwrite=True)
     print(format_shares(mixed.provenance))
     print(f"next: smolcurate inspect {out / 'manifest'}   (and {out / 'mixture'})")
     return result

@@ -152,7 +152,6 @@ class Filters(_Strict):
 # --------------------------------------------------------------------------- sources
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
-TABULAR_SUFFIXES = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".parquet": "parquet", ".arrow": "hf"}
 
 
 class Source(_Strict):
@@ -309,6 +308,11 @@ class Recipe(_Strict):
             p = os.path.join(self.base_dir, p)
         return os.path.normpath(p)
 
+    def tokenizer_spec(self) -> str | None:
+        """``tokens.tokenizer`` as the loader takes it: a local file or folder made absolute, a hub id as given."""
+        tok = self.tokens.tokenizer if self.tokens is not None else None
+        return self.resolve(tok) if tok is not None and _is_local_spec(tok) else tok
+
     def dedup_config(self):
         """The dedup config with the top-level decontaminate list merged in and paths resolved; None when unset."""
         if self.dedup is None and not self.decontaminate:
@@ -338,6 +342,11 @@ class Recipe(_Strict):
 
     def fingerprint(self) -> str:
         return canonical_hash(self.resolved())
+
+
+def _is_local_spec(spec: str) -> bool:
+    """A tokenizer spelled as a path (``./x``, ``/x``, ``~/x`` or ``*.json``) rather than a hub id."""
+    return spec.startswith((".", "/", "~")) or spec.endswith(".json")
 
 
 def _decontaminate_only():
@@ -397,5 +406,5 @@ def check_recipe_paths(recipe: Recipe) -> None:
             if not os.path.exists(path):
                 raise RecipeError(f"{path!r} does not exist", field=f"decontaminate[{j}]")
     tok = recipe.tokens.tokenizer if recipe.tokens is not None else None
-    if tok is not None and (tok.startswith((".", "/", "~")) or tok.endswith(".json")) and not os.path.exists(recipe.resolve(tok)):
+    if tok is not None and _is_local_spec(tok) and not os.path.exists(recipe.tokenizer_spec()):
         raise RecipeError(f"{tok!r} does not exist", field="tokens.tokenizer")

@@ -581,15 +581,27 @@ def probe_video(path: str | os.PathLike) -> dict:
                 width, height = first.width, first.height
     except MediaError:
         raise
-    except OSError as exc:
-        if exc.errno in (errno.EACCES, errno.EPERM, errno.ELOOP, errno.ENOENT):
-            raise _os_error(exc, p) from None
-        raise MediaError("undecodable", f"{p}: {exc}") from None
     except Exception as exc:  # PyAV raises FFmpegError subclasses and ValueError for broken input
-        raise MediaError("undecodable", f"{p}: {type(exc).__name__}: {_clean_error(exc)}") from None
+        raise _decoder_error(exc, p) from None
     if rotation in (90, 270):
         width, height = height, width
     return {"width": width, "height": height, "fps": fps, "frames": frames, "duration": duration, "rotation": rotation}
+
+
+def count_decoded_frames(path: str | os.PathLike) -> int:
+    """Decode every frame with PyAV (slow, thorough); MediaError("undecodable") on a broken bitstream."""
+    p = _video_path(path)
+    av = _av()
+    n = 0
+    try:
+        with av.open(p, metadata_errors="ignore") as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            for _ in container.decode(stream):
+                n += 1
+    except Exception as exc:
+        raise MediaError("undecodable", f"{p}: frame {n}: {type(exc).__name__}: {exc}") from None
+    return n
 
 
 def sample_frame_indices(frames: int, n: int) -> np.ndarray:
@@ -640,12 +652,17 @@ def read_video_frames(
         return _read_av(p, idx, max_side)
     except MediaError:
         raise
-    except OSError as exc:
-        if exc.errno in (errno.EACCES, errno.EPERM, errno.ELOOP, errno.ENOENT):
-            raise _os_error(exc, p) from None
-        raise MediaError("undecodable", f"{p}: {exc}") from None
     except Exception as exc:
-        raise MediaError("undecodable", f"{p}: {type(exc).__name__}: {_clean_error(exc)}") from None
+        raise _decoder_error(exc, p) from None
+
+
+def _decoder_error(exc: BaseException, p: str) -> MediaError:
+    """A video decoder's exception as a ledger-ready MediaError: file problems keep their own reason."""
+    if isinstance(exc, OSError):
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.ELOOP, errno.ENOENT):
+            return _os_error(exc, p)
+        return MediaError("undecodable", f"{p}: {exc}")
+    return MediaError("undecodable", f"{p}: {type(exc).__name__}: {_clean_error(exc)}")
 
 
 def _clean_error(exc: BaseException) -> str:

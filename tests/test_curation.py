@@ -79,6 +79,24 @@ def test_bad_recipes_are_one_line_exit_2(tiny, capsys, body, message):
     assert not (tiny / "out").exists()  # nothing was started
 
 
+@pytest.mark.parametrize("name", ["bad.parquet", "bad.arrow", "dangling.jsonl", "saved_dataset"])
+def test_tables_that_cannot_be_planned_are_one_line_exit_2(tmp_path, capsys, name):
+    table = tmp_path / name
+    if name.startswith("dangling"):
+        table.symlink_to(tmp_path / "nowhere.jsonl")
+    elif name == "saved_dataset":
+        table.mkdir()
+        (table / "state.json").write_text("{truncated")
+    else:
+        table.write_bytes(b"not a table at all")
+    recipe = _write(tmp_path / "r.yaml", f"sources:\n  - {{name: t, kind: text, path: {name}, text_column: text}}\n")
+    code = cli_main(["curate", str(recipe), "--out", str(tmp_path / "out"), "--engine", "local", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and f"sources[0].path: cannot read {table}" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_relative_paths_resolve_against_recipe_folder(tiny, monkeypatch):
     recipe = _write(tiny / "r.yaml", "sources:\n  - {name: a, kind: images, path: data/imgs}\n")
     monkeypatch.chdir("/")
@@ -305,6 +323,18 @@ dedup: {exact: true}
     # dedup resolves the same on both engines (Ray tasks vs in-process)
     reasons = {(Path(r["uri"]).name, r["stage"]) for r in _ledger(tmp_path / "ray").to_pylist()}
     assert ("photo_03_copy.jpg", "dedup") in reasons and ("pan.avi", "dedup") in reasons
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("engine", ["local", "ray"])
+def test_worker_user_errors_stay_one_line(tiny, capsys, ray_session, engine):
+    (tiny / "tok.json").write_text('{"not": "a tokenizer"}')  # exists, so only the worker's setup finds it bad
+    recipe = _write(tiny / "r.yaml", "sources:\n  - {name: a, kind: images, path: data/imgs}\n"
+                                     "tokens: {strategy: smolvlm-256m, tokenizer: ./tok.json}\n")
+    code = cli_main(["curate", str(recipe), "--out", str(tiny / "out"), "--engine", engine, "--workers", "1", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and "tok.json is not a valid tokenizer.json" in err and "Traceback" not in err
 
 
 def test_rerun_is_a_no_op_and_other_manifests_are_protected(tiny, capsys):

@@ -199,6 +199,20 @@ def test_bad_videos(tmp_path):
     assert exc.value.reason == "zero_bytes"
 
 
+def test_count_decoded_frames(tmp_path, clip):
+    assert M.count_decoded_frames(clip) == 20
+    junk = tmp_path / "junk.mkv"
+    junk.write_bytes(np.random.default_rng(2).bytes(4_000))
+    with pytest.raises(M.MediaError) as exc:
+        M.count_decoded_frames(junk)
+    assert exc.value.reason == "undecodable"
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    with pytest.raises(M.MediaError) as exc:
+        M.count_decoded_frames(empty)
+    assert exc.value.reason == "zero_bytes"
+
+
 def test_truncated_video_container(tmp_path, clip):
     data = clip.read_bytes()
     cut = tmp_path / "cut.mp4"

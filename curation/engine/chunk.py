@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from curation.filters import source_operators
-from curation.operators import DECISION_COLUMNS, DROP_DETAIL, DROP_REASON, DROP_STAGE, Operator, split_decided
+from curation.operators import DECISION_COLUMNS, DROP_DETAIL, DROP_REASON, DROP_STAGE, split_decided
 from curation.readers import PRIVATE_KEY, PRIVATE_POS, PRIVATE_URI, read_chunk, spec_inputs
 from curation.recipe import Recipe
 from curation.engine.staging import Staging
@@ -68,7 +68,7 @@ class ChunkRunner:
         if source not in self._chains:
             ops = source_operators(self.recipe, source)
             for op in ops:
-                if isinstance(op, Operator) or hasattr(op, "setup"):
+                if hasattr(op, "setup"):  # every Operator has one; plain callables may not
                     op.setup()
             self._chains[source] = ops
         return self._chains[source]

@@ -58,11 +58,9 @@ def id_fixups(recipe: Recipe, plans: list[SourcePlan], staging: Staging, chunk_o
 def _apply_ids(table: pa.Table, fix: pl.DataFrame | None) -> pa.Table:
     if fix is None or table.num_rows == 0:
         return table
-    mapping = dict(zip(fix[PRIVATE_POS].to_list(), fix["_new_id"].to_list()))
-    pos = table.column(PRIVATE_POS).to_pylist()
-    ids = table.column("id").to_pylist()
-    new = [mapping.get(p, i) for p, i in zip(pos, ids)]
-    return table.set_column(table.column_names.index("id"), "id", pa.array(new, pa.string()))
+    at = pc.index_in(table.column(PRIVATE_POS), value_set=fix[PRIVATE_POS].to_arrow().cast(pa.int64()))
+    new = fix["_new_id"].to_arrow().cast(pa.string()).take(at)  # null where the position keeps its id
+    return table.set_column(table.column_names.index("id"), "id", pc.coalesce(new, table.column("id")))
 
 
 # --------------------------------------------------------------------------- dedup

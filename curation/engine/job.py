@@ -147,7 +147,8 @@ def run_job(
         raise RuntimeError(f"{len(missing)} chunks did not finish (first: {missing[0]})")
 
     fixes = id_fixups(recipe, plans, staging, chunk_of)
-    if recipe.dedup_config() is not None:
+    dedup_cfg = recipe.dedup_config()
+    if dedup_cfg is not None:
         dbar = _progress(1, "dedup", "stage", quiet)
         map_fn = None
         if engine == "ray":
@@ -162,15 +163,30 @@ def run_job(
         "job": {"identity": canonical_hash(identity), "chunks": len(specs), "seed": recipe.seed},
         "engine": {"name": engine, "workers": n_workers},
     }
-    if recipe.dedup_config() is not None:
+    if dedup_cfg is not None:
         # lets a later `against:` reuse this manifest's sig_* columns instead of re-hashing its media
-        extra["dedup_signature"] = recipe.dedup_config().signature_fingerprint()
+        extra["dedup_signature"] = dedup_cfg.signature_fingerprint()
     try:
         sources = write_manifest(recipe, plans, staging, out, chunk_of, fixes, dup, extra, tick=lambda: wbar.update(1))
     finally:
         wbar.close()
     staging.clear()
     return JobResult(out, engine, n_workers, sources, time.perf_counter() - t0, resumed_chunks=len(finished))
+
+
+def run_recipe_mixture(recipe: Recipe, curated_out: str | os.PathLike, mix_out: str | os.PathLike | None = None,
+                       *, overwrite: bool = False):
+    """Apply the recipe's ``mixture:`` section to the manifest just curated (None when it has none).
+
+    The mixture goes to ``mix_out``, by default a sibling folder ``<curated>-mixture``.
+    """
+    if recipe.mixture is None:
+        return None
+    from curation.mixing import build_mixture
+
+    curated = Path(curated_out).resolve()
+    target = Path(mix_out) if mix_out else curated.with_name(f"{curated.name}-mixture")
+    return build_mixture(recipe.mixture, target, inputs=[curated], overwrite=overwrite)
 
 
 def format_summary(result: JobResult) -> str:

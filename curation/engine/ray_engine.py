@@ -16,6 +16,11 @@ import numpy as np
 from curation.engine.chunk import ChunkRunner
 from curation.engine.staging import Staging
 from curation.recipe import Recipe
+from manifests.errors import ManifestError, RecipeError, UserError
+
+#: key of a count record that carries a user error raised in a worker instead of counts
+_USER_ERROR = "user_error"
+_USER_ERRORS = {cls.__name__: cls for cls in (UserError, RecipeError, ManifestError)}
 
 
 class _ChunkActor:
@@ -32,7 +37,13 @@ class _ChunkActor:
         self.runner = ChunkRunner(recipe, Staging(self.OUT_DIR))
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        rows = [self.runner.run(int(k), json.loads(str(spec))) for k, spec in zip(batch["chunk"], batch["spec"])]
+        rows = []
+        for k, spec in zip(batch["chunk"], batch["spec"]):
+            try:
+                rows.append(self.runner.run(int(k), json.loads(str(spec))))
+            except UserError as exc:
+                # Ray Data would wrap it in a UDF traceback; the driver re-raises it as the one-line error it is
+                rows.append({_USER_ERROR: str(exc), "class": type(exc).__name__})
         return {"counts": np.array([json.dumps(r) for r in rows], dtype=object)}
 
 
@@ -76,4 +87,7 @@ def run_ray(recipe: Recipe, out_dir: str, pending: list[tuple[int, dict]], worke
             ds = ds.map_batches(_actor_class(recipe, out_dir), **kwargs)
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
         for record in batch["counts"]:
-            on_done(json.loads(str(record)))
+            counts = json.loads(str(record))
+            if _USER_ERROR in counts:
+                raise _USER_ERRORS.get(counts["class"], UserError)(counts[_USER_ERROR])
+            on_done(counts)

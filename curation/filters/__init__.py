@@ -48,10 +48,7 @@ def plugin_operators(recipe: Recipe) -> list[Any]:
         from curation.filters.tokens import TokenCounter
 
         t = recipe.tokens
-        tok = t.tokenizer
-        if tok is not None and (tok.startswith((".", "/", "~")) or tok.endswith(".json")):
-            tok = recipe.resolve(tok)  # a local file or folder; anything else is a hub id
-        ops.append(TokenCounter(t.strategy, tok, t.overrides))
+        ops.append(TokenCounter(t.strategy, recipe.tokenizer_spec(), t.overrides))
     return ops
 
 

@@ -59,14 +59,20 @@ class ImageAnalyzer(Operator):
                 try:
                     src = ref_source(item)
                     info, img = M.decode_image(src, max_side=self.cfg.analysis_side, max_pixels=self.cfg.max_pixels, mode="L")
+                    data = None
+                    if self.embed and item.get("bytes") is None and isinstance(src, str):
+                        with open(src, "rb") as fh:
+                            data = fh.read()
                 except M.MediaError as exc:
                     failures[i] = (exc.reason, exc.detail)
                     break
+                except OSError as exc:  # the file went away between decode and embed: ledger it, never lose it
+                    failures[i] = ("unreadable", f"{src}: {exc.strerror or exc}")
+                    break
                 grey = np.asarray(img)
                 item["width"], item["height"], item["format"] = info.width, info.height, info.format
-                if self.embed and item.get("bytes") is None and isinstance(src, str):
-                    with open(src, "rb") as fh:
-                        item["bytes"] = fh.read()
+                if data is not None:
+                    item["bytes"] = data
                 short, long_ = min(info.width, info.height), max(info.width, info.height)
                 min_side[i] = short if min_side[i] < 0 else min(min_side[i], short)
                 max_side[i] = max(max_side[i], long_)
@@ -115,10 +121,10 @@ def _check_formats(table: pa.Table, allowed: list[str], stage: str) -> pa.Table:
     bad_np = bad.to_numpy(zero_copy_only=False).astype(bool)
     if not bad_np.any():
         return table
-    row_bad = np.bincount(parents[bad_np], minlength=table.num_rows) > 0
-    first_fmt = {}
-    fmts_py = fmts.to_pylist()
-    for j in np.flatnonzero(bad_np):
-        first_fmt.setdefault(int(parents[j]), fmts_py[j])
-    detail = pa.array([f"format {first_fmt[i]} not in {allowed}" if i in first_fmt else None for i in range(table.num_rows)], pa.string())
-    return mark_dropped(table, pa.array(row_bad), stage, "formats", detail)
+    bad_at = np.flatnonzero(bad_np)
+    rows, first = np.unique(parents[bad_at], return_index=True)  # first offending image of each row
+    where = np.full(table.num_rows, -1, np.int64)
+    where[rows] = bad_at[first]
+    fmt_at = pc.fill_null(fmts, "None").take(pa.array(where, mask=where < 0))
+    detail = pc.binary_join_element_wise("format ", fmt_at, f" not in {allowed}", "")
+    return mark_dropped(table, pa.array(where >= 0), stage, "formats", detail)

@@ -21,7 +21,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curation.filters.common import STAGE_FILTER, check, set_column
+from curation.filters.common import STAGE_FILTER, check, set_column, undecided
 from curation.operators import Operator, mark_dropped
 from curation.recipe import CaptionFilters, TextFilters
 
@@ -43,10 +43,10 @@ def text_of(table: pa.Table) -> pa.ChunkedArray:
         .group_by("row", maintain_order=True)
         .agg(pl.col("c").str.join("\n"))
     )
-    out = [None] * table.num_rows
-    for r, c in zip(joined["row"].to_list(), joined["c"].to_list()):
-        out[r] = c
-    from_turns = pa.array(out, pa.string())
+    # scatter the joined contents back to their rows (rows without turns stay null)
+    where = np.full(table.num_rows, -1, np.int64)
+    where[joined["row"].to_numpy()] = np.arange(joined.height)
+    from_turns = joined["c"].to_arrow().cast(pa.string()).take(pa.array(where, mask=where < 0))
     return pc.coalesce(text, from_turns) if len(text) else from_turns
 
 
@@ -204,7 +204,7 @@ class TextQuality(Operator):
             nimg = pc.list_value_length(table.column("media")).to_numpy(zero_copy_only=False)
             nimg = np.nan_to_num(nimg.astype(np.float64), nan=0.0)
             table = _count_check(table, nimg, c.min_images, c.max_images, st)
-        missing = null & ~_dropped(table)
+        missing = null & undecided(table)
         if missing.any():
             table = mark_dropped(table, pa.array(missing), st, "missing_text", "row has no text")
         table = check(table, "score_chars", ">=", c.min_chars, st, "min_chars")
@@ -222,14 +222,6 @@ class TextQuality(Operator):
         return table
 
 
-def _dropped(table: pa.Table) -> np.ndarray:
-    from curation.operators import DROP_REASON
-
-    if DROP_REASON not in table.column_names:
-        return np.zeros(table.num_rows, bool)
-    return pc.is_valid(table.column(DROP_REASON)).to_numpy(zero_copy_only=False)
-
-
 def _gated(table: pa.Table, gate: pa.ChunkedArray, column: str, threshold, reason: str, stage: str) -> pa.Table:
     """A repetition check applied only to rows with enough words (others see a null score for the check)."""
     if threshold is None:
@@ -242,14 +234,12 @@ def _gated(table: pa.Table, gate: pa.ChunkedArray, column: str, threshold, reaso
 
 
 def _count_check(table: pa.Table, counts: np.ndarray, lo: int | None, hi: int | None, stage: str) -> pa.Table:
-    if lo is not None:
-        bad = counts < lo
-        if bad.any():
-            table = mark_dropped(table, pa.array(bad), stage, "min_images",
-                                 pa.array([f"{int(v)} images < {lo}" for v in counts], pa.string()))
-    if hi is not None:
-        bad = counts > hi
-        if bad.any():
-            table = mark_dropped(table, pa.array(bad), stage, "max_images",
-                                 pa.array([f"{int(v)} images > {hi}" for v in counts], pa.string()))
+    text = pc.cast(pa.array(counts.astype(np.int64)), pa.string())
+    for bound, sign, reason in ((lo, "<", "min_images"), (hi, ">", "max_images")):
+        if bound is None:
+            continue
+        mask = counts < bound if sign == "<" else counts > bound
+        if mask.any():
+            detail = pc.binary_join_element_wise(text, f" images {sign} {bound}", "")
+            table = mark_dropped(table, pa.array(mask), stage, reason, detail)
     return table

@@ -26,21 +26,6 @@ VIDEO_SCORES: dict[str, pa.DataType] = {
 }
 
 
-def full_decode_count(path: str) -> int:
-    """Decode every frame with PyAV; raises MediaError on a broken bitstream."""
-    av = M._av()
-    n = 0
-    try:
-        with av.open(path, metadata_errors="ignore") as container:
-            stream = container.streams.video[0]
-            stream.thread_type = "AUTO"
-            for _ in container.decode(stream):
-                n += 1
-    except Exception as exc:
-        raise M.MediaError("undecodable", f"{path}: frame {n}: {type(exc).__name__}: {exc}") from None
-    return n
-
-
 class VideoAnalyzer(Operator):
     """Probe the container, decode evenly spaced frames (first and last included), score motion."""
 
@@ -69,7 +54,7 @@ class VideoAnalyzer(Operator):
                 idx = M.sample_frame_indices(info["frames"], self.cfg.sample_frames)
                 frames = M.read_video_frames(path, idx, max_side=self.cfg.analysis_side, rotation=info["rotation"])
                 if self.cfg.full_decode:
-                    decoded = full_decode_count(path)
+                    decoded = M.count_decoded_frames(path)
                     if info["frames"] and decoded < info["frames"]:
                         raise M.MediaError("undecodable", f"{path}: {decoded} of {info['frames']} frames decode")
             except M.MediaError as exc:

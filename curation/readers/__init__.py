@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from curation.filters.common import MEDIA_LIST, STAGE_READ
 from curation.operators import mark_dropped
 from curation.readers.files import KIND_EXTENSIONS, enumerate_files, sidecar_text
-from curation.readers.tabular import TableFile, find_tables, jsonl_ranges, read_jsonl_range, read_table_range, table_rows
+from curation.readers.tabular import TABLE_SUFFIXES, TableFile, find_tables, jsonl_ranges, read_jsonl_range, read_table_range, table_rows
 from curation.recipe import Recipe, Source
 from manifests import media as M
 from manifests.errors import RecipeError
@@ -63,7 +64,7 @@ def _is_table_source(src: Source, paths: list[str]) -> bool:
         return True  # auto: image_text sources are tables unless format: files
     # text: tables when the paths name table files or dataset folders; folders of .txt otherwise
     for p in paths:
-        if Path(p).suffix.lower() in (".jsonl", ".ndjson", ".json", ".parquet", ".arrow"):
+        if Path(p).suffix.lower() in TABLE_SUFFIXES:
             return True
         if os.path.isdir(p) and ((Path(p) / "state.json").is_file() or (Path(p) / "dataset_dict.json").is_file()):
             return True
@@ -99,20 +100,26 @@ def plan_source(recipe: Recipe, index: int) -> SourcePlan:
     pos0 = 0
     remaining = src.limit
     for tf in files:
-        st = os.stat(tf.path)
-        h.update(f"{tf.path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-        if remaining is not None and remaining <= 0:
-            break
+        try:
+            st = os.stat(tf.path)
+            h.update(f"{tf.path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            if remaining is not None and remaining <= 0:
+                break
+            if tf.format == "jsonl":
+                ranges = jsonl_ranges(tf.path, src.chunk, remaining)
+                lines = sum(r[3] for r in ranges)
+            else:
+                lines = table_rows(tf)
+                if remaining is not None:
+                    lines = min(lines, remaining)
+        except (OSError, pa.ArrowException) as exc:  # a table that cannot be planned cannot be read either
+            detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0][:200]
+            raise RecipeError(f"cannot read {tf.path}: {detail}", field=f"sources[{index}].path") from None
         if tf.format == "jsonl":
-            ranges = jsonl_ranges(tf.path, src.chunk, remaining)
             for a, b, line0, n in ranges:
                 chunks.append({"source": index, "type": "jsonl", "file": tf.path, "start": a, "end": b,
                                "line0": line0, "lines": n, "pos0": pos0})
-            lines = sum(r[3] for r in ranges)
         else:
-            lines = table_rows(tf)
-            if remaining is not None:
-                lines = min(lines, remaining)
             for r0 in range(0, lines, src.chunk):
                 chunks.append({"source": index, "type": "table", "format": tf.format, "file": tf.path, "row0": r0,
                                "rows": min(src.chunk, lines - r0), "pos0": pos0})
@@ -193,8 +200,8 @@ class _Rows:
 
     def table(self) -> pa.Table:
         t = pa.Table.from_pydict(self.cols, schema=BASE_SCHEMA)
-        mask = pa.array([r is not None for r in self.fail_reason])
-        return mark_dropped(t, mask, STAGE_READ, pa.array(self.fail_reason, pa.string()), pa.array(self.fail_detail, pa.string()))
+        reasons = pa.array(self.fail_reason, pa.string())
+        return mark_dropped(t, pc.is_valid(reasons), STAGE_READ, reasons, pa.array(self.fail_detail, pa.string()))
 
 
 def read_chunk(recipe: Recipe, spec: dict) -> pa.Table:
@@ -212,7 +219,7 @@ def read_chunk(recipe: Recipe, spec: dict) -> pa.Table:
             if reason is not None:
                 rows.add(pos, "raw:" + hashlib.blake2b(obj, digest_size=16).hexdigest(), uri, fail=(reason, detail))
                 continue
-            key = _row_key(src, obj, raw_json=True)
+            key = _row_key(src, obj)
             _table_row(rows, recipe, src, pos, key, uri, obj, base)
     else:
         tf = TableFile(spec["file"], spec["format"])
@@ -283,7 +290,7 @@ def _canonical(value: Any) -> Any:
     return value
 
 
-def _row_key(src: Source, obj: dict, raw_json: bool = False) -> str:
+def _row_key(src: Source, obj: dict) -> str:
     """An id column's value, else a content hash of the row: never its position."""
     if src.id_column is not None and obj.get(src.id_column) is not None:
         return f"id:{obj[src.id_column]}"

@@ -21,6 +21,9 @@ from manifests.errors import RecipeError
 
 BLOCK = 8 << 20
 
+#: table file suffixes and the format each is read as
+TABLE_SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".arrow": "hf"}
+
 
 @dataclass(frozen=True)
 class TableFile:
@@ -28,11 +31,22 @@ class TableFile:
     format: str  # jsonl | parquet | hf
 
 
+def _read_json(path: Path) -> dict:
+    """A saved dataset's JSON descriptor; RecipeError (not a traceback) when it is unreadable or malformed."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise RecipeError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    if not isinstance(data, dict):
+        raise RecipeError(f"cannot read {path}: not a JSON object")
+    return data
+
+
 def _hf_arrow_files(folder: str, split: str | None) -> list[str] | None:
     """Arrow files of a ``datasets.save_to_disk`` folder (a Dataset, or one split of a DatasetDict)."""
     p = Path(folder)
     if (p / "dataset_dict.json").is_file():
-        splits = json.loads((p / "dataset_dict.json").read_text()).get("splits", [])
+        splits = _read_json(p / "dataset_dict.json").get("splits", [])
         chosen = split or ("train" if "train" in splits else (splits[0] if splits else None))
         if chosen is None or not (p / chosen).is_dir():
             raise RecipeError(f"{folder}: split {split!r} not found (splits: {splits})")
@@ -40,7 +54,10 @@ def _hf_arrow_files(folder: str, split: str | None) -> list[str] | None:
     state = p / "state.json"
     if not state.is_file():
         return None
-    files = [f["filename"] for f in json.loads(state.read_text()).get("_data_files", [])]
+    entries = _read_json(state).get("_data_files", [])
+    if not isinstance(entries, list) or not all(isinstance(f, dict) and "filename" in f for f in entries):
+        raise RecipeError(f"cannot read {state}: _data_files entries need a filename")
+    files = [f["filename"] for f in entries]
     return [str(p / f) for f in files]
 
 
@@ -70,11 +87,10 @@ def find_tables(paths: list[str], fmt: str, split: str | None) -> list[TableFile
 
 
 def _format_of(name: str, fmt: str) -> str | None:
-    suffix = Path(name).suffix.lower()
-    by_suffix = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".arrow": "hf"}.get(suffix)
+    by_suffix = TABLE_SUFFIXES.get(Path(name).suffix.lower())
     if fmt == "auto":
         return by_suffix
-    return fmt if by_suffix == fmt or (fmt == "jsonl" and by_suffix == "jsonl") else None
+    return fmt if by_suffix == fmt else None
 
 
 # --------------------------------------------------------------------------- planning
