@@ -150,7 +150,7 @@ class TaskSource:
         """The decoded RGB image (cached), reduced to ``max_side`` when it is larger (resizing happens later anyway)."""
         got = self._images.get(sample.id)
         if got is None:
-            from manifests.media_refs import decode_image_ref
+            from media.refs import decode_image_ref
 
             got = decode_image_ref(sample.ref, max_side=self.max_side)
             self._images.put(sample.id, got, got.width * got.height * 3)
@@ -161,7 +161,7 @@ class TaskSource:
         key = (sample.id, tuple(int(i) for i in indices))
         got = self._frames.get(key)
         if got is None:
-            from manifests.media import read_video_frames
+            from media import read_video_frames
 
             got = read_video_frames(self._video_path(sample), np.asarray(indices), rotation=sample.ref.get("rotation"))
             self._frames.put(key, got, got.nbytes)
@@ -172,7 +172,7 @@ class TaskSource:
         ref = sample.ref
         if ref.get("frames") and ref.get("fps"):
             return int(ref["frames"]), float(ref["fps"]), ref.get("duration")
-        from manifests.media import probe_video
+        from media import probe_video
 
         meta = probe_video(self._video_path(sample))
         sample.ref = {**ref, **{k: meta[k] for k in ("frames", "fps", "duration", "rotation")}}

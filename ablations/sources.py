@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from manifests.errors import RecipeError
-from manifests.media import IMAGE_EXTENSIONS
+from media import IMAGE_EXTENSIONS
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9'\-]*[A-Za-z0-9]|[A-Za-z]")
 _LICENCE_NAMES = ("LICENSE", "LICENCE", "COPYING", "NOTICE")
@@ -141,7 +141,7 @@ def load_backgrounds(source: str | None, base_dir: Path, limit: int = 64) -> tup
             raise RecipeError(f"background source {path} is not a folder or manifest", field="task.backgrounds")
         paths = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
         desc = f"images under {path} ({len(paths)})"
-    from manifests.media import MediaError, open_image
+    from media import MediaError, open_image
 
     images = []
     for p in paths[:limit]:
@@ -155,7 +155,7 @@ def load_backgrounds(source: str | None, base_dir: Path, limit: int = 64) -> tup
 
 
 def _manifest_images(path: Path, limit: int) -> tuple[list[Image.Image], str]:
-    from manifests.media_refs import decode_image_ref
+    from media.refs import decode_image_ref
     from manifests.reader import open_manifest
 
     images: list[Image.Image] = []

@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import tokenization  # noqa: E402
-from manifests.media import IMAGE_EXTENSIONS  # noqa: E402
+from media import IMAGE_EXTENSIONS  # noqa: E402
 from manifests.schema import MEDIA_TYPE  # noqa: E402
 
 REALDATA = Path(os.environ.get("SMOLCURATE_REALDATA", REPO.parent / "shared" / "realdata"))

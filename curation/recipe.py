@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from manifests.config import load_yaml_file, validation_error
 from manifests.errors import RecipeError
 from manifests.fsutil import canonical_hash
-from manifests.media import DEFAULT_MAX_PIXELS
+from media import DEFAULT_MAX_PIXELS
 
 Kind = Literal["images", "image_text", "document", "text", "video"]
 KIND_MODALITY = {"images": "image", "image_text": "image_text", "document": "document", "text": "text", "video": "video"}

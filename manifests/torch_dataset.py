@@ -77,7 +77,7 @@ class ManifestIterableDataset(IterableDataset):
         return best
 
     def _decode_row(self, row: dict[str, Any]) -> dict[str, Any]:
-        from manifests.media_refs import decode_image_ref, decode_video_ref
+        from media.refs import decode_image_ref, decode_video_ref
 
         images, frames = [], None
         for ref in row.get("media") or []:

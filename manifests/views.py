@@ -97,7 +97,7 @@ def _format_mixture(mix: dict[str, Any]) -> list[str]:
 def _thumbnail_b64(ref: dict[str, Any]) -> str | None:
     """A small PNG of one media reference (image, document page, or a video's middle frame), or None."""
     try:
-        from manifests.media_refs import thumbnail
+        from media.refs import thumbnail
 
         img = thumbnail(ref, THUMB)
     except Exception:  # a view never fails because one file is unreadable

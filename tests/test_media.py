@@ -1,4 +1,4 @@
-"""manifests.media on generated fixtures: images, PDFs, videos and every way they can be broken."""
+"""media on generated fixtures: images, PDFs, videos and every way they can be broken."""
 from __future__ import annotations
 
 import io
@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from curation import synth
-from manifests import media as M
+import media as M
 
 
 def _png_header_only(path, width: int, height: int) -> None:
@@ -224,7 +224,7 @@ def test_truncated_video_container(tmp_path, clip):
 def test_exif_orientation_fast_path_reads_both_byte_orders_and_tolerates_garbage():
     import struct
 
-    from manifests.media import _exif_orientation
+    from media.image import _exif_orientation
 
     def ifd(order: str, tags: list[tuple[int, int, int]]) -> bytes:
         head = (b"II" if order == "<" else b"MM") + struct.pack(order + "HI", 42, 8)

@@ -67,7 +67,7 @@ def _run(args: argparse.Namespace) -> int:
 
 # ---- files ---------------------------------------------------------------------------------
 def _expand(paths: list[str]) -> list[Path]:
-    from manifests.media import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+    from media import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 
     out: list[Path] = []
     for raw in paths:
@@ -90,7 +90,7 @@ def _head(prompt: str, full: bool, image_token: str = "<image>") -> str:
 
 def plan_file(path: Path, strategy: Any, counter: Any, full_prompt: bool = False) -> dict[str, Any]:
     """The plan of one image or video file (header/metadata probes only, no full decode)."""
-    from manifests.media import VIDEO_EXTENSIONS, image_info, probe_video
+    from media import VIDEO_EXTENSIONS, image_info, probe_video
 
     if path.suffix.lower() in VIDEO_EXTENSIONS:
         meta = probe_video(path)
@@ -129,7 +129,7 @@ def _format_file(d: dict[str, Any], style: str) -> str:
 
 
 def _files(args: argparse.Namespace, strategy: Any) -> int:
-    from manifests.media import MediaError
+    from media import MediaError
     from tokenization.counting import Counter
 
     counter = Counter(strategy, _tokenizer(args))

@@ -3,7 +3,7 @@
 Sampling follows transformers' ``SmolVLMVideoProcessor.sample_frames``: about
 ``video_fps`` frames per second, at most ``video_max_frames``, one second skipped
 at each end when the video is long enough, evenly spaced unique indices.
-Decoding goes through :mod:`manifests.media` (decord, PyAV fallback), the one
+Decoding goes through :mod:`media` (decord, PyAV fallback), the one
 place that opens media files.
 """
 from __future__ import annotations
@@ -193,7 +193,7 @@ def frames_to_tiles(strategy: "Strategy", frames: np.ndarray, *, normalize: bool
 
 def load_video(strategy: "Strategy", path: str | os.PathLike, *, normalize: bool = True) -> VideoFrames:
     """Probe, sample, decode (decord, PyAV fallback) and tile one video file."""
-    from manifests.media import MediaError, probe_video, read_video_frames
+    from media import MediaError, probe_video, read_video_frames
 
     try:
         meta = probe_video(path)

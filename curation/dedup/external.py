@@ -22,7 +22,7 @@ from curation.dedup.config import DedupConfig, EvalSetConfig
 from curation.dedup.signatures import SIGNATURE_COLUMNS, compute_signatures
 from manifests.errors import UserError
 from manifests.fsutil import atomic_write
-from manifests.media import IMAGE_EXTENSIONS
+from media import IMAGE_EXTENSIONS
 from manifests.schema import MEDIA_TYPE, TURN_TYPE
 
 IMAGE_COLUMNS = ("image", "images", "img", "picture", "decoded_image", "image_bytes")

@@ -8,7 +8,7 @@ within half a grey level of the median is a tie and reads as 0 (see
 ``TIE_MARGIN``). What differs is the cost: the DCT of a whole
 batch is two matrix products over an ``[n, 32, 32]`` stack instead of a scipy
 call per image, and JPEGs are decoded at reduced scale (libjpeg DCT scaling,
-via :func:`manifests.media.open_image`) because a 32x32 thumbnail never needs
+via :func:`media.open_image`) because a 32x32 thumbnail never needs
 the full-resolution pixels.
 
 The same DCT gives a *detail* measure: the RMS of the 63 low-frequency AC
@@ -25,7 +25,7 @@ from typing import Iterable, Sequence, Union
 import numpy as np
 from PIL import Image
 
-from manifests import media as M
+import media as M
 
 #: side of the thumbnail the DCT runs on, and of the low-frequency block kept
 THUMB = 32

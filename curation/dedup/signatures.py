@@ -38,8 +38,8 @@ from curation.dedup.config import DedupConfig
 from curation.dedup.minhash import EMPTY, minhash_signatures, normalize_text
 from curation.dedup.phash import DECODE_SIDE, chroma_moments, color_thumb, frames_to_thumbs, phash_thumbs, thumbnail
 from curation.operators import Operator
-from manifests import media as M
-from manifests import media_refs as R
+import media as M
+from media import refs as R
 
 HASH_BYTES = 16
 DIGEST = pa.binary(HASH_BYTES)

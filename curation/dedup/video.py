@@ -14,7 +14,7 @@ from typing import Mapping
 import numpy as np
 
 from curation.dedup.phash import DECODE_SIDE, frames_to_thumbs, hamming, phash_thumbs
-from manifests import media_refs as R
+from media import refs as R
 
 
 def video_hashes(path: str | os.PathLike | Mapping, frames: int = 8) -> tuple[np.ndarray, np.ndarray]:

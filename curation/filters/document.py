@@ -9,8 +9,8 @@ from curation.filters.common import (
 )
 from curation.operators import Operator
 from curation.recipe import DocumentFilters
-from manifests import media as M
-from manifests.media_refs import ref_source
+import media as M
+from media.refs import ref_source
 
 DOCUMENT_SCORES: dict[str, pa.DataType] = {
     "score_pages": pa.int32(),

@@ -11,8 +11,8 @@ from curation.filters.common import (
 )
 from curation.operators import Operator, mark_dropped
 from curation.recipe import ImageFilters
-from manifests import media as M
-from manifests.media_refs import ref_source
+import media as M
+from media.refs import ref_source
 
 IMAGE_SCORES: dict[str, pa.DataType] = {
     "score_min_side": pa.int32(),  # shorter side of the smallest image, display pixels (from the header)

@@ -14,8 +14,8 @@ from curation.filters.common import (
 )
 from curation.operators import Operator
 from curation.recipe import VideoFilters
-from manifests import media as M
-from manifests.media_refs import ref_source
+import media as M
+from media.refs import ref_source
 
 VIDEO_SCORES: dict[str, pa.DataType] = {
     "score_duration_s": pa.float64(),

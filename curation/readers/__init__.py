@@ -24,7 +24,7 @@ from curation.operators import mark_dropped
 from curation.readers.files import KIND_EXTENSIONS, enumerate_files, sidecar_text
 from curation.readers.tabular import TABLE_SUFFIXES, TableFile, find_tables, jsonl_ranges, read_jsonl_range, read_table_range, table_rows
 from curation.recipe import Recipe, Source
-from manifests import media as M
+import media as M
 from manifests.errors import RecipeError
 from manifests.schema import TURN_TYPE, make_id
 

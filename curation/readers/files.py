@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from manifests import media as M
+import media as M
 
 KIND_EXTENSIONS: dict[str, frozenset[str]] = {
     # .svg is listed so mislabelled raster files are read; a real SVG is dropped as undecodable (not rasterised)

@@ -1,10 +1,10 @@
-"""manifests.media on the real corpus: rotation, containers, broken files, scans."""
+"""media on the real corpus: rotation, containers, broken files, scans."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from manifests import media as M
+import media as M
 
 
 @pytest.mark.parametrize("name, rotation", [("video_0", 0), ("video_90", 90), ("video_180", 180), ("video_270", 270)])

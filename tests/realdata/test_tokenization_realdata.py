@@ -11,7 +11,7 @@ from PIL import Image
 import tokenization
 from manifests.cli import main
 from manifests.errors import UserError
-from manifests.media import probe_video
+from media import probe_video
 from tokenization.prompts import number_to_words
 
 smol = pytest.importorskip("transformers.models.smolvlm.image_processing_pil_smolvlm")

@@ -2,7 +2,7 @@
 
 Readers (torch, notebook views) see references, not files: an image by path or
 embedded bytes, a PDF page by path + page + dpi, a video by path. This module
-turns a reference into pixels, so that decoding stays in `manifests.media`.
+turns a reference into pixels, so that decoding stays in `media`.
 """
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ from typing import Any, Mapping
 import numpy as np
 from PIL import Image
 
-from manifests import media as M
+import media as M
 
 
 def ref_source(ref: Mapping[str, Any]):
-    """What to hand `manifests.media` for one reference: embedded bytes, else the local path."""
+    """What to hand `media` for one reference: embedded bytes, else the local path."""
     data = ref.get("bytes")
     if data is not None:
         return bytes(data)
