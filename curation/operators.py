@@ -32,6 +32,18 @@ class Operator:
     #: extension columns (name -> Arrow type) this operator writes into the manifest
     columns: ClassVar[dict[str, pa.DataType]] = {}
 
+    # Resources. An operator that needs none of its own (num_gpus == 0, concurrency None,
+    # batch_size None) is fused with its neighbours into one CPU stage; any other runs as its
+    # own stage (its own actor pool on Ray). Instances may override these from their config.
+    #: CPUs one worker of this operator holds
+    num_cpus: float = 1.0
+    #: GPUs one worker holds (a model operator sets 1 when it runs on CUDA)
+    num_gpus: float = 0.0
+    #: rows per call; None: the whole chunk at once
+    batch_size: int | None = None
+    #: workers in this operator's own pool; None: fused into the shared CPU stage
+    concurrency: int | None = None
+
     def setup(self) -> None:
         """Load models, open handles: runs once per worker before any batch."""
 
