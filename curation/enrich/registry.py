@@ -1,19 +1,26 @@
 """Model operators by recipe section: one line per operator, imported only when a recipe uses it.
 
-Each value is ``"module.path:ClassName"`` naming an :class:`curation.operators.Operator`
-subclass that declares ``columns``, ``stage`` and its resources (``num_cpus``,
-``num_gpus``, ``batch_size``, ``concurrency``). Adding a model operator is one
-module plus one line here.
+Each value is ``"module.path:ClassName"`` naming a :class:`curation.enrich.base.Enricher`
+(an :class:`curation.operators.Operator`) that declares ``columns``, ``stage``,
+``Config`` (the pydantic model of its section) and its resources (``num_cpus``,
+``num_gpus``, ``batch_size``, ``concurrency``). A recipe configures it as
+``enrich: {<name>: {...}}``; operators run in the order of this mapping, after
+the filters and before dedup signatures and token counts. Adding a model
+operator is one module plus one line here.
 """
 from __future__ import annotations
 
 import importlib
 
 ENRICHERS: dict[str, str] = {
+    # image (and caption) embeddings from a CLIP or SigLIP model: emb_image, score_clip
     "embed": "curation.enrich.clip:ImageEmbedder",
-    "clip_score": "curation.enrich.clip:ClipScore",
+    # DataComp's clip_score filter over score_clip: a threshold or a top fraction per source
+    "clip_score": "curation.enrich.clip:ClipScoreFilter",
+    # LAION-style heads over emb_image
     "aesthetic": "curation.enrich.heads:AestheticScore",
     "nsfw": "curation.enrich.heads:NsfwScore",
+    # language of texts and captions (packaged model) and a filter on it
     "language": "curation.enrich.language:LanguageId",
 }
 
