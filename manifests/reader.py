@@ -65,6 +65,18 @@ class Manifest:
     def schema(self) -> pa.Schema:
         return pa.ipc.read_schema(pa.py_buffer(base64.b64decode(self.info["arrow_schema"])))
 
+    @cached_property
+    def ledger_schema(self) -> pa.Schema:
+        """The ledger's Arrow schema: recorded since ledger v2, the six v1 columns for older manifests."""
+        raw = self.info.get("ledger_arrow_schema")
+        if not raw:
+            return LEDGER_SCHEMA
+        return pa.ipc.read_schema(pa.py_buffer(base64.b64decode(raw)))
+
+    @property
+    def ledger_version(self) -> int:
+        return int(self.info.get("ledger_version", 1))
+
     @property
     def shard_paths(self) -> list[Path]:
         return [self.path / s["path"] for s in self.info["shards"]]
@@ -153,11 +165,11 @@ class Manifest:
         return ManifestIterableDataset(self, **kwargs)
 
     def ledger(self) -> pa.Table:
-        """Every dropped row with its stage, reason and detail."""
+        """Every dropped row with its stage, reason and detail; since ledger v2 also its media, text and scores."""
         files = self.check_files(self.info["ledger"])
         if not files:
-            return LEDGER_SCHEMA.empty_table()
-        return ds.dataset(files, schema=LEDGER_SCHEMA, format="parquet").to_table()
+            return self.ledger_schema.empty_table()
+        return ds.dataset(files, schema=self.ledger_schema, format="parquet").to_table()
 
     # -- summaries and notebook views -------------------------------------------
     def summary(self) -> dict[str, Any]:

@@ -60,6 +60,32 @@ LEDGER_SCHEMA = pa.schema(
     ]
 )
 
+#: Version of the ledger layout. v1: the six columns of LEDGER_SCHEMA only. v2 (this one): those six, then
+#: the row's own core columns (modality, media, text, turns, meta) and the manifest's extension columns
+#: (scores, tokens, dup_cluster; not the sig_* hashes), so a dropped row keeps its media reference and every
+#: score computed before it was dropped. manifest.json records ``ledger_version`` and the exact schema.
+LEDGER_VERSION = 2
+
+#: core columns a v2 ledger row carries besides the decision (all nullable: a row dropped at read has no media)
+LEDGER_ROW_FIELDS: tuple[pa.Field, ...] = tuple(
+    pa.field(f.name, f.type) for f in CORE_FIELDS if f.name not in ("id", "source")
+)
+
+
+def ledger_schema(data_schema: pa.Schema | None = None) -> pa.Schema:
+    """The v2 ledger schema of a manifest whose kept rows have ``data_schema``.
+
+    Signature columns (``sig_*``) are left out: they only matter to dedup, which has already decided.
+    """
+    fields = list(LEDGER_SCHEMA) + list(LEDGER_ROW_FIELDS)
+    names = {f.name for f in fields}
+    for f in data_schema or ():
+        if f.name in names or f.name in CORE_NAMES or f.name.startswith("sig_"):
+            continue
+        fields.append(pa.field(f.name, f.type))
+    return pa.schema(fields)
+
+
 #: Extension column prefixes, documented so notebooks know what they hold.
 EXTENSION_PREFIXES = {
     "score_": "filter scores (re-tune thresholds on the manifest)",

@@ -13,14 +13,13 @@ import pyarrow.parquet as pq
 from manifests.errors import ManifestError
 from manifests.fsutil import sha256_file
 from manifests.reader import Manifest
-from manifests.schema import LEDGER_SCHEMA
 
 
 def validate(path: str | os.PathLike, *, check_media: bool = True) -> dict[str, Any]:
     """Raise ManifestError naming the first problem; return a short report when the manifest is sound."""
     m = Manifest(path)
     kept = _check_entries(m, m.info["shards"], m.schema, "shard")
-    dropped = _check_entries(m, m.info["ledger"], LEDGER_SCHEMA, "ledger shard")
+    dropped = _check_entries(m, m.info["ledger"], m.ledger_schema, "ledger shard")
 
     for name, src in sorted(m.info["sources"].items()):
         k, d = kept.get(name, 0), dropped.get(name, 0)

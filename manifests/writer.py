@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from manifests.errors import ManifestError
 from manifests.fsutil import atomic_write, atomic_write_json, canonical_hash, sha256_file
-from manifests.schema import CORE_SCHEMA, FORMAT_VERSION, LEDGER_SCHEMA, conform, schema_to_json
+from manifests.schema import CORE_SCHEMA, FORMAT_VERSION, LEDGER_VERSION, conform, ledger_schema, schema_to_json
 
 MANIFEST_FILE = "manifest.json"
 DATA_DIR = "data"
@@ -54,9 +54,12 @@ class ManifestWriter:
     same names) or in call order otherwise.
     """
 
-    def __init__(self, out_dir: str | os.PathLike, schema: pa.Schema | None = None, *, overwrite: bool = False) -> None:
+    def __init__(self, out_dir: str | os.PathLike, schema: pa.Schema | None = None, *, overwrite: bool = False,
+                 ledger: pa.Schema | None = None) -> None:
         self.out = Path(out_dir)
         self.schema = schema if schema is not None else CORE_SCHEMA
+        #: v2 ledger: decision columns plus the row's core and extension columns (see schema.ledger_schema)
+        self.ledger_schema = ledger if ledger is not None else ledger_schema(self.schema)
         if self.out.exists() and not self.out.is_dir():
             raise ManifestError(f"{self.out} exists and is not a directory")
         manifest_file = self.out / MANIFEST_FILE
@@ -78,8 +81,13 @@ class ManifestWriter:
         return self._write(conform(table, self.schema), self._data, DATA_DIR, index)
 
     def write_dropped(self, table: pa.Table, index: int | None = None) -> str | None:
-        """Append ledger rows (id, source, stage, reason, detail, uri) as one shard."""
-        return self._write(conform(table, LEDGER_SCHEMA), self._ledger, LEDGER_DIR, index)
+        """Append ledger rows (id, source, stage, reason, detail, uri, then any row columns they kept) as one shard.
+
+        Row columns the ledger schema does not hold (``sig_*``, private ``_`` columns) are left out;
+        missing ones are null (a v1-style ledger table is still accepted).
+        """
+        keep = [n for n in table.column_names if self.ledger_schema.get_field_index(n) >= 0]
+        return self._write(conform(table.select(keep), self.ledger_schema), self._ledger, LEDGER_DIR, index)
 
     def _write(self, table: pa.Table, registry: dict, sub: str, index: int | None) -> str | None:
         if self._committed:
@@ -162,6 +170,8 @@ class ManifestWriter:
             ],
             "schema": schema_to_json(self.schema),
             "arrow_schema": base64.b64encode(self.schema.serialize().to_pybytes()).decode(),
+            "ledger_version": LEDGER_VERSION,
+            "ledger_arrow_schema": base64.b64encode(self.ledger_schema.serialize().to_pybytes()).decode(),
             "shards": [_public(self._data[i]) for i in sorted(self._data)],
             "ledger": [_public(self._ledger[i]) for i in sorted(self._ledger)],
             "extra": dict(extra) if extra else {},

@@ -21,18 +21,26 @@ STAGED_LEDGER_SCHEMA = pa.schema([
 
 
 def to_ledger(dropped: pa.Table) -> pa.Table:
-    """Ledger rows (plus the private ordering/key columns) from rows marked dropped."""
+    """Ledger rows from rows marked dropped: the decision, then every column the row had so far.
+
+    A v2 ledger row keeps its modality, media references, text and every score computed before it
+    was dropped (so a notebook can show it and ``retune`` can loosen a threshold without reading
+    media); dedup signatures (``sig_*``) are left out. The private ordering/key columns ride along.
+    """
     if dropped.num_rows == 0:
         return STAGED_LEDGER_SCHEMA.empty_table()
-    return pa.table(
-        {
-            "id": dropped.column("id"), "source": dropped.column("source"),
-            "stage": dropped.column(DROP_STAGE), "reason": dropped.column(DROP_REASON),
-            "detail": dropped.column(DROP_DETAIL), "uri": dropped.column(PRIVATE_URI),
-            PRIVATE_POS: dropped.column(PRIVATE_POS), PRIVATE_KEY: dropped.column(PRIVATE_KEY),
-        },
-        schema=STAGED_LEDGER_SCHEMA,
-    )
+    base = {
+        "id": dropped.column("id"), "source": dropped.column("source"),
+        "stage": dropped.column(DROP_STAGE), "reason": dropped.column(DROP_REASON),
+        "detail": dropped.column(DROP_DETAIL), "uri": dropped.column(PRIVATE_URI),
+        PRIVATE_POS: dropped.column(PRIVATE_POS), PRIVATE_KEY: dropped.column(PRIVATE_KEY),
+    }
+    table = pa.table(base, schema=STAGED_LEDGER_SCHEMA)
+    for name in dropped.column_names:
+        if name in base or name in DECISION_COLUMNS or name == PRIVATE_URI or name.startswith("sig_"):
+            continue
+        table = table.append_column(dropped.schema.field(name), dropped.column(name))
+    return table
 
 
 def apply_operators(table: pa.Table, ops: list[Any]) -> tuple[pa.Table, pa.Table]:
@@ -50,7 +58,7 @@ def apply_operators(table: pa.Table, ops: list[Any]) -> tuple[pa.Table, pa.Table
                                              pc.fill_null(dropped.column(DROP_STAGE), stage))
             ledgers.append(to_ledger(dropped))
     kept = kept.drop_columns([c for c in DECISION_COLUMNS if c in kept.column_names])
-    ledger = pa.concat_tables(ledgers)
+    ledger = pa.concat_tables(ledgers, promote_options="default")  # later stages' ledgers carry more scores
     if ledger.num_rows > 1:
         ledger = ledger.sort_by(PRIVATE_POS)
     return kept, ledger

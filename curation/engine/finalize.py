@@ -21,7 +21,7 @@ from curation.filters import operator_columns, source_operators
 from curation.readers import PRIVATE_KEY, PRIVATE_POS, PRIVATE_URI, SourcePlan
 from curation.recipe import Recipe
 from manifests.fsutil import atomic_write
-from manifests.schema import CORE_NAMES, LEDGER_SCHEMA, build_schema, conform, make_id
+from manifests.schema import CORE_NAMES, build_schema, conform, make_id
 from manifests.writer import ManifestWriter
 
 DEDUP_RESULT = "dedup-result.parquet"
@@ -121,6 +121,11 @@ def _split_duplicates(kept: pa.Table, dup: pa.Table | None) -> tuple[pa.Table, p
         "detail": detail.filter(drop), "uri": gone.column(PRIVATE_URI), PRIVATE_POS: gone.column(PRIVATE_POS),
         PRIVATE_KEY: gone.column(PRIVATE_KEY),
     }, schema=STAGED_LEDGER_SCHEMA)
+    # a v2 ledger row keeps the row itself (media, text, scores, tokens) and its cluster (the kept row's id)
+    for name in gone.column_names:
+        if name in ledger.column_names or name == PRIVATE_URI or name.startswith("sig_"):
+            continue
+        ledger = ledger.append_column(gone.schema.field(name), gone.column(name))
     return kept.filter(pc.invert(drop)), ledger
 
 
@@ -194,7 +199,7 @@ def write_manifest(
     schema = manifest_schema(recipe, staging, nchunks, dup)
     writer = ManifestWriter(out_dir, schema, overwrite=True)
     data = _ShardBuffer(writer.write, recipe.output.shard_rows, schema)
-    ledger = _ShardBuffer(writer.write_dropped, recipe.output.shard_rows, LEDGER_SCHEMA)
+    ledger = _ShardBuffer(writer.write_dropped, recipe.output.shard_rows, writer.ledger_schema)
     read = {p.name: 0 for p in plans}
     reasons: dict[str, dict[tuple[str, str], int]] = {p.name: {} for p in plans}
     kept_n = {p.name: 0 for p in plans}
@@ -204,7 +209,7 @@ def write_manifest(
         led = _apply_ids(staging.read_dropped(k), fix)
         kept, dups = _split_duplicates(kept, dup)
         if dups.num_rows:
-            led = pa.concat_tables([led.cast(STAGED_LEDGER_SCHEMA), dups]).sort_by(PRIVATE_POS)
+            led = pa.concat_tables([led, dups], promote_options="default").sort_by(PRIVATE_POS)
         name = plans[chunk_of[k]].name
         read[name] += staging.counts(k)["read"]
         kept_n[name] += kept.num_rows
@@ -213,7 +218,7 @@ def write_manifest(
             for st, rs, n in zip(*(grouped.column(c).to_pylist() for c in ("stage", "reason", "count_all"))):
                 reasons[name][(st, rs)] = reasons[name].get((st, rs), 0) + n
         data.add(kept.drop_columns([c for c in kept.column_names if c.startswith("_")]))
-        ledger.add(led.drop_columns([c for c in led.column_names if c.startswith("_")]))
+        ledger.add(led.select([c for c in led.column_names if writer.ledger_schema.get_field_index(c) >= 0]))
         tick()
     data.flush()
     ledger.flush()
