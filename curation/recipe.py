@@ -182,6 +182,17 @@ class Source(_Strict):
     chunk_size: Optional[int] = Field(None, ge=1, le=1_000_000)
     #: read at most this many inputs (files or rows), in enumeration order
     limit: Optional[int] = Field(None, ge=1)
+    #: videos: cut each video into clip rows (curation.clips.config.ClipConfig; docs/documents-video.md)
+    clips: Optional[Any] = None
+
+    @field_validator("clips", mode="before")
+    @classmethod
+    def _clips(cls, v: Any) -> Any:
+        if v is None or v is False:
+            return None
+        from curation.clips.config import ClipConfig
+
+        return ClipConfig.model_validate({} if v is True else v)
 
     @field_validator("name")
     @classmethod
@@ -201,6 +212,8 @@ class Source(_Strict):
             raise ValueError("give exactly one of path or hub")
         if self.hub is not None and self.kind not in ("image_text", "text"):
             raise ValueError(f"hub sources are tables: kind must be image_text or text, not {self.kind}")
+        if self.clips is not None and self.kind != "video":
+            raise ValueError(f"clips: only video sources are cut into clips, not {self.kind}")
         return self
 
     @property
@@ -255,6 +268,9 @@ class Recipe(_Strict):
     decontaminate: list[Any] = []  # evaluation sets (paths or curation.dedup EvalSetConfig mappings)
     mixture: Optional[Any] = None  # curation.mixing.config.MixtureConfig, validated in _sections
     tokens: Optional[TokensSection] = None
+    document: Optional[Any] = None  # curation.enrich.ocr.DocumentSection (OCR of scans), validated in _document
+    #: model operators by section name (curation.enrich.registry.ENRICHERS), validated in _enrich
+    enrich: dict[str, Any] = {}
     output: OutputSection = Field(default_factory=OutputSection)
     #: folder relative paths resolve against (set by load_recipe; not part of the YAML)
     base_dir: Optional[str] = Field(None, exclude=True)
@@ -288,6 +304,33 @@ class Recipe(_Strict):
         from curation.dedup.config import DedupConfig
 
         return list(DedupConfig.model_validate({"decontaminate": v}).decontaminate)
+
+    @field_validator("enrich", mode="before")
+    @classmethod
+    def _enrich(cls, v: Any) -> Any:
+        if not v:
+            return {}
+        if not isinstance(v, dict):
+            raise ValueError("enrich is a mapping of model operator sections")
+        from curation.enrich.registry import ENRICHERS, enricher_class
+
+        out = {}
+        for name in ENRICHERS:  # registry order is the chain order
+            if name in v:
+                out[name] = enricher_class(name).Config.model_validate(v[name] if v[name] is not None else {})
+        unknown = sorted(set(v) - set(out))
+        if unknown:
+            raise ValueError(f"unknown model operator {unknown[0]!r} (known: {', '.join(ENRICHERS)})")
+        return out
+
+    @field_validator("document", mode="before")
+    @classmethod
+    def _document(cls, v: Any) -> Any:
+        if v is None:
+            return None
+        from curation.enrich.ocr import DocumentSection
+
+        return DocumentSection.model_validate(v)
 
     @field_validator("mixture", mode="before")
     @classmethod
@@ -337,6 +380,8 @@ class Recipe(_Strict):
                 s["image_root"] = self.resolve(src.image_root)
         dd = self.dedup_config()
         data["dedup"] = dd.model_dump(mode="json") if dd is not None else None
+        for name, cfg in self.enrich.items():  # model and head paths made absolute, as source paths are
+            data["enrich"][name] = cfg.resolved(self) if hasattr(cfg, "resolved") else data["enrich"][name]
         data.pop("decontaminate", None)
         return data
 

@@ -1,4 +1,4 @@
-"""A curation job end to end: plan, run chunks (Ray or local), resolve globally, write, commit."""
+"""A curation job end to end: plan, run chunks on an engine (curation.engine.registry), resolve globally, write, commit."""
 from __future__ import annotations
 
 import json
@@ -9,7 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from curation.engine.cutoffs import apply_cutoffs
 from curation.engine.finalize import id_fixups, run_dedup, write_manifest
+from curation.engine.registry import get_engine
+from curation.engine.stages import stage_layout
+from curation.enrich.checks import check_enrich, enrich_record
 from curation.engine.staging import Staging
 from curation.readers import SourcePlan, plan_source, spec_inputs
 from curation.recipe import Recipe
@@ -17,7 +21,7 @@ from manifests.errors import UserError
 from manifests.fsutil import canonical_hash
 from manifests.writer import MANIFEST_FILE
 
-Engine = Literal["ray", "local"]
+Engine = Literal["ray", "local"]  # names in curation.engine.registry.ENGINES
 
 
 @dataclass
@@ -29,6 +33,9 @@ class JobResult:
     seconds: float = 0.0
     resumed_chunks: int = 0
     skipped: bool = False  # the output already held this job's manifest
+    #: the stage layout as run: name, operators, pool size, CPUs/GPUs per worker, worker pids (Ray)
+    stages: list[dict[str, Any]] = field(default_factory=list)
+    ray_stats: str = ""  # Ray Data's per-stage execution stats (Ray engine)
 
     @property
     def kept(self) -> int:
@@ -82,8 +89,7 @@ def run_job(
     out = Path(out_dir).resolve()
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} exists and is not a folder", field="--out")
-    if engine not in ("ray", "local"):
-        raise UserError(f"unknown engine {engine!r} (ray or local)", field="--engine")
+    eng = get_engine(engine)
     if workers is not None and workers < 1:
         raise UserError("must be at least 1", field="--workers")
 
@@ -99,6 +105,9 @@ def run_job(
     if (out / MANIFEST_FILE).exists() and not overwrite:
         raise UserError(f"{out} already holds a different manifest; pass --overwrite to replace it", field="--out")
 
+    n_workers = eng.start(ray_address, workers)
+    check_enrich(recipe, eng.gpus())  # model paths, head sizes, device: cuda: before anything is written
+    stages = stage_layout(recipe)[0]
     out.mkdir(parents=True, exist_ok=True)
     staging = Staging(out)
     staging.prepare(identity, overwrite)
@@ -112,14 +121,6 @@ def run_job(
     pending = [(k, s) for k, s in specs if k not in finished]
     inputs_pending = sum(spec_inputs(s) for _, s in pending)
 
-    if engine == "ray":
-        from curation.engine.ray_session import cluster_cpus, init_ray
-
-        init_ray(ray_address, None, quiet=True)
-        n_workers = min(workers or cluster_cpus(), cluster_cpus())
-    else:
-        n_workers = 1
-
     bar = _progress(inputs_pending, "curate", "input", quiet)
     kept = dropped = 0
 
@@ -131,14 +132,7 @@ def run_job(
         bar.set_postfix(kept=kept, dropped=dropped, refresh=False)
 
     try:
-        if engine == "ray":
-            from curation.engine.ray_engine import run_ray
-
-            run_ray(recipe, str(out), pending, n_workers, on_done)
-        else:
-            from curation.engine.local import run_local
-
-            run_local(recipe, staging, pending, on_done)
+        run_info = eng.run(recipe, staging, stages, pending, on_done)
     finally:
         bar.close()
 
@@ -146,14 +140,12 @@ def run_job(
     if missing:  # pragma: no cover - an engine returned without finishing (should raise instead)
         raise RuntimeError(f"{len(missing)} chunks did not finish (first: {missing[0]})")
 
+    cutoffs = apply_cutoffs(recipe, staging, len(specs), chunk_of)  # global thresholds (top fraction per source)
     fixes = id_fixups(recipe, plans, staging, chunk_of)
     dedup_cfg = recipe.dedup_config()
     if dedup_cfg is not None:
         dbar = _progress(1, "dedup", "stage", quiet)
-        map_fn = None
-        if engine == "ray":
-            from curation.dedup.parallel import ray_map as map_fn  # type: ignore[assignment]
-        dup = run_dedup(recipe, staging, len(specs), fixes, map_fn)
+        dup = run_dedup(recipe, staging, len(specs), fixes, eng.map_fn())
         dbar.update(1)
         dbar.close()
     else:
@@ -161,8 +153,12 @@ def run_job(
     wbar = _progress(len(specs), "write", "chunk", quiet)
     extra = {
         "job": {"identity": canonical_hash(identity), "chunks": len(specs), "seed": recipe.seed},
-        "engine": {"name": engine, "workers": n_workers},
+        "engine": {"name": engine, "workers": n_workers,
+                   "stages": [{k: v for k, v in st.items() if k != "pids"} for st in run_info["stages"]]},
     }
+    if recipe.enrich:
+        # score columns and their thresholds (cutoffs resolved from top fractions included), for histograms
+        extra["enrich"] = enrich_record(recipe, cutoffs)
     if dedup_cfg is not None:
         # lets a later `against:` reuse this manifest's sig_* columns instead of re-hashing its media
         extra["dedup_signature"] = dedup_cfg.signature_fingerprint()
@@ -171,7 +167,8 @@ def run_job(
     finally:
         wbar.close()
     staging.clear()
-    return JobResult(out, engine, n_workers, sources, time.perf_counter() - t0, resumed_chunks=len(finished))
+    return JobResult(out, engine, n_workers, sources, time.perf_counter() - t0, resumed_chunks=len(finished),
+                     stages=run_info["stages"], ray_stats=run_info.get("ray_stats", ""))
 
 
 def run_recipe_mixture(recipe: Recipe, curated_out: str | os.PathLike, mix_out: str | os.PathLike | None = None,

@@ -7,6 +7,19 @@ the operator through :data:`curation.enrich.registry.ENRICHERS`.
 """
 from __future__ import annotations
 
+from typing import Any
+
 from curation.enrich.registry import ENRICHERS, enricher_class
 
-__all__ = ["ENRICHERS", "enricher_class"]
+__all__ = ["ENRICHERS", "enricher_class", "enrich_operators"]
+
+
+def enrich_operators(recipe: Any, index: int) -> list[Any]:
+    """The model operators of the recipe's ``enrich:`` sections that apply to source ``index``, in registry order."""
+    src = recipe.sources[index]
+    ops = []
+    for name, cfg in recipe.enrich.items():
+        op = enricher_class(name)(cfg, recipe)
+        if op.applies(src):
+            ops.append(op)
+    return ops

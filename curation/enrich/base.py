@@ -11,6 +11,8 @@ then builds one instance per worker with ``cls(cfg, recipe)`` and calls
 """
 from __future__ import annotations
 
+import os
+import re
 from typing import Any, ClassVar, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -19,6 +21,8 @@ from curation.operators import Operator
 from manifests.errors import RecipeError
 
 Device = Literal["auto", "cpu", "cuda"]
+#: how a Hugging Face hub id is spelled (looked up in the local HF cache only)
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
 
 
 class EnrichConfig(BaseModel):
@@ -35,6 +39,26 @@ class EnrichConfig(BaseModel):
     concurrency: int = Field(1, ge=1, le=1024)
     #: CPUs each worker holds (also its torch thread count, so scores do not depend on the engine)
     num_cpus: float = Field(1.0, gt=0, le=256)
+
+    #: fields holding file or folder paths (resolved against the recipe's folder)
+    PATH_FIELDS: ClassVar[tuple[str, ...]] = ()
+
+    def path(self, recipe: Any, name: str) -> Optional[str]:
+        """A path field made absolute against the recipe's folder; a hub id (``org/name``, not on disk) stays as written."""
+        value = getattr(self, name)
+        if value is None:
+            return None
+        full = recipe.resolve(value)
+        if os.path.exists(full) or value.startswith((".", "/", "~")) or not _HUB_ID.match(value):
+            return full
+        return value
+
+    def resolved(self, recipe: Any) -> dict[str, Any]:
+        """The section as JSON with its paths absolute: what manifest.json records and the recipe hash covers."""
+        data = self.model_dump(mode="json")
+        for name in self.PATH_FIELDS:
+            data[name] = self.path(recipe, name)
+        return data
 
 
 class Enricher(Operator):
@@ -57,18 +81,23 @@ class Enricher(Operator):
             self.num_gpus = 1.0 if cfg.device == "cuda" else 0.0
 
     @classmethod
-    def check(cls, cfg: EnrichConfig, recipe: Any, field: str) -> None:
-        """Reject bad input before any work starts (override; call super for the device check)."""
+    def check(cls, cfg: EnrichConfig, recipe: Any, field: str, gpus: int) -> None:
+        """Reject bad input before any work starts (override; call super for the device check).
+
+        ``gpus``: GPUs the engine's workers can use (the Ray cluster's, or this machine's).
+        """
         if cfg.sources is not None:
             names = {s.name for s in recipe.sources}
             for j, name in enumerate(cfg.sources):
                 if name not in names:
                     raise RecipeError(f"no source named {name!r}", field=f"{field}.sources[{j}]")
-        if cfg.device == "cuda":
-            from curation.enrich.device import cuda_available
+        if cfg.device == "cuda" and gpus < 1:
+            raise RecipeError("device is cuda but the engine sees no GPU (use auto or cpu)", field=f"{field}.device")
 
-            if not cuda_available():
-                raise RecipeError("device is cuda but no GPU is visible (use auto or cpu)", field=f"{field}.device")
+    @classmethod
+    def thresholds(cls, cfg: EnrichConfig) -> list[dict[str, Any]]:
+        """The thresholds the section sets, as ``{column, op, value}`` (``op`` keeps rows): for histograms."""
+        return []
 
     def applies(self, source: Any) -> bool:
         """Whether this operator runs on a source (by kind and the section's ``sources`` list)."""

@@ -22,6 +22,9 @@ ENRICHERS: dict[str, str] = {
     "nsfw": "curation.enrich.heads:NsfwScore",
     # language of texts and captions (packaged model) and a filter on it
     "language": "curation.enrich.language:LanguageId",
+    # OCR of scanned pages (RapidOCR, PP-OCRv4): configured by the top-level `document:` section, run
+    # between the document analyzer and filter (curation.filters.ocr_operators)
+    "ocr": "curation.enrich.ocr:PageOcr",
 }
 
 

@@ -27,13 +27,27 @@ def source_operators(recipe: Recipe, index: int) -> list[Any]:
     elif src.kind == "image_text":
         ops = [ImageAnalyzer(f.image, embed), ImageFilter(f.image), TextQuality(f.image_text)]
     elif src.kind == "document":
-        ops = [DocumentAnalyzer(f.document, src.dpi), DocumentFilter(f.document)]
+        ops = [DocumentAnalyzer(f.document, src.dpi), *ocr_operators(recipe, index), DocumentFilter(f.document)]
     elif src.kind == "text":
         ops = [TextQuality(f.text)]
     else:
         ops = [VideoAnalyzer(f.video), VideoFilter(f.video)]
+    if recipe.enrich:  # model operators (curation/enrich): after the filters, before signatures and tokens
+        from curation.enrich import enrich_operators
+
+        ops.extend(enrich_operators(recipe, index))
     ops.extend(plugin_operators(recipe))
     return ops
+
+
+def ocr_operators(recipe: Recipe, index: int) -> list[Any]:
+    """OCR of scans (recipe ``document: {ocr: auto|always}``), between the analyzer and the filter."""
+    doc = recipe.document
+    if doc is None or doc.ocr == "never" or (doc.sources is not None and recipe.sources[index].name not in doc.sources):
+        return []
+    from curation.enrich.ocr import PageOcr
+
+    return [PageOcr(doc, recipe)]
 
 
 def plugin_operators(recipe: Recipe) -> list[Any]:
