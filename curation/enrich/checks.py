@@ -26,7 +26,7 @@ def enrich_record(recipe: Any, cutoffs: dict[str, dict[str, float]]) -> dict[str
         thresholds = list(cls.thresholds(cfg)) if hasattr(cls, "thresholds") else []
         for key, per_source in cutoffs.items():
             if key == cls.__name__:
-                column = thresholds[0]["column"] if thresholds else None
+                column = getattr(cls, "SCORE", None) or (thresholds[0]["column"] if thresholds else "")
                 for src, value in sorted(per_source.items()):
                     thresholds.append({"column": column or "", "op": ">=", "value": value, "source": src})
         entry["thresholds"] = thresholds

@@ -13,6 +13,8 @@ from __future__ import annotations
 import importlib
 
 ENRICHERS: dict[str, str] = {
+    # language of texts and captions (packaged model) and a filter on it: first, so it is cheap to drop early
+    "language": "curation.enrich.language:LanguageId",
     # image (and caption) embeddings from a CLIP or SigLIP model: emb_image, score_clip
     "embed": "curation.enrich.clip:ImageEmbedder",
     # DataComp's clip_score filter over score_clip: a threshold or a top fraction per source
@@ -20,8 +22,6 @@ ENRICHERS: dict[str, str] = {
     # LAION-style heads over emb_image
     "aesthetic": "curation.enrich.heads:AestheticScore",
     "nsfw": "curation.enrich.heads:NsfwScore",
-    # language of texts and captions (packaged model) and a filter on it
-    "language": "curation.enrich.language:LanguageId",
     # OCR of scanned pages (RapidOCR, PP-OCRv4): configured by the top-level `document:` section, run
     # between the document analyzer and filter (curation.filters.ocr_operators)
     "ocr": "curation.enrich.ocr:PageOcr",
