@@ -5,10 +5,11 @@ Two layers, so a grid pays for decoding once:
 - :class:`TaskSource` reads a manifest once per grid: it keeps the usable rows
   (a decodable image or video plus an answer), splits them into train and
   validation, and caches decoded media.
-- :class:`RunData` applies one run's strategy (the tokenization package's
-  splitting, prompts, frame sampling/averaging and special tokens) and its
-  tokenizer, and collates batches: right-padded for training with labels on the
-  answer tokens only, left-padded prompts for greedy decoding.
+- :class:`RunData` applies one run's strategy and tokenizer through
+  :class:`tokenization.collate.SmolVLMCollator` (the one way batches are built:
+  splitting, prompts, frame sampling/averaging, special tokens, completion-only
+  labels) and collates batches: right-padded for training, left-padded prompts
+  for greedy decoding; tiles stay uint8 and flat until the device normalizes them.
 
 The chat layout is SmolVLM's: ``<|im_start|>User:{media}{question}<end_of_utterance>\\nAssistant:``
 followed by `` {answer}<end_of_utterance>``; only the latter is labelled.
@@ -33,10 +34,10 @@ import tokenization
 from ablations.grid import RunSettings
 from manifests.errors import UserError
 from tokenization.base_tokenizer import BASE_SPECIAL_TOKENS, load_tokenizer, save_tokenizer, train_bpe
+from tokenization.collate import IGNORE_INDEX, Sample, SmolVLMCollator
 
 log = logging.getLogger(__name__)
 
-IGNORE_INDEX = -100
 PAD_TOKEN = "<|endoftext|>"
 START_TOKEN = "<|im_start|>"
 EOU_TOKEN = "<end_of_utterance>"
@@ -314,7 +315,7 @@ class Batch:
 
 
 class SampleSet:
-    """Encoded samples of one split; uint8 tiles are cached within the byte budget, else re-made per batch."""
+    """Encoded samples of one split (through the run's SmolVLMCollator); uint8 tiles cached within the byte budget."""
 
     def __init__(self, data: "RunData", samples: list[RawSample]) -> None:
         self.data = data
@@ -323,76 +324,71 @@ class SampleSet:
         self._pixels = _BoundedCache(CACHE_BYTES)
         self.failed = 0
 
-        def media_or_none(s: RawSample) -> tuple[np.ndarray | None, str]:
+        def encode_or_none(s: RawSample) -> Sample | None:
             try:
-                return data.media(s)
+                return data.encode(s)
             except Exception as exc:  # an undecodable row is skipped, never fatal: counted and logged
                 log.warning("skipping %s: %s", s.id, exc)
-                return None, ""
+                return None
 
         workers = max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)))
         if workers > 1 and len(samples) > 16:
             with ThreadPoolExecutor(max_workers=workers) as pool:  # PIL resizes and video decoding release the GIL
-                media = list(pool.map(media_or_none, samples))
+                encoded = list(pool.map(encode_or_none, samples))
         else:
-            media = [media_or_none(s) for s in samples]
-        keep = [i for i, (t, _) in enumerate(media) if t is not None]
-        self.failed = len(samples) - len(keep)
-        prompts = [data.prompt_text(samples[i], media[i][1]) for i in keep]
-        completions = [data.completion_text(samples[i]) for i in keep]
-        enc_p = data.tokenizer.encode_batch_fast(prompts, add_special_tokens=False) if prompts else []
-        enc_c = data.tokenizer.encode_batch_fast(completions, add_special_tokens=False) if prompts else []
-        for j, i in enumerate(keep):
-            p = np.asarray(enc_p[j].ids, dtype=np.int64)
-            c = np.asarray(enc_c[j].ids, dtype=np.int64)
-            ids = np.concatenate([p, c])
-            labels = np.concatenate([np.full(len(p), IGNORE_INDEX, dtype=np.int64), c])
-            tiles = media[i][0]
-            self.samples.append(samples[i])
-            self.encoded.append(Encoded(ids, labels, len(p), int(tiles.shape[0]), samples[i].answer))
-            self._pixels.put(len(self.samples) - 1, torch.from_numpy(tiles), tiles.nbytes)
+            encoded = [encode_or_none(s) for s in samples]
+        for raw, enc in zip(samples, encoded):
+            if enc is None:
+                self.failed += 1
+                continue
+            labelled = np.flatnonzero(enc.labels != IGNORE_INDEX)
+            prompt_len = int(labelled[0]) if labelled.size else len(enc)
+            self.samples.append(raw)
+            self.encoded.append(Encoded(enc.input_ids, enc.labels, prompt_len, int(enc.tiles.shape[0]), raw.answer))
+            self._pixels.put(len(self.samples) - 1, enc.tiles, enc.tiles.nbytes)
 
     def __len__(self) -> int:
         return len(self.encoded)
 
-    def pixels(self, i: int) -> torch.Tensor:
+    def pixels(self, i: int) -> np.ndarray:
         """uint8 tiles of sample ``i``."""
         got = self._pixels.get(i)
         if got is None:
-            got = torch.from_numpy(self.data.media(self.samples[i])[0])
+            got = self.data.encode(self.samples[i]).tiles
         return got
 
     def batch(self, indices: Sequence[int] | np.ndarray, for_generation: bool = False) -> Batch:
-        """Collate samples; training batches are right-padded, generation prompts left-padded."""
+        """Collate samples with the run's collator: right-padded for training, left-padded prompts for generation."""
         items = [self.encoded[int(i)] for i in indices]
-        pad = self.data.pad_id
+        tiles = [self.pixels(int(i)) for i in indices]
         if for_generation:
-            seqs = [e.input_ids[: e.prompt_len] for e in items]
-            width = max(len(s) for s in seqs)
-            ids = np.full((len(seqs), width), pad, dtype=np.int64)
-            mask = np.zeros((len(seqs), width), dtype=np.int64)
-            for r, s in enumerate(seqs):
-                ids[r, width - len(s):] = s
-                mask[r, width - len(s):] = 1
-            labels = None
+            col = self.data.generation_collator
+            parts = [Sample(None, e.input_ids[: e.prompt_len], e.labels[: e.prompt_len], t, 1, 0) for e, t in zip(items, tiles)]
         else:
-            width = max(len(e.input_ids) for e in items)
-            ids = np.full((len(items), width), pad, dtype=np.int64)
-            lab = np.full((len(items), width), IGNORE_INDEX, dtype=np.int64)
-            mask = np.zeros((len(items), width), dtype=np.int64)
-            for r, e in enumerate(items):
-                ids[r, : len(e.input_ids)] = e.input_ids
-                lab[r, : len(e.labels)] = e.labels
-                mask[r, : len(e.input_ids)] = 1
-            labels = torch.from_numpy(lab)
-        pixels = torch.cat([self.pixels(int(i)) for i in indices])
+            col = self.data.collator
+            parts = [Sample(None, e.input_ids, e.labels, t, 1, 0) for e, t in zip(items, tiles)]
+        out = col.collate(parts)
         st = self.data.strategy
-        return Batch(torch.from_numpy(ids), labels, torch.from_numpy(mask), pixels, [e.answer for e in items],
-                     tuple(st.image_mean), tuple(st.image_std))
+        pixels = out.get("pixel_values")
+        if pixels is None:
+            pixels = torch.zeros((0, 3, st.tile, st.tile), dtype=torch.uint8)
+        return Batch(out["input_ids"], None if for_generation else out["labels"], out["attention_mask"], pixels,
+                     [e.answer for e in items], tuple(st.image_mean), tuple(st.image_std))
+
+
+#: the runner's chat layout: ``<|im_start|>User:{media}{question}<end_of_utterance>\nAssistant: {answer}<end_of_utterance>``
+#: (SmolVLM's, with one ``<|im_start|>`` per prompt turn and nothing after the answer's end of utterance).
+ABLATION_CHAT_TEMPLATE = (
+    "{% for m in messages %}{% if m['role'] != 'assistant' %}<|im_start|>{% endif %}{{ m['role'] | capitalize }}"
+    "{% if m['content'][0]['type'] in ('image', 'video') %}{{ ':' }}{% else %}{{ ': ' }}{% endif %}"
+    "{% for p in m['content'] %}{% if p['type'] == 'text' %}{{ p['text'] }}{% elif p['type'] == 'image' %}{{ '<image>' }}"
+    "{% else %}{{ '<video>' }}{% endif %}{% endfor %}<end_of_utterance>{% if m['role'] != 'assistant' %}{{ '\n' }}{% endif %}"
+    "{% endfor %}{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
+)
 
 
 class RunData:
-    """A task seen through one run's strategy and tokenizer."""
+    """A task seen through one run's strategy and tokenizer; samples and batches come from a SmolVLMCollator."""
 
     def __init__(self, source: TaskSource, settings: RunSettings, tokenizer: Tokenizer, patch: int | None = None) -> None:
         self.source = source
@@ -400,9 +396,14 @@ class RunData:
         self.strategy = strategy_for(settings, patch)
         self.tokenizer = ensure_chat_tokens(self.strategy.build_tokenizer(tokenizer))
         tok = self.tokenizer
+        common = dict(chat_template=ABLATION_CHAT_TEMPLATE, pixel_dtype="uint8", flat_pixels=True,
+                      video_reader=self._read_frames)
+        self.collator = SmolVLMCollator(self.strategy, tok, **common)
+        self.generation_collator = SmolVLMCollator(self.strategy, tok, padding_side="left", for_generation=True, **common)
         self.image_token_id = tok.token_to_id(self.strategy.image_token)
         self.pad_id = tok.token_to_id(PAD_TOKEN)
         self.stop_ids = frozenset(i for i in (tok.token_to_id(EOU_TOKEN), self.pad_id) if i is not None)
+        self._by_id: dict[str, RawSample] = {}
         self.train = SampleSet(self, source.train)
         self.val = SampleSet(self, source.val)
         if len(self.train) == 0 or len(self.val) == 0:
@@ -418,32 +419,26 @@ class RunData:
             "prompt_len": float(np.mean([e.prompt_len for e in both])),
         }
 
-    # -- text ------------------------------------------------------------------
-    def prompt_text(self, sample: RawSample, media_text: str) -> str:
-        system = self.strategy.system_text()
-        head = f"{START_TOKEN}System: {system}{EOU_TOKEN}\n" if system else ""
-        return f"{head}{START_TOKEN}User:{media_text}{sample.question}{EOU_TOKEN}\nAssistant:"
+    # -- samples ---------------------------------------------------------------
+    def row(self, sample: RawSample) -> dict[str, Any]:
+        """The manifest-like row the collator encodes: decoded image (cached by the source) or the video reference."""
+        turns = [{"role": "user", "content": sample.question}, {"role": "assistant", "content": sample.answer}]
+        if sample.kind == "image":
+            return {"id": sample.id, "images": [self.source.image(sample)], "turns": turns}
+        total, fps, duration = self.source.video_meta(sample)
+        self._by_id[sample.id] = sample
+        ref = {**sample.ref, "frames": total, "fps": fps, "duration": duration, "sample_id": sample.id}
+        return {"id": sample.id, "images": [], "media": [ref], "turns": turns}
 
-    @staticmethod
-    def completion_text(sample: RawSample) -> str:
-        return f" {sample.answer}{EOU_TOKEN}"
+    def _read_frames(self, ref: dict[str, Any], indices: np.ndarray) -> np.ndarray:
+        return self.source.video_frames(self._by_id[ref["sample_id"]], indices)
+
+    def encode(self, sample: RawSample) -> Sample:
+        """One sample through the collator: ids, completion-only labels, uint8 tiles."""
+        return self.collator.encode(self.row(sample))
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True).strip()
-
-    # -- media -----------------------------------------------------------------
-    def media(self, sample: RawSample) -> tuple[np.ndarray, str]:
-        """(uint8 tiles [n, 3, T, T], the text that stands for them) via the tokenization package."""
-        st = self.strategy
-        if sample.kind == "image":
-            split = st.split_image(self.source.image(sample), normalize=False)
-            return split.tiles, st.image_prompt(split.rows, split.cols)
-        from tokenization.video import frames_to_tiles, plan_video
-
-        total, fps, duration = self.source.video_meta(sample)
-        plan = plan_video(st, total, fps, duration)
-        frames = self.source.video_frames(sample, plan.indices)
-        return frames_to_tiles(st, frames, normalize=False), plan.prompt
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -230,6 +230,9 @@ class SmolVLMCollator:
       prompts for decoding, without the answer and without labels.
     - ``video_reader(ref, indices) -> uint8 [n, H, W, 3]``: where video frames come from
       (default: :func:`media.read_video_frames` on the reference).
+    - ``flat_pixels``: ``pixel_values`` as the real tiles only, [sum of tiles, 3, T, T] in
+      placeholder order, with ``tiles_per_sample`` [B] instead of ``pixel_attention_mask``
+      (nanoVLM's layout; no padded tiles, no per-pixel mask). Not the processor's layout.
     """
 
     def __init__(
@@ -248,6 +251,7 @@ class SmolVLMCollator:
         padding_side: str | None = None,
         for_generation: bool = False,
         video_reader: Callable[[Mapping[str, Any], np.ndarray], np.ndarray] | None = None,
+        flat_pixels: bool = False,
     ) -> None:
         self.strategy = strategy if isinstance(strategy, Strategy) else get_strategy(strategy)
         spec = resolve_tokenizer(tokenizer, self.strategy)
@@ -278,6 +282,7 @@ class SmolVLMCollator:
         self.caption_prompt = caption_prompt
         self.for_generation = for_generation
         self.video_reader = video_reader
+        self.flat_pixels = flat_pixels
         tok = self.tokenizer
         self.image_token_id = tok.token_to_id(self.strategy.image_token)
         masked = {tok.token_to_id(t) for t in self.strategy.special_tokens()} | {self.pad_id}
@@ -477,6 +482,10 @@ class SmolVLMCollator:
     def _pixels(self, groups: Sequence[Sequence[np.ndarray]]) -> dict[str, torch.Tensor]:
         t = self.strategy.tile
         counts = [sum(x.shape[0] for x in g) for g in groups]
+        if self.flat_pixels:
+            flat = [x for g in groups for x in g if x.shape[0]]
+            return {"pixel_values": torch.from_numpy(np.concatenate(flat)),
+                    "tiles_per_sample": torch.tensor(counts, dtype=torch.int64)}
         width = max(counts) if counts else 0
         dtype = torch.float32 if self.pixel_dtype == "float32" else torch.uint8
         pv = torch.zeros((len(groups), width, 3, t, t), dtype=dtype)
