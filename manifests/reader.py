@@ -183,11 +183,40 @@ class Manifest:
 
         return manifest_html(self)
 
-    def show(self, n: int = 12, where: Any = None):
-        """A thumbnail grid of `n` rows, optionally filtered by a polars expression."""
+    def show(self, n: int = 12, where: Any = None, *, sort: Any = None, sample: int | None = None, seed: int = 0,
+             dropped: bool | str = False, quiet: bool = False):
+        """Cards of ``n`` rows: ``where=`` a polars expression, ``sort="col"``/``"-col"``, ``sample=k`` (seeded),
+        ``dropped=True`` (ledger rows, with why) or ``"both"`` (kept and dropped side by side); prints the match count."""
         from manifests.views import show
 
-        return show(self, n=n, where=where)
+        return show(self, n=n, where=where, sort=sort, sample=sample, seed=seed, dropped=dropped, quiet=quiet)
+
+    def clusters(self, n: int = 12, source: str | None = None):
+        """Duplicate clusters side by side: the kept row, its twins, their match type and distance."""
+        from manifests.views import clusters
+
+        return clusters(self, n=n, source=source)
+
+    def hist(self, score: str | list[str] | None = None, by: str = "source", bins: int = 30):
+        """Histograms of a score for kept and dropped rows per ``by`` group, with the recipe's threshold lines."""
+        from manifests.plots import hist
+
+        return hist(self, score, by=by, bins=bins)
+
+    def retune(self, filters: dict[str, Any] | None = None, sets: list[str] | tuple[str, ...] = ()):
+        """What new thresholds would keep and drop, per source and reason, from stored scores (``.write(out)`` saves it).
+
+        Needs the curation package (it re-runs the recipe's filter operators); no media is read.
+        """
+        from curation.retune import retune
+
+        return retune(self, filters=filters, sets=sets)
+
+    def loosening(self, examples: int = 6):
+        """For every threshold that dropped rows: what loosening it to the dropped rows' scores brings back."""
+        from manifests.loosen import loosening
+
+        return loosening(self, examples=examples)
 
 
 def open_manifest(path: str | os.PathLike) -> Manifest:
