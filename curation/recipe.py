@@ -134,6 +134,10 @@ class VideoFilters(_Strict):
     max_side: Optional[int] = Field(None, ge=1)
     #: score_motion = median over consecutive sampled frames of their mean absolute grey difference (0-255)
     min_motion: Optional[float] = Field(None, ge=0)
+    #: score_static = fraction of consecutive sampled frame pairs under 1 grey level apart (slideshows, stills)
+    max_static: Optional[float] = Field(None, ge=0, le=1)
+    #: score_low_info = 1 - min(1, grey std / 32) of the sampled frame with most contrast (black or flat clips: 1)
+    max_low_info: Optional[float] = Field(None, ge=0, le=1)
     #: frames sampled evenly from first to last for decodability and motion
     sample_frames: int = Field(8, ge=2, le=64)
     analysis_side: int = Field(128, ge=16, le=1024)
@@ -165,8 +169,9 @@ class Source(_Strict):
     hub: Optional[str] = None
     hub_config: Optional[str] = None
     split: Optional[str] = None
-    #: tabular format; auto picks by suffix (.jsonl/.parquet) or by folder (datasets.save_to_disk)
-    format: Literal["auto", "jsonl", "parquet", "hf", "files"] = "auto"
+    #: a reader in curation.readers.registry (files, jsonl, parquet, hf, cauldron, llava, webdataset, obelics);
+    #: auto detects it from suffixes, tar members and table schemas
+    format: str = "auto"
     text_column: Optional[str] = None
     image_column: Optional[str] = None
     turns_column: Optional[str] = None
@@ -174,6 +179,8 @@ class Source(_Strict):
     id_column: Optional[str] = None
     #: folder that relative image paths in a table resolve against (default: the table's folder)
     image_root: Optional[str] = None
+    #: folder that relative video paths resolve against (llava; default: the table's folder)
+    video_root: Optional[str] = None
     #: file suffixes to take from folders (default by kind)
     extensions: Optional[list[str]] = None
     recursive: bool = True
@@ -199,6 +206,15 @@ class Source(_Strict):
     def _name(cls, v: str) -> str:
         if not _NAME.match(v):
             raise ValueError(f"{v!r} is not a valid source name (letters, digits, _ . -)")
+        return v
+
+    @field_validator("format")
+    @classmethod
+    def _format(cls, v: str) -> str:
+        from curation.readers.registry import format_names
+
+        if v not in format_names():
+            raise ValueError(f"unknown format {v!r} (known: {', '.join(format_names())})")
         return v
 
     @field_validator("extensions")
@@ -251,6 +267,13 @@ class TokensSection(_Strict):
         return v
 
 
+class DecodeSection(_Strict):
+    """The shared decode of each chunk (docs/media.md)."""
+
+    #: decode threads per worker; null: the CPUs the worker may use (on Ray its assigned CPUs), never more
+    threads: Optional[int] = Field(None, ge=1, le=64)
+
+
 class OutputSection(_Strict):
     #: rows per data shard (and per ledger shard)
     shard_rows: int = Field(50_000, ge=1)
@@ -272,6 +295,7 @@ class Recipe(_Strict):
     #: model operators by section name (curation.enrich.registry.ENRICHERS), validated in _enrich
     enrich: dict[str, Any] = {}
     output: OutputSection = Field(default_factory=OutputSection)
+    decode: DecodeSection = Field(default_factory=DecodeSection)
     #: folder relative paths resolve against (set by load_recipe; not part of the YAML)
     base_dir: Optional[str] = Field(None, exclude=True)
 
@@ -376,8 +400,9 @@ class Recipe(_Strict):
         for s, src in zip(data["sources"], self.sources):
             if src.path is not None:
                 s["path"] = [self.resolve(p) for p in src.paths] if isinstance(src.path, list) else self.resolve(src.path)
-            if src.image_root is not None:
-                s["image_root"] = self.resolve(src.image_root)
+            for root in ("image_root", "video_root"):
+                if getattr(src, root) is not None:
+                    s[root] = self.resolve(getattr(src, root))
         dd = self.dedup_config()
         data["dedup"] = dd.model_dump(mode="json") if dd is not None else None
         for name, cfg in self.enrich.items():  # model and head paths made absolute, as source paths are
@@ -437,10 +462,10 @@ def check_recipe_paths(recipe: Recipe) -> None:
                     raise RecipeError(f"no files match {raw!r}", field=field)
             elif not os.path.lexists(full):
                 raise RecipeError(f"{raw!r} does not exist", field=field)
-        if src.image_root is not None and not os.path.isdir(recipe.resolve(src.image_root)):
-            raise RecipeError(f"{src.image_root!r} is not a folder", field=f"sources[{i}].image_root")
-        if src.kind == "image_text" and src.image_column is None and src.format != "files":
-            raise RecipeError("image_text sources need image_column", field=f"sources[{i}].image_column")
+        for root in ("image_root", "video_root"):
+            value = getattr(src, root)
+            if value is not None and not os.path.isdir(recipe.resolve(value)):
+                raise RecipeError(f"{value!r} is not a folder", field=f"sources[{i}].{root}")
     dd = recipe.dedup_config()
     if dd is not None:
         for j, a in enumerate(dd.against):

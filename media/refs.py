@@ -1,8 +1,11 @@
 """Decode a manifest media reference (one element of the `media` column) with the shared media module.
 
-Readers (torch, notebook views) see references, not files: an image by path or
-embedded bytes, a PDF page by path + page + dpi, a video by path. This module
-turns a reference into pixels, so that decoding stays in `media`.
+Readers (torch, notebook views) see references, not files: an image by path,
+embedded bytes, or a member of a container (a tar shard member, a Parquet cell:
+see `media.containers`), a PDF page by path + page + dpi, a video by path. This
+module turns a reference into something `media` decodes, so that every consumer
+(filters, dedup signatures, thumbnails, the torch reader, `tokens`, the
+ablation loader) resolves references the same way.
 """
 from __future__ import annotations
 
@@ -12,16 +15,33 @@ import numpy as np
 from PIL import Image
 
 import media as M
+from media.containers import container_path, container_scheme, read_container
 
 
 def ref_source(ref: Mapping[str, Any]):
-    """What to hand `media` for one reference: embedded bytes, else the local path."""
+    """What to hand `media` for one reference: embedded bytes, a container member's bytes, else the local path.
+
+    A container member is read in place (one positioned read of a tar member,
+    one row group of a Parquet file), never extracted to disk.
+    """
     data = ref.get("bytes")
     if data is not None:
         return bytes(data)
     uri = ref.get("uri")
     if uri is None:
         raise M.MediaError("missing", "media reference has neither uri nor bytes")
+    if container_scheme(uri) is not None:
+        return read_container(uri)
+    return uri[7:] if uri.startswith("file://") else uri
+
+
+def ref_location(ref: Mapping[str, Any]) -> str | None:
+    """The local file a reference depends on (the shard or Parquet file for a container member), or None."""
+    uri = ref.get("uri")
+    if uri is None or ref.get("bytes") is not None:
+        return None
+    if container_scheme(uri) is not None:
+        return container_path(uri)
     return uri[7:] if uri.startswith("file://") else uri
 
 
@@ -40,12 +60,14 @@ def decode_image_ref(ref: Mapping[str, Any], max_side: int | None = None) -> Ima
 
 
 def decode_video_ref(ref: Mapping[str, Any], num_frames: int, max_side: int | None = None) -> np.ndarray:
-    """`num_frames` evenly spaced frames, uint8 [n, H, W, 3] in display orientation."""
-    path = ref_source(ref)
-    total = ref.get("frames")
-    if not total:
-        total = M.probe_video(path)["frames"]
-    return M.read_video_frames(path, M.sample_frame_indices(int(total), num_frames), max_side=max_side)
+    """`num_frames` evenly spaced frames, uint8 [n, H, W, 3] in display orientation.
+
+    A clip reference (``start_s``/``end_s``) is sampled within the clip; a video whose header overstates
+    its frames is sampled within what decodes (`media.scenes.sample_video`).
+    """
+    from media.scenes import sample_video
+
+    return sample_video(ref_source(ref), ref, (num_frames,), max_side)[4]
 
 
 def thumbnail(ref: Mapping[str, Any], size: int = 128) -> Image.Image:

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 from curation.engine.chunk import STAGED_LEDGER_SCHEMA
 from curation.engine.staging import Staging
 from curation.filters import operator_columns, source_operators
-from curation.readers import PRIVATE_KEY, PRIVATE_POS, PRIVATE_URI, SourcePlan
+from curation.readers import PRIVATE_KEY, PRIVATE_POS, PRIVATE_URI, SourcePlan, reader_class
 from curation.recipe import Recipe
 from manifests.fsutil import atomic_write
 from manifests.schema import CORE_NAMES, build_schema, conform, make_id
@@ -34,11 +34,12 @@ def id_fixups(recipe: Recipe, plans: list[SourcePlan], staging: Staging, chunk_o
     """New ids for inputs whose key repeats within a source (identical table rows, repeated id values).
 
     The first occurrence (smallest position) keeps ``make_id(source, key)``; the
-    n-th repeat gets ``make_id(source, key + "#n")``. Only table sources can
-    repeat keys (file keys are unique paths), so only their chunks are scanned.
-    Returns {chunk: DataFrame(_pos, new_id)}.
+    n-th repeat gets ``make_id(source, key + "#n")``. Only chunks of formats whose
+    reader can repeat keys (``Reader.unique_keys`` false: tables, tar shards) are
+    scanned. Returns {chunk: DataFrame(_pos, new_id)}.
     """
-    table_chunks = [k for k, src in enumerate(chunk_of) if plans[src].chunks and plans[src].chunks[0]["type"] != "files"]
+    table_chunks = [k for k, src in enumerate(chunk_of)
+                    if plans[src].chunks and not reader_class(plans[src].chunks[0]["type"]).unique_keys]
     if not table_chunks:
         return {}
     frames = []

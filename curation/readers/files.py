@@ -1,12 +1,18 @@
-"""Deterministic enumeration of file sources (folders, globs, files) and per-file row building."""
+"""``format: files``: deterministic enumeration of folders, globs and files, and one row per file."""
 from __future__ import annotations
 
 import glob
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
+
 import media as M
+from curation.filters.common import MEDIA_LIST
+from curation.readers.base import ChunkSpec, Fingerprint, Reader, SourceContext
+from curation.readers.rows import assemble
 
 KIND_EXTENSIONS: dict[str, frozenset[str]] = {
     # .svg is listed so mislabelled raster files are read; a real SVG is dropped as undecodable (not rasterised)
@@ -114,3 +120,94 @@ def sidecar_text(path: str, suffixes: tuple[str, ...] = (".txt", ".caption")) ->
             except OSError as exc:
                 return None, f"unreadable:{cand}: {exc.strerror}"
     return None, None
+
+
+# --------------------------------------------------------------------------- the reader
+
+
+@dataclass(frozen=True)
+class FilesSpec(ChunkSpec):
+    root: str
+    items: tuple  # ((position, relative path, absolute path), ...)
+
+    def inputs(self) -> int:
+        return len(self.items)
+
+
+class FilesReader(Reader):
+    """``format: files``: one row per file (images, PDFs, document images, text files, videos, or images with
+    same-stem caption files for image_text). The key is the path relative to the source root."""
+
+    name = "files"
+    spec_type = FilesSpec
+    kinds = frozenset({"images", "image_text", "document", "text", "video"})
+    unique_keys = True
+
+    @classmethod
+    def detect(cls, ctx: SourceContext) -> bool:
+        return ctx.kind in ("images", "document", "video")
+
+    def plan(self, ctx: SourceContext) -> tuple[list[ChunkSpec], str, int]:
+        src = ctx.source
+        exts = frozenset(src.extensions) if src.extensions else KIND_EXTENSIONS[src.kind]
+        root, entries = enumerate_files(list(ctx.paths), exts, src.recursive)
+        if ctx.limit is not None:
+            entries = entries[: ctx.limit]
+        if not entries:
+            raise ctx.error(f"no {src.kind} files found (suffixes {sorted(exts)})")
+        fp = Fingerprint(src.kind, "files" if src.format != "auto" else "auto")
+        for e in entries:
+            fp.file(e.path, e.rel)
+        specs: list[ChunkSpec] = []
+        for k in range(0, len(entries), ctx.chunk):
+            items = tuple((pos, e.rel, e.path) for pos, e in enumerate(entries[k : k + ctx.chunk], start=k))
+            specs.append(FilesSpec(ctx.index, k, root, items))
+        return specs, fp.hexdigest(), len(entries)
+
+    def read(self, ctx: SourceContext, spec: FilesSpec) -> pa.Table:
+        cols: dict[str, list] = {k: [] for k in ("key", "uri", "pos", "media", "text", "meta", "reason", "detail")}
+        for pos, rel, path in spec.items:
+            media, text, fail = _file_row(ctx.kind, rel, path)
+            for k, v in (("key", rel), ("uri", path), ("pos", pos), ("media", media or []), ("text", text),
+                         ("meta", json.dumps({"path": rel}, ensure_ascii=False)),
+                         ("reason", fail[0] if fail else None), ("detail", fail[1] if fail else None)):
+                cols[k].append(v)
+        return assemble(ctx, cols["key"], cols["uri"], cols["pos"], media=pa.array(cols["media"], MEDIA_LIST),
+                        text=pa.array(cols["text"], pa.string()), meta=pa.array(cols["meta"], pa.string()),
+                        fail_reason=cols["reason"], fail_detail=cols["detail"])
+
+
+def _file_row(kind: str, rel: str, path: str) -> tuple[list[dict] | None, str | None, tuple[str, str] | None]:
+    """(media, text, failure) of one file."""
+    if rel.endswith("/"):
+        return None, None, ("unreadable", f"{path}: folder cannot be listed")
+    try:
+        M.check_file(path)
+    except M.MediaError as exc:
+        return None, None, (exc.reason, exc.detail)
+    suffix = Path(path).suffix.lower()
+    if kind == "text":
+        try:
+            with open(path, "rb") as fh:
+                return None, fh.read().decode("utf-8-sig"), None
+        except UnicodeDecodeError as exc:
+            return None, None, ("invalid_utf8", f"{path}: {exc}")
+        except OSError as exc:
+            return None, None, ("unreadable", f"{path}: {exc.strerror}")
+    if kind == "video":
+        return [{"uri": path, "kind": "video", "format": suffix.lstrip(".")}], None, None
+    if kind == "document":
+        if suffix == ".pdf":
+            return [{"uri": path, "kind": "page", "format": "PDF"}], None, None
+        text, problem = sidecar_text(path)
+        if problem:
+            reason, detail = problem.split(":", 1)
+            return None, None, (reason, detail)
+        return [{"uri": path, "kind": "page", "page": 0}], text, None
+    if kind == "image_text":
+        text, problem = sidecar_text(path)
+        if problem or text is None:
+            reason, detail = problem.split(":", 1) if problem else ("missing_text", f"{path}: no .txt/.caption next to it")
+            return None, None, (reason, detail)
+        return [{"uri": path, "kind": "image"}], text, None
+    return [{"uri": path, "kind": "image"}], None, None

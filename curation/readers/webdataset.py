@@ -1,0 +1,272 @@
+"""``format: webdataset``: tar shards given by path, folder, glob or brace range (``shard-{000000..000099}.tar``).
+
+Members are grouped into samples by key (the member name up to the first dot
+of its base name, as the ``webdataset`` library does), consecutive members
+forming one sample:
+
+- images from ``.jpg .jpeg .png .webp``, referenced in place
+  (``tar://shard?offset=..&size=..#member``, see ``media.containers``): planning
+  and reading touch tar headers and the small text members only;
+- text from ``.txt`` / ``.caption``, or from the ``.json`` field named by
+  ``text_column``; the whole ``.json`` goes to ``meta``;
+- SmolVLM's document layout, ``{id}.{i}.text.txt`` / ``{id}.{i}.image.jpeg`` /
+  ``{id}.metadata.txt``: one interleaved document per id, texts and
+  ``<image>`` placeholders in the order of ``i``.
+
+The key of a sample is ``<shard path relative to the shards' folder>:<key>``.
+Read-stage ledger reasons: ``truncated_shard`` (a shard cut short: the cut
+sample, or its tail), ``missing_image``, ``duplicate_member`` (a member name
+twice in one sample), ``multiple_images``, ``missing_text``, ``invalid_json``,
+``invalid_utf8``. Members are never extracted: names with ``..`` or a leading
+``/`` are only names.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from curation.filters.common import MEDIA_LIST
+from curation.readers.base import ChunkSpec, Fingerprint, Reader, SourceContext
+from curation.readers.rows import assemble
+from media.containers import TarMember, iter_members, scan_tar, tar_uri
+
+IMAGE_EXTS = {"jpg": "JPEG", "jpeg": "JPEG", "png": "PNG", "webp": "WEBP"}
+TEXT_EXTS = ("txt", "caption")
+_DOC_PART = re.compile(r"^(\d+)\.(text|image)\.([A-Za-z0-9]+)$")
+_BRACE = re.compile(r"\{(\d+)\.\.(\d+)\}")
+
+
+@dataclass(frozen=True)
+class ShardSpec(ChunkSpec):
+    shard: str
+    label: str  # shard path relative to the shards' common folder (part of every key)
+    start: int  # header offset of the chunk's first member
+    stop: int  # header offset after the chunk's last member; -1: the end of the shard
+    count: int  # samples (plus one for a cut tail that belongs to no sample)
+
+    def inputs(self) -> int:
+        return self.count
+
+
+def expand_shards(patterns: list[str]) -> list[str]:
+    """Shard paths for brace ranges, globs, folders (their ``*.tar``) and files, sorted per pattern, deduplicated."""
+    out: list[str] = []
+    for pat in patterns:
+        m = _BRACE.search(pat)
+        if m:
+            a, b = m.group(1), m.group(2)
+            width = len(a)
+            names = [pat[: m.start()] + str(i).zfill(width) + pat[m.end():] for i in range(int(a), int(b) + 1)]
+            out.extend(p for name in names for p in expand_shards([name]))
+        elif glob.has_magic(pat):
+            out.extend(sorted(p for p in glob.glob(pat, recursive=True) if os.path.isfile(p)))
+        elif os.path.isdir(pat):
+            out.extend(sorted(glob.glob(os.path.join(pat, "**", "*.tar"), recursive=True)))
+        elif os.path.exists(pat):
+            out.append(pat)
+    seen: set[str] = set()
+    return [p for p in out if not (p in seen or seen.add(p))]
+
+
+def split_name(name: str) -> tuple[str, str]:
+    """(key, extension) of a member name: the base name splits at its first dot."""
+    folder, _, base = name.rpartition("/")
+    stem, dot, ext = base.partition(".")
+    return (f"{folder}/{stem}" if folder else stem), ext.lower() if dot else ""
+
+
+def group(members: list[TarMember]) -> list[tuple[str, list[TarMember]]]:
+    """Consecutive members with the same key, in shard order."""
+    out: list[tuple[str, list[TarMember]]] = []
+    for m in members:
+        key, _ = split_name(m.name)
+        if out and out[-1][0] == key:
+            out[-1][1].append(m)
+        else:
+            out.append((key, [m]))
+    return out
+
+
+class WebDatasetReader(Reader):
+    name = "webdataset"
+    spec_type = ShardSpec
+    kinds = frozenset({"images", "image_text"})
+
+    @classmethod
+    def detect(cls, ctx: SourceContext) -> bool:
+        shards = expand_shards(list(ctx.paths))
+        return bool(shards) and all(p.lower().endswith(".tar") for p in shards)
+
+    def plan(self, ctx: SourceContext) -> tuple[list[ChunkSpec], str, int]:
+        shards = expand_shards(list(ctx.paths))
+        if not shards:
+            raise ctx.error("no tar shards found")
+        root = os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in shards])
+        fp = Fingerprint(ctx.kind, self.name)
+        specs: list[ChunkSpec] = []
+        pos0 = 0
+        remaining = ctx.limit
+        for shard in shards:
+            fp.file(shard)
+            if remaining is not None and remaining <= 0:
+                break
+            label = os.path.relpath(os.path.abspath(shard), root)
+            scan = scan_tar(shard)
+            groups = group(scan.members)
+            tail = 1 if scan.problem and (scan.cut_member is None or not groups
+                                          or split_name(scan.cut_member)[0] != groups[-1][0]) else 0
+            if remaining is not None and len(groups) >= remaining:
+                groups, tail = groups[:remaining], 0
+                scan_end = groups[-1][1][-1].offset + groups[-1][1][-1].size if groups else 0
+                stop_at = _next_header(scan.members, groups)
+            else:
+                scan_end = -1
+                stop_at = -1
+            for g0 in range(0, max(len(groups), 1 if tail else 0), ctx.chunk):
+                g1 = min(len(groups), g0 + ctx.chunk)
+                start = groups[g0][1][0].header if g0 < len(groups) else scan.end
+                last = g1 >= len(groups)
+                stop = (stop_at if last else groups[g1][1][0].header)
+                specs.append(ShardSpec(ctx.index, pos0 + g0, shard, label, start, stop, (g1 - g0) + (tail if last else 0)))
+            del scan_end
+            n = len(groups) + tail
+            pos0 += n
+            if remaining is not None:
+                remaining -= n
+        if not specs:
+            raise ctx.error("the shards hold no samples")
+        return specs, fp.hexdigest(), pos0
+
+    def read(self, ctx: SourceContext, spec: ShardSpec) -> pa.Table:
+        scan = scan_tar(spec.shard, spec.start, None if spec.stop < 0 else spec.stop)
+        groups = group(scan.members)
+        small = [m for _, ms in groups for m in ms if not _is_image(m.name)]
+        data = {m.offset: d for m, d in iter_members(spec.shard, small)}
+        rows: dict[str, list] = {k: [] for k in ("key", "uri", "media", "text", "meta", "reason", "detail")}
+        for key, members in groups:
+            _sample(ctx, spec, key, members, data, rows)
+        if scan.problem and spec.stop < 0:
+            cut_key = split_name(scan.cut_member)[0] if scan.cut_member else None
+            if groups and cut_key == groups[-1][0]:
+                rows["reason"][-1], rows["detail"][-1] = "truncated_shard", f"{spec.shard}: {scan.problem}"
+            else:
+                name = cut_key or f"<tail@{scan.end}>"
+                _add(rows, f"{spec.label}:{name}", f"{spec.shard}#{name}", fail=("truncated_shard", f"{spec.shard}: {scan.problem}"))
+        n = len(rows["key"])
+        return assemble(ctx, rows["key"], rows["uri"], spec.pos0 + np.arange(n), media=pa.array(rows["media"], MEDIA_LIST),
+                        text=pa.array(rows["text"], pa.string()), meta=pa.array(rows["meta"], pa.string()),
+                        fail_reason=rows["reason"], fail_detail=rows["detail"])
+
+
+def _next_header(members: list[TarMember], groups: list) -> int:
+    """Header offset of the first member after the kept groups (-1 when they run to the end)."""
+    if not groups:
+        return -1
+    last = groups[-1][1][-1]
+    for m in members:
+        if m.header > last.header:
+            return m.header
+    return -1
+
+
+def _is_image(name: str) -> bool:
+    ext = split_name(name)[1]
+    m = _DOC_PART.match(ext)
+    return (m.group(2) == "image") if m else ext in IMAGE_EXTS
+
+
+def _add(rows: dict, key: str, uri: str, media=None, text=None, meta=None, fail=None) -> None:
+    rows["key"].append(key)
+    rows["uri"].append(uri)
+    rows["media"].append(media or [])
+    rows["text"].append(text)
+    rows["meta"].append(meta)
+    rows["reason"].append(fail[0] if fail else None)
+    rows["detail"].append(fail[1] if fail else None)
+
+
+def _decode(raw: bytes, what: str) -> tuple[str | None, tuple[str, str] | None]:
+    try:
+        return raw.decode("utf-8"), None
+    except UnicodeDecodeError as exc:
+        return None, ("invalid_utf8", f"{what}: {exc}")
+
+
+def _ref(shard: str, m: TarMember, ext: str) -> dict:
+    return {"uri": tar_uri(shard, m.name, m.offset, m.size), "kind": "image",
+            "format": IMAGE_EXTS.get(ext.rsplit(".", 1)[-1])}
+
+
+def _sample(ctx: SourceContext, spec: ShardSpec, key: str, members: list[TarMember], data: dict, rows: dict) -> None:
+    """One row for one key (a plain sample or a SmolVLM document)."""
+    rkey = f"{spec.label}:{key}"
+    uri = f"{spec.shard}#{key}"
+    names = [m.name for m in members]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        _add(rows, rkey, uri, fail=("duplicate_member", f"{uri}: {dup[0]} appears {names.count(dup[0])} times"))
+        return
+    by_ext = {split_name(m.name)[1]: m for m in members}
+    if any(_DOC_PART.match(e) for e in by_ext):
+        _document(spec, rkey, uri, by_ext, data, rows)
+        return
+    images = [(e, m) for e, m in by_ext.items() if e in IMAGE_EXTS]
+    if not images:
+        _add(rows, rkey, uri, fail=("missing_image", f"{uri}: no {'/'.join(IMAGE_EXTS)} member"))
+        return
+    if len(images) > 1:
+        _add(rows, rkey, uri, fail=("multiple_images", f"{uri}: {', '.join(m.name for _, m in images)}"))
+        return
+    meta = None
+    text = None
+    fail = None
+    if "json" in by_ext:
+        raw, fail = _decode(data[by_ext["json"].offset], by_ext["json"].name)
+        if raw is not None:
+            try:
+                obj = json.loads(raw)
+                meta = raw if isinstance(obj, dict) else json.dumps({"json": obj})
+                field = ctx.source.text_column
+                if field and isinstance(obj, dict) and isinstance(obj.get(field), str):
+                    text = obj[field]
+            except json.JSONDecodeError as exc:
+                fail = ("invalid_json", f"{by_ext['json'].name}: {exc.msg} at column {exc.colno}")
+    if text is None and fail is None:
+        for ext in TEXT_EXTS:
+            if ext in by_ext:
+                text, fail = _decode(data[by_ext[ext].offset], by_ext[ext].name)
+                break
+    if fail is None and ctx.kind == "image_text" and text is None:
+        fail = ("missing_text", f"{uri}: no .txt/.caption member" + (f" and no {ctx.source.text_column!r} in .json"
+                                                                     if ctx.source.text_column else ""))
+    e, m = images[0]
+    _add(rows, rkey, uri, media=[_ref(spec.shard, m, e)], text=text, meta=meta, fail=fail)
+
+
+def _document(spec: ShardSpec, rkey: str, uri: str, by_ext: dict, data: dict, rows: dict) -> None:
+    """SmolVLM's document layout: parts ``{i}.text.txt`` / ``{i}.image.<ext>`` in order of ``i``."""
+    parts = sorted(((int(mm.group(1)), mm.group(2), e, m) for e, m in by_ext.items() if (mm := _DOC_PART.match(e))),
+                   key=lambda p: (p[0], p[1] != "text"))
+    pieces: list[str] = []
+    media: list[dict] = []
+    for _, what, ext, m in parts:
+        if what == "image":
+            media.append(_ref(spec.shard, m, ext))
+            pieces.append("<image>")
+        else:
+            text, fail = _decode(data[m.offset], m.name)
+            if fail:
+                _add(rows, rkey, uri, fail=fail)
+                return
+            pieces.append(text)
+    meta = None
+    if "metadata.txt" in by_ext:
+        raw, fail = _decode(data[by_ext["metadata.txt"].offset], by_ext["metadata.txt"].name)
+        meta = json.dumps({"metadata": raw}, ensure_ascii=False) if raw is not None else None
+    _add(rows, rkey, uri, media=media, text="\n\n".join(pieces), meta=meta)
