@@ -7,6 +7,7 @@ import os
 import stat
 from typing import IO, Union
 
+from media.counters import count
 
 
 #: PIL's own default budget (about 89.5 megapixels); configurable per call.
@@ -89,3 +90,29 @@ def _as_stream(src: MediaSource) -> tuple[IO[bytes] | str, str]:
         return p, p
     return src, getattr(src, "name", "<stream>")
 
+
+
+def read_bytes(src: MediaSource, kind: str = "image") -> tuple[bytes, str]:
+    """The whole encoded input, read from disk once (counted), and a label for messages.
+
+    The shared decode reads a file with this and then decodes, hashes and
+    embeds those same bytes, so no consumer opens the file again.
+    """
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        if len(src) == 0:
+            raise MediaError("zero_bytes", "<bytes>: empty")
+        return bytes(src), "<bytes>"
+    if isinstance(src, (str, os.PathLike)):
+        p = os.fspath(src)
+        _stat_file(p)
+        try:
+            with open(p, "rb") as fh:
+                data = fh.read()
+        except OSError as exc:
+            raise _os_error(exc, p) from None
+        count("read", kind)
+        if not data:
+            raise MediaError("zero_bytes", f"{p}: empty file")
+        return data, p
+    data = src.read()
+    return data, getattr(src, "name", "<stream>")

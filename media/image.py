@@ -10,9 +10,15 @@ from dataclasses import asdict, dataclass
 from typing import IO
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
+from media.counters import count
 from media.files import DEFAULT_MAX_PIXELS, MediaError, MediaSource, _as_stream, _os_error, _stat_file
+
+try:  # libjpeg-turbo bindings (x86-64/aarch64 wheels); Pillow decodes JPEGs where it is absent
+    import simplejpeg as _simplejpeg
+except ImportError:  # pragma: no cover - exercised on platforms without the wheel
+    _simplejpeg = None
 
 
 # --------------------------------------------------------------------------- images
@@ -83,14 +89,19 @@ def _exif_orientation(raw: bytes) -> int:
     return int(row[8:10].copy().view(dt)[0])
 
 
-def _open_header(src: MediaSource, max_pixels: int | None) -> tuple[Image.Image, ImageInfo]:
-    """Open lazily (header only) and check the pixel budget; a path's handle is owned by the image."""
+def _open_header(src: MediaSource, max_pixels: int | None, label: str | None = None) -> tuple[Image.Image, ImageInfo]:
+    """Open lazily (header only) and check the pixel budget; a path's handle is owned by the image.
+
+    ``label`` names in-memory bytes in messages (the path they were read from).
+    """
     if isinstance(src, (str, os.PathLike)):
         label = os.fspath(src)
         _stat_file(label)
         stream: IO[bytes] | str = label  # PIL opens (and owns) the file: one open per image
+        count("read", "image")
     else:
-        stream, label = _as_stream(src)  # type: ignore[assignment]
+        stream, label0 = _as_stream(src)  # type: ignore[assignment]
+        label = label or label0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
@@ -150,54 +161,147 @@ def decode_image(
 ) -> tuple[ImageInfo, Image.Image]:
     """Header check, then decode the first frame, reduced so its longer side is at most ``max_side``.
 
-    JPEGs use draft mode, so reduction happens inside the decoder (2-8x
-    faster than decode-then-resize); other formats are decoded and then
+    JPEGs use DCT scaling, so reduction happens inside the decoder (2-8x
+    less IDCT work than decode-then-resize); other formats are decoded and then
     reduced. The returned image is fully loaded and detached from the file.
     """
-    im, info = _open_header(src, max_pixels)
+    draft = (("L" if mode == "L" else "RGB"), max_side) if max_side else None
+    info, im = load_image(src, draft=draft, max_pixels=max_pixels, exif_transpose=exif_transpose)
     label = os.fspath(src) if isinstance(src, (str, os.PathLike)) else "<image>"
+    with _decode_errors(label):
+        return info, reduce_image(im, max_side, mode)
+
+
+class _decode_errors:
+    """Decoder exceptions as ledger-ready MediaErrors (truncated / undecodable / decompression_bomb)."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, typ, exc, tb) -> bool:
+        if exc is None or isinstance(exc, MediaError):
+            return False
+        label = self.label
+        if isinstance(exc, Image.DecompressionBombError):
+            raise MediaError("decompression_bomb", f"{label}: {exc}") from None
+        if isinstance(exc, OSError):
+            text = str(exc)
+            reason = "truncated" if ("truncated" in text or "broken data stream" in text) else "undecodable"
+            raise MediaError(reason, f"{label}: {text}") from None
+        if isinstance(exc, (ValueError, SyntaxError, EOFError, IndexError, TypeError, struct.error, ZeroDivisionError,
+                            MemoryError)):
+            raise MediaError("undecodable", f"{label}: {type(exc).__name__}: {exc}") from None
+        return False
+
+
+#: EXIF orientation -> the transpose that displays it (the mapping ImageOps.exif_transpose uses)
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def draft_scale(size: tuple[int, int], side: int) -> int:
+    """The DCT scale (1, 2, 4 or 8) PIL's ``draft`` picks so both sides stay >= a ``side``-bounded request."""
+    w0, h0 = size
+    s = side / max(w0, h0)
+    if s >= 1:
+        return 1
+    want = (max(1, math.ceil(w0 * s)), max(1, math.ceil(h0 * s)))
+    limit = min(w0 // want[0], h0 // want[1])
+    for scale in (8, 4, 2):
+        if scale <= limit:
+            return scale
+    return 1
+
+
+def load_image(
+    src: MediaSource,
+    *,
+    draft: tuple[str, int] | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    exif_transpose: bool = True,
+    data: bytes | None = None,
+) -> tuple[ImageInfo, Image.Image]:
+    """Header check, then the one decode of the first frame, in display orientation (counted).
+
+    ``draft=(mode, side)`` lets a JPEG decode at the DCT scale that still
+    covers ``side`` (in grey when mode is ``"L"``); other formats decode in
+    full. ``data``, when given, is the source's encoded bytes (already read):
+    JPEGs then decode through libjpeg-turbo directly (simplejpeg, identical
+    pixels to Pillow's own libjpeg-turbo, less overhead); Pillow is the
+    fallback for everything else. The result still needs :func:`reduce_image`.
+    """
+    label = os.fspath(src) if isinstance(src, (str, os.PathLike)) else "<image>"
+    im, info = _open_header(data if data is not None else src, max_pixels, label if data is not None else None)
     try:
-        with warnings.catch_warnings():
+        with _decode_errors(label), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            if max_side and im.format in ("JPEG", "MPO"):
-                # draft picks the smallest DCT scale that still covers the request
-                w0, h0 = im.size
-                scale = max_side / max(w0, h0)
-                if scale < 1:
-                    want = (max(1, math.ceil(w0 * scale)), max(1, math.ceil(h0 * scale)))
-                    im.draft("RGB" if mode in ("RGB", "RGBA") else mode, want)
-            im.load()  # first frame: a freshly opened image sits on frame 0
-            out = im.copy() if info.animated else im
-            if exif_transpose and info.orientation != 1:
-                out = ImageOps.exif_transpose(out)
-            if out.mode not in _REDUCIBLE:
-                if max_side and max(out.size) > 2 * max_side:
-                    # palette indices cannot be averaged: subsample them (cheap) before converting
-                    scale = 2 * max_side / max(out.size)
-                    out = out.resize((max(1, round(out.width * scale)), max(1, round(out.height * scale))),
-                                     Image.Resampling.NEAREST)
-                out = _to_reducible(out, mode)
-            elif mode == "L" and out.mode not in ("L", "LA"):
-                # one grey (+alpha) band shrinks 2-4x cheaper than RGB(A)
-                out = out.convert("LA" if out.mode in ("RGBA", "PA") else "L")
-            if max_side and max(out.size) > max_side:
-                out = _shrink(out, max_side)
-            if mode is not None and out.mode != mode:
-                out = _convert(out, mode)
-    except Image.DecompressionBombError as exc:
+            count("decode", "image")
+            out = _turbo_jpeg(im, data, draft) if data is not None else None
+            if out is None:
+                if draft and im.format in ("JPEG", "MPO"):
+                    # draft picks the smallest DCT scale that still covers the request
+                    w0, h0 = im.size
+                    scale = draft[1] / max(w0, h0)
+                    if scale < 1:
+                        want = (max(1, math.ceil(w0 * scale)), max(1, math.ceil(h0 * scale)))
+                        im.draft("RGB" if draft[0] in ("RGB", "RGBA") else draft[0], want)
+                im.load()  # first frame: a freshly opened image sits on frame 0
+                out = im.copy() if info.animated else im
+            if exif_transpose and info.orientation in _TRANSPOSE:
+                out = out.transpose(_TRANSPOSE[info.orientation])
+    except MediaError:
         im.close()
-        raise MediaError("decompression_bomb", f"{label}: {exc}") from None
-    except OSError as exc:
-        im.close()
-        text = str(exc)
-        reason = "truncated" if ("truncated" in text or "broken data stream" in text) else "undecodable"
-        raise MediaError(reason, f"{label}: {text}") from None
-    except (ValueError, SyntaxError, EOFError, IndexError, TypeError, struct.error, ZeroDivisionError, MemoryError) as exc:
-        im.close()
-        raise MediaError("undecodable", f"{label}: {type(exc).__name__}: {exc}") from None
+        raise
     if out is not im:
         im.close()
     return info, out
+
+
+def _turbo_jpeg(im: Image.Image, data: bytes, draft: tuple[str, int] | None) -> Image.Image | None:
+    """A baseline/progressive YCbCr or grey JPEG decoded by simplejpeg at PIL's draft scale; None to use PIL."""
+    if _simplejpeg is None or im.format != "JPEG" or im.mode not in ("RGB", "L"):
+        return None
+    w0, h0 = im.size
+    scale = draft_scale((w0, h0), draft[1]) if draft else 1
+    grey = im.mode == "L" or (draft is not None and draft[0] == "L")
+    try:
+        arr = _simplejpeg.decode_jpeg(data, "GRAY" if grey else "RGB", min_width=-(-w0 // scale),
+                                      min_height=-(-h0 // scale), strict=True)
+    except (ValueError, OSError):
+        return None  # damaged or unusual stream: Pillow decides (and words the error)
+    return Image.fromarray(arr[..., 0] if grey else arr, "L" if grey else "RGB")
+
+
+def reduce_image(im: Image.Image, max_side: int | None, mode: str | None) -> Image.Image:
+    """A loaded image in ``mode``, its longer side at most ``max_side`` (the steps after the decode).
+
+    Palette images are subsampled before their palette is applied, RGB is
+    turned to grey before it shrinks (one band is cheaper), transparency is
+    composited on white. ``im`` itself is left untouched, so one decode can
+    feed several reductions.
+    """
+    out = im
+    if out.mode not in _REDUCIBLE:
+        if max_side and max(out.size) > 2 * max_side:
+            # palette indices cannot be averaged: subsample them (cheap) before converting
+            scale = 2 * max_side / max(out.size)
+            out = out.resize((max(1, round(out.width * scale)), max(1, round(out.height * scale))),
+                             Image.Resampling.NEAREST)
+        out = _to_reducible(out, mode)
+    elif mode == "L" and out.mode not in ("L", "LA"):
+        # one grey (+alpha) band shrinks 2-4x cheaper than RGB(A)
+        out = out.convert("LA" if out.mode in ("RGBA", "PA") else "L")
+    if max_side and max(out.size) > max_side:
+        out = _shrink(out, max_side)
+    if mode is not None and out.mode != mode:
+        out = _convert(out, mode)
+    return out
 
 
 #: modes PIL can box-reduce and resample directly

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
+from media.counters import count
 from media.files import DEFAULT_MAX_PIXELS, MediaError, MediaSource, _as_stream, _os_error
 
 # pdfium is not thread-safe; a process-wide lock keeps threaded callers
@@ -21,13 +22,17 @@ def _pdfium():
     return pdfium
 
 
-def open_pdf(src: MediaSource, password: str | None = None):
+def open_pdf(src: MediaSource, password: str | None = None, *, label: str | None = None):
     """A ``pypdfium2.PdfDocument``; MediaError(encrypted | undecodable | ...) otherwise.
 
     The caller closes it (``doc.close()``) or uses it as a context manager.
+    ``label`` names in-memory bytes in messages (the path they were read from).
     """
     pdfium = _pdfium()
-    stream, label = _as_stream(src)
+    stream, label0 = _as_stream(src)
+    label = label or label0
+    if isinstance(stream, str):
+        count("read", "pdf")
     if isinstance(stream, io.BytesIO):
         stream = stream.getvalue()
     with _PDFIUM_LOCK:
@@ -135,6 +140,7 @@ def render_pdf_page(
             try:
                 w_pt, h_pt = page.get_size()
                 _, _, eff = page_render_size(w_pt, h_pt, dpi, max_pixels)
+                count("decode", "pdf")
                 bitmap = page.render(scale=eff / 72.0, grayscale=(mode == "L"), may_draw_forms=True)
                 img = bitmap.to_pil()
                 img = img.convert(mode) if img.mode != mode else img.copy()

@@ -9,6 +9,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from media.counters import count
 from media.files import MediaError, _os_error, check_file
 
 
@@ -61,6 +62,7 @@ def probe_video(path: str | os.PathLike) -> dict:
     """
     p = _video_path(path)
     av = _av()
+    count("probe", "video")
     try:
         with av.open(p, metadata_errors="ignore") as container:
             if not container.streams.video:
@@ -103,6 +105,7 @@ def count_decoded_frames(path: str | os.PathLike) -> int:
     """Decode every frame with PyAV (slow, thorough); MediaError("undecodable") on a broken bitstream."""
     p = _video_path(path)
     av = _av()
+    count("decode", "video")
     n = 0
     try:
         with av.open(p, metadata_errors="ignore") as container:
@@ -157,6 +160,7 @@ def read_video_frames(
     if (idx < 0).any():
         raise ValueError("frame indices must be non-negative")
     chosen = backend or video_backend()
+    count("decode", "video")
     try:
         if chosen == "decord":
             return _read_decord(p, idx, max_side, rotation)

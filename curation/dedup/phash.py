@@ -26,11 +26,10 @@ import numpy as np
 from PIL import Image
 
 import media as M
+from media.thumbs import COLOR, THUMB, color_thumb, grey_thumb
 
-#: side of the thumbnail the DCT runs on, and of the low-frequency block kept
-THUMB = 32
+#: side of the low-frequency block kept (the thumbnail sides, THUMB and COLOR, are media.thumbs')
 LOW = 8
-COLOR = 16
 #: a coefficient this close above the median (unscaled DCT units: 8 = half a grey level of the
 #: orthonormal DCT) is a tie and reads as 0. Those bits are set by rounding noise and flip between a
 #: photo and its re-encoded copy; the margin brought copy recall to imagehash's (benchmarks/README.md)
@@ -57,13 +56,8 @@ def _ortho_scale(n: int, low: int) -> np.ndarray:
     return np.outer(s, s).reshape(-1)
 
 
-def thumbnail(img: Image.Image) -> np.ndarray:
-    """The 32x32 grey thumbnail pHash runs on (float64, grey levels)."""
-    if img.mode != "L":
-        img = img.convert("L")
-    if img.size != (THUMB, THUMB):
-        img = img.resize((THUMB, THUMB), Image.Resampling.LANCZOS)
-    return np.asarray(img, dtype=np.float64)
+#: the 32x32 grey thumbnail pHash runs on (media.thumbs, so the shared decode can make it)
+thumbnail = grey_thumb
 
 
 def frames_to_thumbs(frames: np.ndarray) -> np.ndarray:
@@ -87,13 +81,6 @@ def phash_thumbs(thumbs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ortho = low * _ortho_scale(THUMB, LOW)
     detail = np.sqrt(np.mean(ortho[:, 1:] ** 2, axis=1)).astype(np.float32)
     return hashes, detail
-
-
-def color_thumb(img: Image.Image) -> np.ndarray:
-    """A small RGB thumbnail (uint8 [16, 16, 3]) whose chroma moments tell recoloured drawings apart."""
-    if img.mode != "RGB":
-        img = img.convert("RGB")
-    return np.asarray(img.resize((COLOR, COLOR), Image.Resampling.BOX), dtype=np.uint8)
 
 
 def chroma_moments(rgb_thumbs: np.ndarray) -> np.ndarray:

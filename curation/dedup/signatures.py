@@ -27,7 +27,6 @@ dropping undecodable media is the filters' job, not dedup's.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from typing import Any, Iterable, Mapping
 
@@ -40,6 +39,10 @@ from curation.dedup.phash import DECODE_SIDE, chroma_moments, color_thumb, frame
 from curation.operators import Operator
 import media as M
 from media import refs as R
+from media.decoded import DecodedMedia, DecodeNeeds, SharedDecode, media_kind, row_positions, with_needs
+from media.digests import digest, file_digest, pixel_digest  # noqa: F401 (re-exported)
+from media.image import reduce_image
+from PIL import Image
 
 HASH_BYTES = 16
 DIGEST = pa.binary(HASH_BYTES)
@@ -62,31 +65,6 @@ TEXT_COLUMNS: dict[str, pa.DataType] = {
 }
 SIGNATURE_COLUMNS: dict[str, pa.DataType] = {**MEDIA_COLUMNS, **TEXT_COLUMNS}
 
-_CHUNK = 1 << 20
-
-
-def digest(data: bytes | memoryview) -> bytes:
-    return hashlib.blake2b(data, digest_size=HASH_BYTES).digest()
-
-
-def file_digest(path: str) -> bytes:
-    """blake2b-128 of a file, streamed (videos and PDFs can be large)."""
-    h = hashlib.blake2b(digest_size=HASH_BYTES)
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(_CHUNK), b""):
-            h.update(block)
-    return h.digest()
-
-
-def pixel_digest(arr: np.ndarray) -> bytes:
-    """Hash of decoded pixels with their shape, so a 2x8 and a 4x4 image of the same bytes differ."""
-    arr = np.ascontiguousarray(arr)
-    h = hashlib.blake2b(digest_size=HASH_BYTES)
-    h.update(np.asarray(arr.shape, dtype=np.int64).tobytes())
-    h.update(memoryview(arr).cast("B"))
-    return h.digest()
-
-
 def combine_digests(parts: Iterable[bytes]) -> bytes:
     """One digest for an ordered list of digests; a single part is returned as is (a file equals itself)."""
     parts = list(parts)
@@ -104,36 +82,61 @@ def row_text(text: str | None, turns: list[Mapping[str, Any]] | None) -> str:
     return ""
 
 
-def _bytes_key(ref: Mapping[str, Any]) -> tuple[str, Any]:
-    """("b", digest of embedded bytes) or ("u", local path): one key per distinct source of a row."""
+def _nbytes(ref: Mapping[str, Any], got: DecodedMedia) -> int:
+    """Encoded size of a source: from the shared read, else embedded bytes, else a stat."""
+    if got.nbytes is not None:
+        return got.nbytes
+    if ref.get("bytes") is not None:
+        return len(ref["bytes"])
     try:
-        src = R.ref_source(ref)
-    except M.MediaError:  # neither uri nor bytes: unreadable, like a missing file
-        src = ""
-    return ("b", digest(src)) if isinstance(src, bytes) else ("u", src)
+        return os.path.getsize(R.ref_source(ref))
+    except (OSError, M.MediaError, TypeError):
+        return 0
 
 
 class MediaSignatures(Operator):
-    """Exact and perceptual hashes of a row's images, document pages and videos."""
+    """Exact and perceptual hashes of a row's images, document pages and videos.
+
+    Every hash reads the chain's shared decode (:mod:`media.decoded`): the byte
+    hash hashes the bytes the decoder decoded, the pixel hash is the digest of
+    the one full decode, pHash and colour moments use its RGB reduction, and the
+    frame hashes use the video frames the video analyzer scored.
+    """
 
     stage = "dedup"
     columns = MEDIA_COLUMNS
 
-    def __init__(self, config: DedupConfig | None = None) -> None:
+    def __init__(self, config: DedupConfig | None = None, shared: SharedDecode | None = None) -> None:
         self.config = config or DedupConfig()
         evals = bool(self.config.decontaminate)
         # decontamination needs pixel hashes and pHashes even where dedup of that kind is off
         self.want_pixels = self.config.exact_cfg.pixels or evals
         self.want_phash = self.config.image.enabled or evals
+        self.want_video = self.config.video.enabled or self.want_pixels
+        self.shared = with_needs(shared, self.needs())
+
+    def needs(self) -> DecodeNeeds:
+        """What these signatures read from each input (merged into the chain's shared decode)."""
+        return DecodeNeeds(
+            byte_digest=self.config.exact_cfg.bytes, full_pixels=self.want_pixels,
+            rgb_side=DECODE_SIDE if self.want_phash else None,
+            pages=self.config.image.max_items if self.want_phash else 0,
+            page_side=DECODE_SIDE if self.want_phash else None,
+            video_frames=(self.config.video.frames,) if self.want_video else (), video_side=DECODE_SIDE,
+        )
 
     def __call__(self, table: pa.Table) -> pa.Table:
         media = table.column("media").to_pylist() if "media" in table.column_names else [None] * table.num_rows
+        positions = row_positions(table)
+        if table.num_rows and positions[0] is None:  # outside a chain: a private store, keyed by row
+            self.shared.clear()
+            positions = list(range(table.num_rows))
         cols: dict[str, list] = {name: [] for name in MEDIA_COLUMNS}
         thumbs: list[np.ndarray] = []
         colors: list[np.ndarray] = []
         owners: list[int] = []  # row of each image thumbnail
         for row, items in enumerate(media):
-            out = self._row(items or [], thumbs, colors, owners, row)
+            out = self._row(items or [], positions[row], thumbs, colors, owners, row)
             for name in MEDIA_COLUMNS:
                 cols[name].append(out.get(name))
         # one batched DCT for every image thumbnail of the batch
@@ -150,39 +153,43 @@ class MediaSignatures(Operator):
             table = _set(table, name, pa.array(cols[name], type=typ))
         return table
 
-    def _row(self, items: list[Mapping[str, Any]], thumbs: list, colors: list, owners: list, row: int) -> dict[str, Any]:
+    def _decoded(self, pos: int, index: int, ref: Mapping[str, Any]) -> DecodedMedia:
+        # every page of a PDF row reads the one decode of its file (the row's first media entry)
+        return self.shared.get(pos, 0 if media_kind(ref) == "pdf" else index, ref)
+
+    def _row(self, items: list[Mapping[str, Any]], pos: int, thumbs: list, colors: list, owners: list,
+             row: int) -> dict[str, Any]:
         cfg = self.config
-        exact = cfg.exact_cfg
         want_pixels, want_phash = self.want_pixels, self.want_phash
         out: dict[str, Any] = {}
         if not items:
             return out
+        decoded = [self._decoded(pos, j, ref) for j, ref in enumerate(items)]
         # exact bytes: each distinct source once (pages of one PDF share a file)
-        sources: dict[tuple[str, Any], Mapping[str, Any]] = {}
-        for ref in items:
-            sources.setdefault(_bytes_key(ref), ref)
-        nbytes = 0
-        for (how, key), ref in sources.items():
-            try:
-                nbytes += len(ref["bytes"]) if how == "b" else os.path.getsize(key)
-            except OSError:
-                pass
-        out["sig_nbytes"] = nbytes
-        if exact.bytes:
-            try:
-                out["sig_bytes"] = combine_digests(key if how == "b" else file_digest(key) for how, key in sources)
-            except OSError:
-                out["sig_bytes"] = None
+        sources: dict[tuple[str, Any], tuple[Mapping[str, Any], DecodedMedia]] = {}
+        for ref, got in zip(items, decoded):
+            key = (("u", ref.get("uri")) if ref.get("bytes") is None and ref.get("uri")
+                   else ("b", got.byte_digest if got.byte_digest is not None else id(got)))
+            sources.setdefault(key, (ref, got))
+        out["sig_nbytes"] = sum(_nbytes(ref, got) for ref, got in sources.values())
+        if cfg.exact_cfg.bytes:
+            parts = [got.byte_digest for _, got in sources.values()]
+            # a clip is its file's bytes plus its span: the clips of one video are not byte duplicates of each other
+            spans = [f"{ref['start_s']!r},{ref.get('end_s')!r}".encode() for ref, _ in sources.values()
+                     if ref.get("start_s") is not None]
+            out["sig_bytes"] = None if any(p is None for p in parts) else combine_digests(parts + spans)
         area = [int(ref["width"]) * int(ref["height"]) for ref in items if ref.get("width") and ref.get("height")]
         pixels: list[bytes] = []
         n_images = 0
-        for ref in items:
+        for ref, got in zip(items, decoded):
             kind = (ref.get("kind") or "image").lower()
+            if got.error is not None:
+                continue
             try:
                 if kind == "video":
-                    if not cfg.video.enabled and not want_pixels:
+                    if not self.want_video:
                         continue
-                    frames = R.decode_video_ref(ref, cfg.video.frames, max_side=DECODE_SIDE)
+                    frames = got.video_frames(cfg.video.frames, DECODE_SIDE)
                     if len(frames) == 0:
                         continue
                     if want_pixels:
@@ -199,26 +206,19 @@ class MediaSignatures(Operator):
                 if kind == "page":
                     if n_images >= cfg.image.max_items or not want_phash:
                         continue
-                    img = R.decode_image_ref(ref, max_side=DECODE_SIDE)
+                    img = self._page(ref, got)
                     thumbs.append(thumbnail(img))
                     colors.append(color_thumb(img))
                     owners.append(row)
                     n_images += 1
                     continue
-                if want_pixels:
-                    full = M.open_image(R.ref_source(ref), mode="RGB")
-                    pixels.append(pixel_digest(np.asarray(full)))
-                    if not area:
-                        area.append(full.width * full.height)
-                    small = full
-                else:
-                    small = M.open_image(R.ref_source(ref), max_side=DECODE_SIDE, mode="RGB")
-                if want_phash and n_images < cfg.image.max_items:
-                    if max(small.size) > 4 * DECODE_SIDE:
-                        small = small.copy()
-                        small.thumbnail((DECODE_SIDE, DECODE_SIDE), reducing_gap=2.0)
-                    thumbs.append(thumbnail(small))
-                    colors.append(color_thumb(small))
+                if want_pixels and got.pixel_digest is not None:
+                    pixels.append(got.pixel_digest)
+                    if not area and got.info is not None:
+                        area.append(got.info.width * got.info.height)
+                if want_phash and n_images < cfg.image.max_items and got.hash_thumb is not None:
+                    thumbs.append(got.hash_thumb)
+                    colors.append(got.color_thumb)
                     owners.append(row)
                     n_images += 1
             except (M.MediaError, OSError, ValueError):
@@ -228,6 +228,16 @@ class MediaSignatures(Operator):
         if area:
             out["sig_area"] = max(area)
         return out
+
+    @staticmethod
+    def _page(ref: Mapping[str, Any], got: DecodedMedia) -> Image.Image:
+        """A document page at hashing size: the shared render of a PDF page, or a document image's RGB reduction."""
+        if got.kind != "pdf":
+            return reduce_image(got.rgb, DECODE_SIDE, "RGB")
+        try:
+            return reduce_image(got.page_image(int(ref.get("page") or 0)), DECODE_SIDE, "RGB")
+        except KeyError:  # a page past the ones the chain rendered: render it now
+            return R.decode_image_ref(ref, max_side=DECODE_SIDE)
 
 
 class TextSignatures(Operator):
@@ -271,10 +281,12 @@ def _set(table: pa.Table, name: str, values: pa.Array) -> pa.Table:
     return table.append_column(name, values)
 
 
-def signature_operators(config: DedupConfig | Mapping[str, Any] | None = None) -> list[Operator]:
-    """The map-stage operators a recipe's ``dedup:`` section needs, in order."""
+def signature_operators(config: DedupConfig | Mapping[str, Any] | None = None,
+                        shared: SharedDecode | None = None) -> list[Operator]:
+    """The map-stage operators a recipe's ``dedup:`` section needs, in order (reading ``shared``, the chain's
+    shared decode, when given)."""
     cfg = config if isinstance(config, DedupConfig) else DedupConfig.model_validate(dict(config or {}))
-    return [MediaSignatures(cfg), TextSignatures(cfg)]
+    return [MediaSignatures(cfg, shared), TextSignatures(cfg)]
 
 
 def signature_columns() -> dict[str, pa.DataType]:

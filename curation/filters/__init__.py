@@ -5,39 +5,48 @@ from typing import Any
 
 import pyarrow as pa
 
+from curation.filters.decode import DecodeMedia
 from curation.filters.document import DocumentAnalyzer, DocumentFilter
 from curation.filters.image import ImageAnalyzer, ImageFilter
 from curation.filters.text import TextQuality
 from curation.filters.video import VideoAnalyzer, VideoFilter
 from curation.recipe import Recipe
+from media.decoded import SharedDecode
 
 __all__ = [
-    "DocumentAnalyzer", "DocumentFilter", "ImageAnalyzer", "ImageFilter", "TextQuality", "VideoAnalyzer",
+    "DecodeMedia", "DocumentAnalyzer", "DocumentFilter", "ImageAnalyzer", "ImageFilter", "TextQuality", "VideoAnalyzer",
     "VideoFilter", "source_operators", "operator_columns",
 ]
 
 
 def source_operators(recipe: Recipe, index: int) -> list[Any]:
-    """Analyzers and filters for one source, then the dedup signature and token operators (if configured)."""
+    """The shared decode, analyzers and filters for one source, then the dedup signature and token operators.
+
+    Every operator that reads pixels reads the one :class:`~media.decoded.SharedDecode`
+    of the chain, filled by :class:`DecodeMedia` at the head of it: each input is
+    read and decoded once per chunk (docs/media.md).
+    """
     src = recipe.sources[index]
     f = recipe.filters
     embed = recipe.output.embed_images
+    decode = getattr(recipe, "decode", None)
+    shared = SharedDecode(threads=getattr(decode, "threads", None))
     if src.kind == "images":
-        ops: list[Any] = [ImageAnalyzer(f.image, embed), ImageFilter(f.image)]
+        ops: list[Any] = [ImageAnalyzer(f.image, embed, shared), ImageFilter(f.image)]
     elif src.kind == "image_text":
-        ops = [ImageAnalyzer(f.image, embed), ImageFilter(f.image), TextQuality(f.image_text)]
+        ops = [ImageAnalyzer(f.image, embed, shared), ImageFilter(f.image), TextQuality(f.image_text)]
     elif src.kind == "document":
-        ops = [DocumentAnalyzer(f.document, src.dpi), *ocr_operators(recipe, index), DocumentFilter(f.document)]
+        ops = [DocumentAnalyzer(f.document, src.dpi, shared), *ocr_operators(recipe, index), DocumentFilter(f.document)]
     elif src.kind == "text":
         ops = [TextQuality(f.text)]
     else:
-        ops = [VideoAnalyzer(f.video), VideoFilter(f.video)]
+        ops = [VideoAnalyzer(f.video, shared), VideoFilter(f.video)]
     if recipe.enrich:  # model operators (curation/enrich): after the filters, before signatures and tokens
         from curation.enrich import enrich_operators
 
         ops.extend(enrich_operators(recipe, index))
-    ops.extend(plugin_operators(recipe))
-    return ops
+    ops.extend(plugin_operators(recipe, shared))
+    return [DecodeMedia(shared), *ops]
 
 
 def ocr_operators(recipe: Recipe, index: int) -> list[Any]:
@@ -50,14 +59,14 @@ def ocr_operators(recipe: Recipe, index: int) -> list[Any]:
     return [PageOcr(doc, recipe)]
 
 
-def plugin_operators(recipe: Recipe) -> list[Any]:
+def plugin_operators(recipe: Recipe, shared: SharedDecode | None = None) -> list[Any]:
     """Operators other packages add to every source: dedup signatures, token counts."""
     ops: list[Any] = []
     dd = recipe.dedup_config()
     if dd is not None:
         from curation.dedup import signature_operators
 
-        ops.extend(signature_operators(dd))
+        ops.extend(signature_operators(dd, shared))
     if recipe.tokens is not None:
         from curation.filters.tokens import TokenCounter
 

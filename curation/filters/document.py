@@ -10,7 +10,7 @@ from curation.filters.common import (
 from curation.operators import Operator
 from curation.recipe import DocumentFilters
 import media as M
-from media.refs import ref_source
+from media.decoded import DecodedMedia, DecodeNeeds, SharedDecode, row_positions, with_needs
 
 DOCUMENT_SCORES: dict[str, pa.DataType] = {
     "score_pages": pa.int32(),
@@ -36,9 +36,12 @@ class DocumentAnalyzer(Operator):
     stage = STAGE_DECODE
     columns = DOCUMENT_SCORES
 
-    def __init__(self, cfg: DocumentFilters, dpi: float) -> None:
+    def __init__(self, cfg: DocumentFilters, dpi: float, shared: SharedDecode | None = None) -> None:
         self.cfg = cfg
         self.dpi = float(dpi)
+        pages = {"none": 0, "first": 1}.get(cfg.render_check, -1)
+        self.shared = with_needs(shared, DecodeNeeds(grey_side=_CHECK_SIDE, page_text=True, pages=pages,
+                                                     page_side=_CHECK_SIDE if pages else None))
 
     def __call__(self, table: pa.Table) -> pa.Table:
         n = table.num_rows
@@ -51,20 +54,22 @@ class DocumentAnalyzer(Operator):
         max_pt = np.full(n, np.nan)
         low = np.full(n, np.nan)
         failures: dict[int, tuple[str, str]] = {}
+        positions = row_positions(table)
         for i, items in enumerate(media):
             if not items:
                 continue
             item = items[0]
             try:
-                if (item.get("format") or "").upper() == "PDF":
-                    entries, body, stats, counts = self._pdf(item)
+                got = self.shared.get(positions[i], 0, item).check()
+                if got.kind == "pdf":
+                    entries, body, stats, counts = self._pdf(item, got)
                     items[:] = entries
                     texts[i] = body
                     min_pt[i], max_pt[i], low[i] = stats
                 else:
-                    info, img = M.decode_image(ref_source(item), max_side=_CHECK_SIDE, mode="L")
+                    info = got.info
                     item.update(width=info.width, height=info.height, format=info.format, page=0)
-                    low[i] = low_info_score(np.asarray(img))
+                    low[i] = low_info_score(np.asarray(got.grey))
                     counts = [len((texts[i] or "").strip())]
             except M.MediaError as exc:
                 failures[i] = (exc.reason, exc.detail)
@@ -81,31 +86,25 @@ class DocumentAnalyzer(Operator):
             table = set_column(table, name, pa.array(arr, mask=np.isnan(arr)))
         return drop_rows(table, failures, self.stage)
 
-    def _pdf(self, item: dict) -> tuple[list[dict], str, tuple[float, float, float], list[int]]:
-        src = ref_source(item)
-        doc = M.open_pdf(src)
-        try:
-            pages = M.pdf_pages(doc)
-            entries = []
-            for pg in pages:
-                w, h, eff = M.page_render_size(pg.width_pt, pg.height_pt, self.dpi, self.cfg.max_page_pixels)
-                entries.append({**item, "kind": "page", "format": "PDF", "page": pg.index, "dpi": float(eff),
-                                "width": w, "height": h})
-            low = float("nan")
-            if self.cfg.render_check != "none" and pages:
-                todo = pages[:1] if self.cfg.render_check == "first" else pages
-                for pg in todo:
-                    side = max(pg.width_pt, pg.height_pt, 1e-6)
-                    img = M.render_pdf_page(doc, pg.index, dpi=72.0 * _CHECK_SIDE / side, mode="L")
-                    if pg.index == 0:
-                        low = low_info_score(np.asarray(img))
-            sides = [s for pg in pages for s in (pg.width_pt, pg.height_pt)]
-            # a text layer can itself hold form feeds: they become newlines so pages split unambiguously
-            body = PAGE_SEPARATOR.join(pg.text.replace(PAGE_SEPARATOR, "\n") for pg in pages)
-            counts = [len(pg.text.strip()) for pg in pages]
-            return entries, body, (min(sides, default=np.nan), max(sides, default=np.nan), low), counts
-        finally:
-            doc.close()
+    def _pdf(self, item: dict, got: DecodedMedia) -> tuple[list[dict], str, tuple[float, float, float], list[int]]:
+        pages = got.pages or []
+        entries = []
+        for pg in pages:
+            w, h, eff = M.page_render_size(pg.width_pt, pg.height_pt, self.dpi, self.cfg.max_page_pixels)
+            entries.append({**item, "kind": "page", "format": "PDF", "page": pg.index, "dpi": float(eff),
+                            "width": w, "height": h})
+        low = float("nan")
+        if self.cfg.render_check != "none" and pages:
+            todo = pages[:1] if self.cfg.render_check == "first" else pages
+            for pg in todo:
+                img = got.page_image(pg.index)  # rendered once by the shared decode (RGB); raises if it did not draw
+                if pg.index == 0:
+                    low = low_info_score(np.asarray(img.convert("L")))
+        sides = [s for pg in pages for s in (pg.width_pt, pg.height_pt)]
+        # a text layer can itself hold form feeds: they become newlines so pages split unambiguously
+        body = PAGE_SEPARATOR.join(pg.text.replace(PAGE_SEPARATOR, "\n") for pg in pages)
+        counts = [len(pg.text.strip()) for pg in pages]
+        return entries, body, (min(sides, default=np.nan), max(sides, default=np.nan), low), counts
 
 
 class DocumentFilter(ThresholdFilter):

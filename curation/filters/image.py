@@ -12,7 +12,7 @@ from curation.filters.common import (
 from curation.operators import Operator, mark_dropped
 from curation.recipe import ImageFilters
 import media as M
-from media.refs import ref_source
+from media.decoded import DecodeNeeds, SharedDecode, row_positions, with_needs
 
 IMAGE_SCORES: dict[str, pa.DataType] = {
     "score_min_side": pa.int32(),  # shorter side of the smallest image, display pixels (from the header)
@@ -38,13 +38,16 @@ class ImageAnalyzer(Operator):
     stage = STAGE_DECODE
     columns = IMAGE_SCORES
 
-    def __init__(self, cfg: ImageFilters, embed: bool = False) -> None:
+    def __init__(self, cfg: ImageFilters, embed: bool = False, shared: SharedDecode | None = None) -> None:
         self.cfg = cfg
         self.embed = embed
+        self.shared = with_needs(shared, DecodeNeeds(grey_side=cfg.analysis_side, max_pixels=cfg.max_pixels,
+                                                     keep_bytes=embed))
 
     def __call__(self, table: pa.Table) -> pa.Table:
         n = table.num_rows
         media = media_column(table)
+        positions = row_positions(table)
         min_side = np.full(n, -1, np.int64)
         max_side = np.full(n, -1, np.int64)
         aspect = np.full(n, np.nan)
@@ -53,23 +56,16 @@ class ImageAnalyzer(Operator):
         sharp = np.full(n, np.nan)
         failures: dict[int, tuple[str, str]] = {}
         for i, items in enumerate(media):
-            for item in items or ():
+            for j, item in enumerate(items or ()):
                 if item.get("kind") not in _DECODED_KINDS or (item.get("format") or "").upper() == "PDF":
                     continue
                 try:
-                    src = ref_source(item)
-                    info, img = M.decode_image(src, max_side=self.cfg.analysis_side, max_pixels=self.cfg.max_pixels, mode="L")
-                    data = None
-                    if self.embed and item.get("bytes") is None and isinstance(src, str):
-                        with open(src, "rb") as fh:
-                            data = fh.read()
+                    got = self.shared.get(positions[i], j, item).check()
                 except M.MediaError as exc:
                     failures[i] = (exc.reason, exc.detail)
                     break
-                except OSError as exc:  # the file went away between decode and embed: ledger it, never lose it
-                    failures[i] = ("unreadable", f"{src}: {exc.strerror or exc}")
-                    break
-                grey = np.asarray(img)
+                info, data = got.info, got.data if self.embed and item.get("bytes") is None else None
+                grey = np.asarray(got.grey)
                 item["width"], item["height"], item["format"] = info.width, info.height, info.format
                 if data is not None:
                     item["bytes"] = data

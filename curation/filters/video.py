@@ -15,6 +15,7 @@ from curation.filters.common import (
 from curation.operators import Operator
 from curation.recipe import VideoFilters
 import media as M
+from media.decoded import DecodeNeeds, SharedDecode, row_positions, with_needs
 from media.refs import ref_source
 
 VIDEO_SCORES: dict[str, pa.DataType] = {
@@ -32,8 +33,9 @@ class VideoAnalyzer(Operator):
     stage = STAGE_DECODE
     columns = VIDEO_SCORES
 
-    def __init__(self, cfg: VideoFilters) -> None:
+    def __init__(self, cfg: VideoFilters, shared: SharedDecode | None = None) -> None:
         self.cfg = cfg
+        self.shared = with_needs(shared, DecodeNeeds(video_frames=(cfg.sample_frames,), video_side=cfg.analysis_side))
 
     def __call__(self, table: pa.Table) -> pa.Table:
         n = table.num_rows
@@ -44,15 +46,17 @@ class VideoAnalyzer(Operator):
         smax = np.full(n, -1, np.int64)
         motion = np.full(n, np.nan)
         failures: dict[int, tuple[str, str]] = {}
+        positions = row_positions(table)
         for i, items in enumerate(media):
             if not items:
                 continue
             item = items[0]
             try:
                 path = ref_source(item)
-                info = M.probe_video(path)
-                idx = M.sample_frame_indices(info["frames"], self.cfg.sample_frames)
-                frames = M.read_video_frames(path, idx, max_side=self.cfg.analysis_side, rotation=info["rotation"])
+                got = self.shared.get(positions[i], 0, item).check()
+                info = got.video
+                # the sampled frames, decoded once for this score and the frame hashes
+                frames = got.video_frames(self.cfg.sample_frames, self.cfg.analysis_side)
                 if self.cfg.full_decode:
                     decoded = M.count_decoded_frames(path)
                     if info["frames"] and decoded < info["frames"]:

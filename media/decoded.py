@@ -1,0 +1,365 @@
+"""The shared decode: each input of a chunk is read once and decoded once, for every consumer.
+
+A curation chain has several readers of the same pixels: the analyzers (scores),
+the dedup signatures (byte hash, pixel hash, pHash, colour moments, frame
+hashes, verification thumbnails) and the token counter (sizes). Each declares
+what it needs as a :class:`DecodeNeeds`; the chain merges them into one
+:class:`SharedDecode`, which decodes every media item of a chunk once, in a
+small thread pool, into a :class:`DecodedMedia` that they all read:
+
+- the encoded bytes, read from disk once (their digest is the byte hash, and
+  they are what gets embedded);
+- the header info (sizes, format, orientation);
+- a grey image at the analysis size and an RGB image at the hashing size, both
+  from one reduced decode (JPEG DCT scaling), or, when an exact pixel hash is
+  asked for, from one full decode whose pixel digest is kept;
+- PDFs: the page list (sizes, text layer) and the first pages rendered once;
+- videos: the probe and the sampled frames, decoded once for the motion score,
+  the frame hashes and the frame pixel hash.
+
+See docs/media.md for the contract and the tolerance against separate decodes.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+from PIL import Image
+
+from media.digests import digest, file_digest, pixel_digest
+from media.files import DEFAULT_MAX_PIXELS, MediaError, read_bytes
+from media.image import ImageInfo, _decode_errors, draft_scale, load_image, reduce_image
+from media.pdf import PdfPage, open_pdf, pdf_pages, render_pdf_page
+from media.refs import ref_source
+from media.thumbs import color_thumb, grey_thumb
+from media.video import _fit, _resize_frames, probe_video, read_video_frames, sample_frame_indices
+from media.scenes import sample_video
+
+
+@dataclass(frozen=True)
+class DecodeNeeds:
+    """What one consumer needs from each input; :meth:`merge` combines the consumers of a chain."""
+
+    grey_side: int | None = None  # grey ("L") image, longer side at most this (analyzers)
+    rgb_side: int | None = None  # RGB image, longer side at most this (pHash, colour, thumbnails)
+    full_pixels: bool = False  # exact pixel hash: one full decode, its RGB pixel digest kept
+    byte_digest: bool = False  # blake2b-128 of the encoded bytes
+    keep_bytes: bool = False  # keep the encoded bytes (embedding in the manifest)
+    max_pixels: int | None = None  # decompression-bomb budget; None: no opinion (the default applies)
+    pages: int = 0  # PDF pages rendered from the first (-1: every page)
+    page_side: int | None = None  # longer side of those renders (RGB)
+    page_text: bool = False  # the PDF's page list with its text layer
+    video_frames: tuple[int, ...] = ()  # sample counts (evenly spaced, first and last included)
+    video_side: int | None = None  # longer side of the decoded frames
+
+    def merge(self, other: "DecodeNeeds") -> "DecodeNeeds":
+        def top(a, b):
+            return b if a is None else a if b is None else max(a, b)
+
+        budgets = [m for m in (self.max_pixels, other.max_pixels) if m is not None]
+        pages = -1 if -1 in (self.pages, other.pages) else max(self.pages, other.pages)
+        return DecodeNeeds(
+            grey_side=top(self.grey_side, other.grey_side), rgb_side=top(self.rgb_side, other.rgb_side),
+            full_pixels=self.full_pixels or other.full_pixels, byte_digest=self.byte_digest or other.byte_digest,
+            keep_bytes=self.keep_bytes or other.keep_bytes, max_pixels=min(budgets) if budgets else None,
+            pages=pages, page_side=top(self.page_side, other.page_side), page_text=self.page_text or other.page_text,
+            video_frames=tuple(sorted(set(self.video_frames) | set(other.video_frames))),
+            video_side=top(self.video_side, other.video_side),
+        )
+
+    @property
+    def budget(self) -> int:
+        return DEFAULT_MAX_PIXELS if self.max_pixels is None else self.max_pixels
+
+    def wants(self, kind: str) -> bool:
+        """Whether any consumer reads this kind of input (``image``, ``pdf``, ``video``)."""
+        if kind == "video":
+            return bool(self.video_frames) or self.byte_digest
+        if kind == "pdf":
+            return self.page_text or self.pages != 0 or self.byte_digest
+        return bool(self.grey_side or self.rgb_side or self.full_pixels or self.byte_digest or self.keep_bytes)
+
+
+@dataclass
+class DecodedMedia:
+    """One input, decoded once. Fields a consumer did not ask for stay ``None``.
+
+    ``error`` is set instead of the pixels when the input cannot be used; the
+    analyzers ledger it, the signatures skip it. Images: ``grey`` (mode L,
+    transparency on white, longer side at most ``grey_side``) and ``rgb`` (mode
+    RGB, longer side at most ``rgb_side``) come from the same decode, and so
+    do the pHash and colour thumbnails (``hash_thumb``, ``color_thumb``). PDFs: ``renders[page]`` is an RGB image or the page's MediaError.
+    Videos: ``frames`` are the union of the requested samples, see
+    :meth:`video_frames`.
+    """
+
+    kind: str  # image | pdf | video
+    uri: str | None  # the reference it was decoded from (None: embedded bytes)
+    error: MediaError | None = None
+    nbytes: int | None = None  # encoded size
+    byte_digest: bytes | None = None
+    data: bytes | None = None  # encoded bytes, when kept
+    info: ImageInfo | None = None
+    grey: Image.Image | None = None
+    rgb: Image.Image | None = None
+    pixel_digest: bytes | None = None  # of the full RGB decode (with its shape)
+    hash_thumb: np.ndarray | None = None  # float64 [32, 32] grey thumbnail the pHash runs on (media.thumbs)
+    color_thumb: np.ndarray | None = None  # uint8 [16, 16, 3] thumbnail for colour moments
+    pages: list[PdfPage] | None = None
+    renders: dict[int, Any] = field(default_factory=dict)
+    video: dict | None = None  # probe_video's dict
+    frame_indices: np.ndarray | None = None
+    frames: np.ndarray | None = None  # uint8 [n, H, W, 3], RGB, display orientation
+
+    def check(self) -> "DecodedMedia":
+        """Raise the input's MediaError, if any (analyzers turn it into a ledger row)."""
+        if self.error is not None:
+            raise self.error
+        return self
+
+    def video_frames(self, n: int, side: int | None = None) -> np.ndarray:
+        """The ``n`` evenly spaced frames (as :func:`media.sample_frame_indices` picks them), at most ``side``."""
+        self.check()
+        assert self.video is not None and self.frames is not None and self.frame_indices is not None
+        v = self.video
+        want = int(v.get("first_frame", 0)) + sample_frame_indices(int(v.get("span_frames", v["frames"])), n)
+        if want.size == 0 or self.frames.shape[0] == 0:
+            return np.zeros((0, 0, 0, 3), np.uint8)
+        rows = np.searchsorted(self.frame_indices, want)
+        out = self.frames[rows]
+        h, w = out.shape[1:3]
+        th, tw = _fit(h, w, side)
+        return _resize_frames(out, th, tw) if (th, tw) != (h, w) else out
+
+    def page_image(self, page: int) -> Image.Image:
+        """The render of a page (RGB); its MediaError if it did not draw; KeyError if never rendered."""
+        self.check()
+        got = self.renders[page]
+        if isinstance(got, MediaError):
+            raise got
+        return got
+
+
+def media_kind(ref: Mapping[str, Any]) -> str:
+    """``video``, ``pdf`` (a PDF file or one of its pages) or ``image``."""
+    if (ref.get("kind") or "").lower() == "video":
+        return "video"
+    return "pdf" if (ref.get("format") or "").upper() == "PDF" else "image"
+
+
+def decode_media(ref: Mapping[str, Any], needs: DecodeNeeds) -> DecodedMedia:
+    """Read and decode one media reference for ``needs``; never raises for a bad input (see ``error``)."""
+    kind = media_kind(ref)
+    out = DecodedMedia(kind=kind, uri=ref.get("uri"))
+    try:
+        src = ref_source(ref)
+        if kind == "video":
+            _decode_video(src, needs, out, ref)
+        elif kind == "pdf":
+            _decode_pdf(src, needs, out)
+        else:
+            _decode_image(src, needs, out)
+    except MediaError as exc:
+        out.error = exc
+    except OSError as exc:  # a file that went away mid-read: ledgered, never lost
+        out.error = MediaError("unreadable", f"{ref.get('uri')}: {exc.strerror or exc}")
+    return out
+
+
+def _read(src: Any, needs: DecodeNeeds, out: DecodedMedia, kind: str) -> tuple[bytes, str]:
+    data, label = read_bytes(src, kind)
+    out.nbytes = len(data)
+    if needs.byte_digest:
+        out.byte_digest = digest(data)
+    if needs.keep_bytes:
+        out.data = data
+    return data, label
+
+
+def _decode_image(src: Any, needs: DecodeNeeds, out: DecodedMedia) -> None:
+    data, label = _read(src, needs, out, "image")
+    side = max(needs.grey_side or 0, needs.rgb_side or 0) or None
+    draft = None
+    if side and not needs.full_pixels:
+        draft = ("RGB" if needs.rgb_side else "L", side)
+    info, im = load_image(src, draft=draft, max_pixels=needs.budget, data=data)
+    out.info = info
+    with _decode_errors(label):
+        base = im
+        full = None
+        if needs.full_pixels:
+            full = reduce_image(im, None, "RGB")
+            out.pixel_digest = pixel_digest(np.asarray(full))
+            base = _like_draft(im, info, side)
+        if needs.grey_side:
+            out.grey = reduce_image(base, needs.grey_side, "L")
+        if needs.rgb_side:
+            out.rgb = reduce_image(base, needs.rgb_side, "RGB")
+            hashed = out.rgb
+            if full is not None:
+                # pHash has always been computed from the full decode itself up to 4x the hashing side
+                # (larger ones thumbnailed with a reducing gap): kept so, the hashes stay identical
+                hashed = full
+                if max(full.size) > 4 * needs.rgb_side:
+                    hashed = full.copy()
+                    hashed.thumbnail((needs.rgb_side, needs.rgb_side), reducing_gap=2.0)
+            out.hash_thumb = grey_thumb(hashed)
+            out.color_thumb = color_thumb(hashed)
+
+
+def _like_draft(full: Image.Image, info: ImageInfo, side: int | None) -> Image.Image:
+    """A full JPEG decode box-reduced by the factor DCT scaling would have used (a DCT-scaled pixel is a
+    block mean), so scores from a full decode stay close to those from a reduced one; other formats as is."""
+    if not side or info.format not in ("JPEG", "MPO"):
+        return full
+    scale = draft_scale(full.size, side)
+    return full.reduce(scale) if scale > 1 else full
+
+
+def _decode_pdf(src: Any, needs: DecodeNeeds, out: DecodedMedia) -> None:
+    data, label = _read(src, needs, out, "pdf")
+    doc = open_pdf(data, label=label)
+    try:
+        pages = pdf_pages(doc, text=needs.page_text)
+        out.pages = pages
+        todo = pages if needs.pages == -1 else pages[: needs.pages]
+        for pg in todo if needs.page_side else ():
+            side = max(pg.width_pt, pg.height_pt, 1e-6)
+            try:
+                out.renders[pg.index] = render_pdf_page(doc, pg.index, dpi=72.0 * needs.page_side / side, mode="RGB")
+            except MediaError as exc:
+                out.renders[pg.index] = exc
+    finally:
+        doc.close()
+
+
+def _decode_video(src: Any, needs: DecodeNeeds, out: DecodedMedia, ref: Mapping[str, Any] | None = None) -> None:
+    if not isinstance(src, str):
+        raise MediaError("unreadable", "embedded video bytes are not supported")
+    out.nbytes = os.path.getsize(src) if os.path.exists(src) else None
+    if needs.byte_digest:
+        out.byte_digest = file_digest(src, "video")
+    if not needs.video_frames:
+        return
+    # a clip samples within its start_s/end_s; a header that overstates the frames is corrected (media.scenes)
+    info, first, count, idx, frames = sample_video(src, ref or {}, needs.video_frames, needs.video_side)
+    out.video = {**info, "first_frame": first, "span_frames": count}
+    out.frame_indices = idx
+    out.frames = frames
+
+
+# --------------------------------------------------------------------------- the per-chunk store
+
+
+def decode_threads(requested: int | None = None) -> int:
+    """Threads for one chain's decode pool: ``requested`` (None: as many as allowed), capped by the CPUs this
+    process may use. Inside a Ray worker that is the CPUs Ray assigned to it, so actors x threads never
+    exceed the cluster's cores; elsewhere the process's CPU affinity."""
+    try:
+        budget = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS
+        budget = os.cpu_count() or 1
+    ray = sys.modules.get("ray")
+    if ray is not None:
+        try:
+            if ray.is_initialized():
+                ctx = ray.get_runtime_context()
+                if ctx.get_actor_id() is not None or ctx.get_task_id() is not None:
+                    budget = max(1, int(ctx.get_assigned_resources().get("CPU", 1)))
+        except Exception:
+            pass
+    return max(1, min(budget, requested if requested else budget))
+
+
+class SharedDecode:
+    """The decoded inputs of the chunk a chain is working on, keyed by (input ordinal, media index).
+
+    :meth:`prepare` (the chain's first operator) decodes every media item of a
+    chunk in a thread pool; :meth:`get` returns an item's decode, decoding it
+    on the spot when it was not prepared (an operator used on its own).
+    Rows are keyed by the reader's ``_pos`` column; tables without it (eval
+    sets, tests) are decoded per call and not cached.
+    """
+
+    def __init__(self, needs: DecodeNeeds | None = None, threads: int | None = 1) -> None:
+        self.needs = needs or DecodeNeeds()
+        self.requested_threads = threads
+        self._store: dict[tuple[int, int], DecodedMedia] = {}
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def want(self, needs: DecodeNeeds) -> None:
+        """Add a consumer's needs (operators call this when they are built)."""
+        self.needs = self.needs.merge(needs)
+
+    def __getstate__(self) -> dict:  # operators may be pickled to Ray workers: the pool stays behind
+        state = dict(self.__dict__)
+        state.update(_store={}, _pool=None, _lock=None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def prepare(self, table) -> None:
+        """Decode every media item of ``table`` once (forgetting the previous chunk)."""
+        self._store = {}
+        if "_pos" not in table.column_names or "media" not in table.column_names:
+            return
+        pos = table.column("_pos").to_pylist()
+        media = table.column("media").to_pylist()
+        needs = self.needs
+        tasks = [(p, j, ref) for p, items in zip(pos, media) if p is not None
+                 for j, ref in enumerate(items or ()) if needs.wants(media_kind(ref))]
+        for (p, j, _), got in zip(tasks, self._map([t[2] for t in tasks])):
+            self._store[(p, j)] = got
+
+    def _map(self, refs: list[Mapping[str, Any]]) -> Iterable[DecodedMedia]:
+        threads = decode_threads(self.requested_threads)
+        if threads <= 1 or len(refs) <= 1:
+            return [decode_media(r, self.needs) for r in refs]
+        with self._lock:
+            if self._pool is None or self._pool._max_workers != threads:  # noqa: SLF001
+                self._pool = ThreadPoolExecutor(threads, thread_name_prefix="decode")
+        needs = self.needs
+        return list(self._pool.map(lambda r: decode_media(r, needs), refs))
+
+    def get(self, pos: int | None, index: int, ref: Mapping[str, Any]) -> DecodedMedia:
+        """The decode of media item ``index`` of the row with ordinal ``pos``."""
+        if pos is not None:
+            hit = self._store.get((pos, index))
+            if hit is not None and hit.uri == ref.get("uri"):
+                return hit
+        got = decode_media(ref, self.needs)
+        if pos is not None:
+            self._store[(pos, index)] = got
+        return got
+
+    def clear(self) -> None:
+        self._store = {}
+
+
+def row_positions(table) -> list[int | None]:
+    """The ``_pos`` of each row (the shared decode's row key), or Nones for a table without it."""
+    if "_pos" in table.column_names:
+        return table.column("_pos").to_pylist()
+    return [None] * table.num_rows
+
+
+def with_needs(shared: SharedDecode | None, needs: DecodeNeeds) -> SharedDecode:
+    """``shared`` with ``needs`` added, or a private store for an operator used outside a chain."""
+    if shared is None:
+        return SharedDecode(needs)
+    shared.want(needs)
+    return shared
+
+
+__all__ = [
+    "DecodeNeeds", "DecodedMedia", "SharedDecode", "decode_media", "decode_threads", "media_kind",
+    "row_positions", "with_needs", "replace",
+]
