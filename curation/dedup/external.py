@@ -3,10 +3,13 @@
 Everything is turned into manifest-shaped batches (``id, modality, media,
 text, turns``) with signature columns (rows of a folder or a plain dataset get
 readable ids, ``<set name>:<relative path or row id>``, which is what a ledger
-``detail`` then names), so the resolve stage treats a folder of
-eval images, a parquet file of VQA questions, a saved Hugging Face dataset
-and an existing manifest the same way. Nothing is fetched from a hub: a
-dataset is read from local files only.
+``detail`` then names), so the resolve stage treats a folder of eval images, a
+parquet file of VQA questions, a saved Hugging Face dataset, a Cauldron
+dataset, a LLaVA file, WebDataset shards and an existing manifest the same way.
+Except for manifests (read with their stored signatures when they match), every
+set is read by the job's own readers (``curation.readers.read_source``): the
+column choice below only decides the reader source. Nothing is fetched from a
+hub: a dataset is read from local files only.
 """
 from __future__ import annotations
 
@@ -15,15 +18,16 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from curation.dedup.config import DedupConfig, EvalSetConfig
 from curation.dedup.signatures import SIGNATURE_COLUMNS, compute_signatures
-from manifests.errors import UserError
+from curation.readers.tabular import _hf_arrow_files
+from manifests.errors import RecipeError, UserError
 from manifests.fsutil import atomic_write
 from media import IMAGE_EXTENSIONS
-from manifests.schema import MEDIA_TYPE, TURN_TYPE
 
 IMAGE_COLUMNS = ("image", "images", "img", "picture", "decoded_image", "image_bytes")
 TEXT_COLUMNS = ("question", "query", "problem", "prompt", "text", "instruction", "caption")
@@ -39,7 +43,8 @@ def _is_manifest(path: Path) -> bool:
 
 
 def _hf_saved(path: Path) -> bool:
-    return path.is_dir() and ((path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file())
+    return path.is_dir() and ((path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file()
+                              or (path / "state.json").is_file())
 
 
 def iter_source(path: str | os.PathLike, config: DedupConfig, *, field: str, evalset: EvalSetConfig | None = None) -> Iterator[pa.Table]:
@@ -48,26 +53,15 @@ def iter_source(path: str | os.PathLike, config: DedupConfig, *, field: str, eva
     if not p.exists():
         raise UserError(f"{p}: no such file or directory", field=field)
     try:
-        yield from _source_batches(p, config, field, evalset)
+        if _is_manifest(p):
+            yield from _manifest_batches(p, config)
+        else:
+            yield from _reader_batches(p, config, field, evalset)
+    except RecipeError as exc:  # what the reader could not plan, named by this entry rather than a source field
+        msg = str(exc)[len(exc.field) + 2:] if exc.field else str(exc)
+        raise UserError(f"{p}: {msg}", field=field) from None
     except (pa.ArrowException, OSError) as exc:  # a corrupt parquet file or saved dataset: one line, not a traceback
         raise UserError(f"{p}: cannot be read ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})", field=field) from exc
-
-
-def _source_batches(p: Path, config: DedupConfig, field: str, evalset: EvalSetConfig | None) -> Iterator[pa.Table]:
-    label = evalset.label if evalset else p.name
-    if _is_manifest(p):
-        yield from _manifest_batches(p, config)
-    elif _hf_saved(p):
-        yield from _table_batches(_hf_table(p, evalset, field), config, label, p, evalset, field)
-    elif p.is_file() and p.suffix == ".parquet" or (p.is_dir() and any(p.rglob("*.parquet"))):
-        dataset = pads.dataset(str(p), format="parquet")
-        yield from _dataset_batches(dataset, config, label, p, evalset, field)
-    elif p.is_dir():
-        yield from _folder_batches(p, config, label)
-    elif p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS:
-        yield from _folder_batches(p, config, label)
-    else:
-        raise UserError(f"{p}: not a manifest, parquet file, saved dataset or image folder", field=field)
 
 
 def _manifest_batches(path: Path, config: DedupConfig) -> Iterator[pa.Table]:
@@ -91,64 +85,102 @@ def _keep(table: pa.Table) -> pa.Table:
     return table.select([c for c in CARRY if c in table.column_names])
 
 
-def _folder_batches(root: Path, config: DedupConfig, label: str) -> Iterator[pa.Table]:
-    files = [root] if root.is_file() else sorted(
-        f for f in root.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS
-    )
-    for i in range(0, len(files), BATCH):
-        chunk = files[i : i + BATCH]
-        rel = [str(f.relative_to(root)) if root.is_dir() else f.name for f in chunk]
-        table = pa.table(
-            {
-                "id": pa.array([f"{label}:{r}" for r in rel], pa.string()),
-                "modality": pa.array(["image"] * len(chunk), pa.string()),
-                "media": pa.array([[{"uri": str(f.resolve()), "kind": "image"}] for f in chunk], pa.list_(MEDIA_TYPE)),
-                "text": pa.nulls(len(chunk), pa.string()),
-                "turns": pa.nulls(len(chunk), pa.list_(TURN_TYPE)),
-            }
-        )
-        yield _keep(compute_signatures(table, config))
+def _table_schema(p: Path, split: str | None, field: str) -> pa.Schema | None:
+    """The schema of a Parquet file (or the first of a folder) or of a saved dataset; None for other inputs."""
+    if p.is_file() and p.suffix == ".parquet":
+        return pq.read_schema(p)
+    if p.is_dir() and not _hf_saved(p):
+        first = next(iter(sorted(p.rglob("*.parquet"))), None)
+        return pq.read_schema(first) if first is not None else None
+    if _hf_saved(p):
+        files = _hf_arrow_files(str(p), _split(p, split, field))
+        if not files:
+            return None
+        with pa.memory_map(files[0]) as src:
+            try:
+                return pa.ipc.open_stream(src).schema
+            except pa.ArrowInvalid:
+                src.seek(0)
+                return pa.ipc.open_file(src).schema
+    return None
 
 
-def _hf_table(path: Path, evalset: EvalSetConfig | None, field: str) -> pa.Table:
-    import datasets
+def _split(p: Path, split: str | None, field: str) -> str | None:
+    """The split of a saved DatasetDict to read: the named one, else the only one."""
+    dd = p / "dataset_dict.json"
+    if not dd.is_file():
+        return split
+    import json
 
-    loaded = datasets.load_from_disk(str(path))
-    if isinstance(loaded, datasets.DatasetDict):
-        split = evalset.split if evalset and evalset.split else None
-        if split is None:
-            if len(loaded) != 1:
-                raise UserError(f"{path}: a dataset with splits {sorted(loaded)}; name one with `split:`", field=field)
-            split = next(iter(loaded))
-        if split not in loaded:
-            raise UserError(f"{path}: no split {split!r} (has {sorted(loaded)})", field=field)
-        loaded = loaded[split]
-    return loaded.data.table
+    splits = json.loads(dd.read_text()).get("splits", [])
+    if split is None:
+        if len(splits) != 1:
+            raise UserError(f"{p}: a dataset with splits {sorted(splits)}; name one with `split:`", field=field)
+        return splits[0]
+    if split not in splits:
+        raise UserError(f"{p}: no split {split!r} (has {sorted(splits)})", field=field)
+    return split
 
 
-def _dataset_batches(dataset: pads.Dataset, config, label, path, evalset, field) -> Iterator[pa.Table]:
-    names = set(dataset.schema.names)
-    if {"id", "modality", "media"} <= names:  # manifest-shaped parquet (e.g. a shard)
-        cols = [c for c in ("id", "modality", "media", "text", "turns", "score_low_info") if c in names]
+def _eval_source(p: Path, evalset: EvalSetConfig | None, field: str):
+    """A reader source for an external set: its kind and columns picked from what the set holds."""
+    from curation.recipe import Source
+
+    split = _split(p, evalset.split if evalset else None, field) if p.is_dir() else None
+    schema = _table_schema(p, split, field)
+    if schema is not None and {"id", "modality", "media"} <= set(schema.names):
+        return None, schema  # manifest-shaped parquet (e.g. a shard): read as it is
+    if schema is not None:
+        image_col, text_col, id_col = _pick_columns(schema, evalset, p, field)
+        kind = "image_text" if image_col else "text"
+        fmt = "auto"
+        if image_col is None and text_col is None:
+            raise UserError(f"{p}: found neither an image column nor a question column among {schema.names}", field=field)
+        src = Source(name="external", kind=kind, path=str(p), format=fmt, split=split, image_column=image_col,
+                     text_column=text_col, id_column=id_col)
+        return src, schema
+    if p.is_file() and p.suffix.lower() == ".tar" or (p.is_dir() and any(p.glob("*.tar"))):
+        return Source(name="external", kind="image_text", path=str(p), format="webdataset",
+                      text_column=evalset.text_column if evalset else None), None
+    if p.is_file() and p.suffix.lower() in (".json", ".jsonl"):
+        return Source(name="external", kind="image_text", path=str(p), format="auto", image_column="image",
+                      text_column=evalset.text_column if evalset and evalset.text_column else "question",
+                      id_column="id"), None
+    if p.is_dir() or (p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS):
+        return Source(name="external", kind="images", path=str(p), format="files"), None
+    raise UserError(f"{p}: not a manifest, parquet file, saved dataset, tar shard, LLaVA file or image folder", field=field)
+
+
+def _reader_batches(p: Path, config: DedupConfig, field: str, evalset: EvalSetConfig | None) -> Iterator[pa.Table]:
+    """An external set read through the same readers as a job's sources, then signed."""
+    from curation.readers import PRIVATE_KEY, SourceContext, read_source
+
+    label = evalset.label if evalset else p.name
+    src, schema = _eval_source(p, evalset, field)
+    if src is None:  # manifest-shaped parquet
+        dataset = pads.dataset(str(p), format="parquet")
+        cols = [c for c in ("id", "modality", "media", "text", "turns", "score_low_info") if c in dataset.schema.names]
         for batch in dataset.to_batches(columns=cols, batch_size=BATCH):
             yield _keep(compute_signatures(pa.Table.from_batches([batch]), config))
         return
-    image_col, text_col, id_col = _pick_columns(dataset.schema, evalset, path, field)
-    cols = [c for c in (image_col, text_col, id_col) if c]
-    base = path.parent if path.is_file() else path
-    offset = 0
-    for batch in dataset.to_batches(columns=cols, batch_size=BATCH):
-        yield _convert(pa.Table.from_batches([batch]), image_col, text_col, id_col, label, base, offset, config)
-        offset += batch.num_rows
-
-
-def _table_batches(table: pa.Table, config, label, path, evalset, field) -> Iterator[pa.Table]:
-    image_col, text_col, id_col = _pick_columns(table.schema, evalset, path, field)
-    offset = 0
-    for batch in table.to_batches(max_chunksize=BATCH):
-        t = pa.Table.from_batches([batch])
-        yield _convert(t, image_col, text_col, id_col, label, path, offset, config)
-        offset += batch.num_rows
+    ctx = SourceContext(index=0, source=src, paths=(str(p),), image_root=None, video_root=None)
+    for table in read_source(ctx):
+        if table.num_rows == 0:
+            continue
+        # every row of an eval set counts, read-stage problems included (a row without a question still has its image)
+        keys = table.column(PRIVATE_KEY)
+        short = pc.replace_substring_regex(keys, r"^(id|sha|raw):", "") if src.kind != "images" else keys
+        if src.kind != "images" and src.id_column is None:
+            short = keys
+        ids = pc.binary_join_element_wise(pa.scalar(label + ":"), short, "")
+        text = table.column("text")
+        has_media = pc.greater(pc.list_value_length(table.column("media")), 0)
+        has_text = pc.or_(pc.is_valid(text), pc.is_valid(table.column("turns")))
+        modality = pc.if_else(pc.and_(has_media, has_text), pa.scalar("image_text"),
+                              pc.if_else(has_media, pa.scalar("image"), pa.scalar("text")))
+        out = pa.table({"id": ids, "modality": modality, "media": table.column("media"), "text": text,
+                        "turns": table.column("turns")})
+        yield _keep(compute_signatures(out, config))
 
 
 def _pick_columns(schema: pa.Schema, evalset: EvalSetConfig | None, path: Path, field: str):
@@ -165,52 +197,7 @@ def _pick_columns(schema: pa.Schema, evalset: EvalSetConfig | None, path: Path, 
     image_col = pick(evalset.image_column if evalset else None, IMAGE_COLUMNS, "image_column")
     text_col = pick(evalset.text_column if evalset else None, TEXT_COLUMNS, "text_column")
     id_col = next((lower[c] for c in ID_COLUMNS if c in lower), None)
-    if image_col is None and text_col is None:
-        raise UserError(f"{path}: found neither an image column nor a question column among {names}", field=field)
     return image_col, text_col, id_col
-
-
-def _media_items(value: Any, base: Path) -> list[dict[str, Any]]:
-    """Media references from a dataset cell: HF Image struct, raw bytes, a path, or a list of those."""
-    if value is None:
-        return []
-    if isinstance(value, list):
-        out: list[dict[str, Any]] = []
-        for v in value:
-            out.extend(_media_items(v, base))
-        return out
-    if isinstance(value, dict):
-        data, p = value.get("bytes"), value.get("path")
-        if data:
-            return [{"bytes": bytes(data), "kind": "image"}]
-        return _media_items(p, base) if p else []
-    if isinstance(value, (bytes, bytearray)):
-        return [{"bytes": bytes(value), "kind": "image"}] if value else []
-    if isinstance(value, str) and value:
-        p = Path(value)
-        p = p if p.is_absolute() else base / p
-        return [{"uri": str(p), "kind": "image"}]
-    return []
-
-
-def _convert(table: pa.Table, image_col, text_col, id_col, label: str, base: Path, offset: int, config) -> pa.Table:
-    n = table.num_rows
-    images = table.column(image_col).to_pylist() if image_col else [None] * n
-    texts = table.column(text_col).to_pylist() if text_col else [None] * n
-    keys = [str(v) for v in table.column(id_col).to_pylist()] if id_col else [str(offset + i) for i in range(n)]
-    media = [_media_items(v, base) for v in images]
-    texts = [t if isinstance(t, str) else (None if t is None else str(t)) for t in texts]
-    modality = ["image_text" if m and t else ("image" if m else "text") for m, t in zip(media, texts)]
-    out = pa.table(
-        {
-            "id": pa.array([f"{label}:{k}" for k in keys], pa.string()),
-            "modality": pa.array(modality, pa.string()),
-            "media": pa.array(media, pa.list_(MEDIA_TYPE)),
-            "text": pa.array(texts, pa.string()),
-            "turns": pa.nulls(n, pa.list_(TURN_TYPE)),
-        }
-    )
-    return _keep(compute_signatures(out, config))
 
 
 def write_source(batches: Iterator[pa.Table], out_dir: Path) -> list[Path]:
