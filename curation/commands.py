@@ -1,4 +1,4 @@
-"""`smolcurate curate` and `smolcurate demo`."""
+"""`smolcurate curate`, `smolcurate export` and `smolcurate demo`."""
 from __future__ import annotations
 
 import argparse
@@ -29,6 +29,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     _engine_args(p)
     p.set_defaults(func=_demo)
 
+    p = sub.add_parser("export", help="write a manifest as cauldron (Parquet), llava (JSONL + media) or webdataset (tar) shards")
+    p.add_argument("manifest", metavar="MANIFEST", help="manifest folder (a curated manifest or a mixture)")
+    from curation.export import EXPORTERS
+
+    p.add_argument("--format", required=True, choices=sorted(EXPORTERS), help="output layout")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder to write (replaced atomically)")
+    p.add_argument("--shard-rows", type=int, default=2000, metavar="N", help="rows per shard (default 2000)")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    p.set_defaults(func=_export)
+
     from curation.mixing.commands import register_mix
 
     register_mix(sub)
@@ -48,6 +58,14 @@ def _curate(args: argparse.Namespace) -> int:
 
         print(f"mixture: {mixed.path}")
         print(format_shares(mixed.provenance))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from curation.export import export_manifest
+
+    result = export_manifest(args.manifest, args.format, args.out, shard_rows=args.shard_rows, overwrite=args.overwrite)
+    print(result.summary())
     return 0
 
 
