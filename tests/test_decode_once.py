@@ -1,0 +1,140 @@
+"""Decode once (issue #12): one file read and one decode per input, whatever the operators that read it."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pytest
+
+from curation import synth
+from curation.engine.job import run_job
+from curation.recipe import parse_recipe
+from media import counters
+from media.decoded import DecodeNeeds, SharedDecode, decode_media, decode_threads
+
+
+def _images(root: Path) -> Path:
+    """Six images in four formats, one a byte copy (exact dedup must find it) and one with EXIF rotation."""
+    folder = root / "photos"
+    folder.mkdir(parents=True)
+    synth.photo_like(1, (640, 480)).save(folder / "a.jpg", quality=90)
+    synth.photo_like(2, (300, 200)).save(folder / "b.png")
+    synth.photo_like(3, (200, 300)).save(folder / "c.webp", quality=80)
+    synth.photo_like(4, (96, 64)).convert("P").save(folder / "d.gif")
+    (folder / "e.jpg").write_bytes((folder / "a.jpg").read_bytes())
+    img = synth.photo_like(5, (400, 240))
+    exif = img.getexif()
+    exif[0x0112] = 6
+    img.save(folder / "f.jpg", exif=exif, quality=90)
+    return folder
+
+
+def _run(root: Path, body: dict, name: str = "out") -> tuple[dict[str, int], pa.Table]:
+    recipe = parse_recipe(body, base_dir=str(root))
+    counters.reset()
+    with counters.counting() as counts:
+        run_job(recipe, root / name, engine="local", quiet=True, overwrite=True)
+    return counts, pads.dataset(root / name / "data", format="parquet").to_table().sort_by("id")
+
+
+def test_one_read_and_one_decode_per_image_with_filters_exact_and_image_dedup(tmp_path):
+    _images(tmp_path)
+    body = {"sources": [{"name": "photos", "kind": "images", "path": "photos", "chunk_size": 4}],
+            "dedup": {"exact": True, "image": {}}, "tokens": {"strategy": "smolvlm-256m"}}
+    counts, rows = _run(tmp_path, body)
+    assert counts == {"read.image": 6, "decode.image": 6}, counts
+    assert rows.num_rows == 5  # the byte copy went to the ledger
+    assert all(v is not None for v in rows.column("sig_pixels").to_pylist())
+    assert all(v for v in rows.column("sig_phash").to_pylist())
+    # the EXIF-rotated image reports its display size and a pixel hash of the rotated pixels
+    f = [m[0] for m in rows.column("media").to_pylist() if m[0]["uri"].endswith("f.jpg")][0]
+    assert (f["width"], f["height"]) == (240, 400)
+
+
+def test_embedding_reuses_the_read_bytes(tmp_path):
+    folder = _images(tmp_path)
+    body = {"sources": [{"name": "photos", "kind": "images", "path": "photos"}], "dedup": {"exact": True, "image": {}},
+            "output": {"embed_images": True}}
+    counts, rows = _run(tmp_path, body)
+    assert counts == {"read.image": 6, "decode.image": 6}, counts
+    media = {m[0]["uri"].rsplit("/", 1)[-1]: m[0] for m in rows.column("media").to_pylist()}
+    assert media["b.png"]["bytes"] == (folder / "b.png").read_bytes()
+
+
+def test_documents_and_videos_read_and_decode_once(tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    synth.write_text_pdf(docs / "a.pdf", ["first page of text " * 20, "second page " * 30])
+    synth.text_page("a scanned page " * 40).save(docs / "scan.png")
+    vids = tmp_path / "clips"
+    vids.mkdir()
+    synth.write_video(vids / "m.mp4", synth.moving_frames(24))
+    body = {"sources": [{"name": "docs", "kind": "document", "path": "docs/*.p*"},
+                        {"name": "clips", "kind": "video", "path": "clips"}],
+            "dedup": {"exact": True, "image": {}, "video": {}}}
+    counts, rows = _run(tmp_path, body)
+    # pdf: one read; renders: page 0 once (blank-page score and pHash), page 1 once (pHash)
+    assert counts.get("read.pdf") == 1 and counts.get("decode.pdf") == 2, counts
+    assert counts.get("read.image") == 1 and counts.get("decode.image") == 1, counts
+    # video: one probe, one batch of sampled frames for motion, frame hashes and the frame pixel hash;
+    # the byte hash streams the file (the video decoders read the path themselves)
+    assert counts.get("probe.video") == 1 and counts.get("decode.video") == 1, counts
+    assert counts.get("read.video") == 1, counts
+    by_source = dict(zip(rows.column("source").to_pylist(), rows.column("sig_vhash").to_pylist()))
+    assert len(by_source["clips"]) == 8
+
+
+def test_threads_do_not_change_the_result(tmp_path):
+    _images(tmp_path)
+    base = {"sources": [{"name": "photos", "kind": "images", "path": "photos"}], "dedup": {"exact": True, "image": {}}}
+    _, one = _run(tmp_path, {**base, "decode": {"threads": 1}}, "one")
+    _, three = _run(tmp_path, {**base, "decode": {"threads": 3}}, "three")
+    assert one.equals(three)
+
+
+def test_decode_threads_never_exceed_the_cpus_allowed():
+    import os
+
+    allowed = len(os.sched_getaffinity(0))
+    assert decode_threads(None) == allowed
+    assert decode_threads(1) == 1
+    assert decode_threads(allowed + 5) == allowed
+
+
+def test_shared_decode_serves_every_need_from_one_decode(tmp_path):
+    folder = _images(tmp_path)
+    shared = SharedDecode(DecodeNeeds(grey_side=128, max_pixels=10**8))
+    shared.want(DecodeNeeds(rgb_side=64, full_pixels=True, byte_digest=True))
+    ref = {"kind": "image", "uri": str(folder / "a.jpg")}
+    counters.reset()
+    got = decode_media(ref, shared.needs)
+    assert counters.snapshot() == {"decode.image": 1, "read.image": 1}
+    assert got.grey.mode == "L" and max(got.grey.size) == 128
+    assert got.rgb.mode == "RGB" and max(got.rgb.size) == 64
+    assert got.hash_thumb.shape == (32, 32) and got.color_thumb.shape == (16, 16, 3)
+    assert got.pixel_digest is not None and len(got.byte_digest) == 16
+    # a missing file is an error on the record, never an exception
+    bad = decode_media({"kind": "image", "uri": str(folder / "nope.jpg")}, shared.needs)
+    assert bad.error is not None and bad.error.reason == "missing"
+    with pytest.raises(Exception):
+        bad.check()
+
+
+def test_simplejpeg_and_pillow_decode_identical_pixels(tmp_path, monkeypatch):
+    """The libjpeg-turbo fast path is an implementation detail: Pillow gives the very same pixels."""
+    import media.image as MI
+
+    folder = _images(tmp_path)
+    needs = DecodeNeeds(grey_side=128, rgb_side=128, full_pixels=True)
+    fast = [decode_media({"kind": "image", "uri": str(folder / n)}, needs) for n in ("a.jpg", "f.jpg")]
+    reduced = [decode_media({"kind": "image", "uri": str(folder / n)}, DecodeNeeds(grey_side=96))
+               for n in ("a.jpg", "f.jpg")]
+    monkeypatch.setattr(MI, "_simplejpeg", None)
+    slow = [decode_media({"kind": "image", "uri": str(folder / n)}, needs) for n in ("a.jpg", "f.jpg")]
+    slow_reduced = [decode_media({"kind": "image", "uri": str(folder / n)}, DecodeNeeds(grey_side=96))
+                    for n in ("a.jpg", "f.jpg")]
+    for a, b in zip(fast + reduced, slow + slow_reduced):
+        assert a.pixel_digest == b.pixel_digest
+        assert np.array_equal(np.asarray(a.grey), np.asarray(b.grey))
