@@ -341,7 +341,12 @@ class Recipe(_Strict):
         out = {}
         for name in ENRICHERS:  # registry order is the chain order
             if name in v:
-                out[name] = enricher_class(name).Config.model_validate(v[name] if v[name] is not None else {})
+                try:
+                    out[name] = enricher_class(name).Config.model_validate(v[name] if v[name] is not None else {})
+                except ValidationError as exc:  # a dict's values lose their key in pydantic's error path
+                    err = validation_error(exc)
+                    msg = str(err)[len(err.field) + 2:] if err.field else str(err)
+                    raise RecipeError(msg, field=f"enrich.{name}" + (f".{err.field}" if err.field else "")) from None
         unknown = sorted(set(v) - set(out))
         if unknown:
             raise ValueError(f"unknown model operator {unknown[0]!r} (known: {', '.join(ENRICHERS)})")
@@ -451,13 +456,31 @@ def load_recipe(path: str | os.PathLike, *, check_paths: bool = True) -> Recipe:
     return parse_recipe(data, p.resolve().parent, check_paths=check_paths)
 
 
+_BRACE = re.compile(r"\{(\d+)\.\.(\d+)\}")
+
+
+def expand_braces(pattern: str) -> list[str]:
+    """``shard-{000000..000009}.tar`` -> the ten names (zero padding kept); other patterns unchanged."""
+    m = _BRACE.search(pattern)
+    if not m:
+        return [pattern]
+    a, b = m.group(1), m.group(2)
+    head, tail = pattern[: m.start()], pattern[m.end():]
+    return [e for i in range(int(a), int(b) + 1) for e in expand_braces(head + str(i).zfill(len(a)) + tail)]
+
+
 def check_recipe_paths(recipe: Recipe) -> None:
     """Every path must exist or every glob must match something, before any work starts."""
     for i, src in enumerate(recipe.sources):
         for j, raw in enumerate(src.paths):
             field = f"sources[{i}].path" + (f"[{j}]" if isinstance(src.path, list) else "")
             full = recipe.resolve(raw)
-            if glob.has_magic(full):
+            expanded = expand_braces(full)
+            if expanded != [full]:  # a shard range: every shard must exist
+                absent = next((e for e in expanded if not os.path.lexists(e)), None)
+                if absent is not None:
+                    raise RecipeError(f"{raw!r}: {os.path.basename(absent)} does not exist", field=field)
+            elif glob.has_magic(full):
                 if not any(True for _ in glob.iglob(full, recursive=True)):
                     raise RecipeError(f"no files match {raw!r}", field=field)
             elif not os.path.lexists(full):

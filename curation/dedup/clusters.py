@@ -155,5 +155,7 @@ def _detail(rep: str | None, match: str, dist: float, neighbour: str, kind: int)
         parts["jaccard"] = round(1.0 - dist, 4)
     elif kind in PERCEPTUAL_KINDS:
         parts["distance"] = round(dist, 2)
+    elif KIND_NAMES[kind] == "semantic":
+        parts["cosine"] = round(1.0 - dist, 4)
     parts["with"] = neighbour
     return json.dumps(parts, sort_keys=False)

@@ -13,6 +13,7 @@ from typing import Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from curation.dedup.semantic import SemanticConfig
 from manifests.fsutil import canonical_hash
 
 _STRICT = ConfigDict(extra="forbid")
@@ -162,6 +163,8 @@ class DedupConfig(BaseModel):
     image: ImageConfig = Field(default_factory=ImageConfig)
     text: TextConfig = Field(default_factory=TextConfig)
     video: VideoConfig = Field(default_factory=VideoConfig)
+    #: SemDeDup over image embeddings (curation/dedup/semantic.py; needs enrich.embed)
+    semantic: SemanticConfig = Field(default_factory=SemanticConfig)
     #: existing manifests or parquet files: new samples duplicating them are dropped, never them
     against: list[str] = []
     decontaminate: list[Union[str, EvalSetConfig]] = []

@@ -186,5 +186,16 @@ def _resolve(signatures: Any, cfg: DedupConfig, against: list[str], evals: list[
         text_edges = verify_text(cands, files, cfg, work, map_fn)
         pq.write_table(text_edges, work / "text-edges.parquet")
         _mark(work, "text", fp)
+    if cfg.semantic.enabled:  # SemDeDup over the embedding column (curation/dedup/semantic.py)
+        from curation.dedup.layout import ROLE_NEW
+        from curation.dedup.semantic import semantic_edges
+
+        if _done(work, "semantic", fp) and (work / "semantic-edges.parquet").is_file():
+            sem_edges = pq.read_table(work / "semantic-edges.parquet")
+        else:
+            sem_edges = semantic_edges(files, cfg.semantic, work, map_fn, ROLE_NEW)
+            pq.write_table(sem_edges, work / "semantic-edges.parquet")
+            _mark(work, "semantic", fp)
+        text_edges = pa.concat_tables([text_edges, sem_edges.cast(text_edges.schema)])
     all_edges = dedupe_edges(pa.concat_tables([edges, text_edges]))
     return _clusters(all_edges, work, evals)

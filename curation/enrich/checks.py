@@ -4,12 +4,17 @@ from __future__ import annotations
 from typing import Any
 
 from curation.enrich.registry import enricher_class
+from manifests.errors import RecipeError
 
 
 def check_enrich(recipe: Any, gpus: int) -> None:
     """Every enrich section's bad-input check, before any work starts (RecipeError naming the field)."""
     for name, cfg in recipe.enrich.items():
         enricher_class(name).check(cfg, recipe, f"enrich.{name}", gpus)
+    dd = recipe.dedup_config()
+    if dd is not None and dd.semantic.enabled and "embed" not in recipe.enrich:
+        raise RecipeError("semantic dedup needs an enrich.embed section (it clusters its embeddings)",
+                          field="dedup.semantic")
 
 
 def enrich_record(recipe: Any, cutoffs: dict[str, dict[str, float]]) -> dict[str, Any]:
