@@ -191,21 +191,60 @@ def frames_to_tiles(strategy: "Strategy", frames: np.ndarray, *, normalize: bool
     return stacked if normalize else np.clip(np.rint(stacked), 0, 255).astype(np.uint8)
 
 
-def load_video(strategy: "Strategy", path: str | os.PathLike, *, normalize: bool = True) -> VideoFrames:
-    """Probe, sample, decode (decord, PyAV fallback) and tile one video file."""
-    from media import MediaError, probe_video, read_video_frames
+def load_video(
+    strategy: "Strategy",
+    path: str | os.PathLike,
+    *,
+    normalize: bool = True,
+    start_s: float | None = None,
+    end_s: float | None = None,
+) -> VideoFrames:
+    """Probe, sample, decode (decord, PyAV fallback) and tile one video file, or the clip ``[start_s, end_s)`` of it.
 
+    SmolVLM's sampling runs within the clip (its duration and frames), and the
+    plan's indices and timestamps are relative to the clip's start, as a model
+    trained on the clip sees them. A container whose header overstates its
+    frames is planned on the frames that decode (``media.scenes.decodable_frames``).
+    """
+    from media import MediaError, probe_video, read_video_frames
+    from media.scenes import decodable_frames, tail_repeats
+
+    field = os.fspath(path)
     try:
         meta = probe_video(path)
     except MediaError as exc:
-        raise UserError(f"cannot read video: {exc}", field=os.fspath(path)) from None
+        raise UserError(f"cannot read video: {exc}", field=field) from None
     if not meta.get("frames") or not meta.get("fps"):
-        raise UserError("video has no decodable frames (no frame count or frame rate)", field=os.fspath(path))
-    plan = plan_video(strategy, meta["frames"], meta["fps"], meta.get("duration") or None)
-    try:
-        frames = read_video_frames(path, np.asarray(plan.indices), rotation=meta.get("rotation"))
-    except MediaError as exc:
-        raise UserError(f"video has no decodable frames: {exc}", field=os.fspath(path)) from None
+        raise UserError("video has no decodable frames (no frame count or frame rate)", field=field)
+    fps = float(meta["fps"])
+    total, duration, first = int(meta["frames"]), meta.get("duration") or None, 0
+    if (start_s is None) != (end_s is None):
+        raise UserError("give both start_s and end_s for a clip", field="start_s")
+    if start_s is not None:
+        if not 0 <= float(start_s) < float(end_s):
+            raise UserError(f"clip [{start_s}, {end_s}) is empty or negative", field="start_s")
+        first = int(round(float(start_s) * fps))
+        count = int(round(float(end_s) * fps)) - first
+        if first >= total or count < 1:
+            raise UserError(f"clip [{start_s}, {end_s}) s holds no frame of a {total}-frame video", field="start_s")
+        total, duration = min(count, total - first), float(end_s) - float(start_s)
+
+    def decode(total: int, duration: float | None) -> tuple[VideoPlan, np.ndarray]:
+        plan = plan_video(strategy, total, fps, duration)
+        try:
+            frames = read_video_frames(path, first + np.asarray(plan.indices), rotation=meta.get("rotation"))
+        except MediaError as exc:
+            raise UserError(f"video has no decodable frames: {exc}", field=field) from None
+        return plan, frames
+
+    plan, frames = decode(total, duration)
+    if start_s is None and tail_repeats(frames):  # clamped past the real end: the header overstates the frames
+        try:
+            true = decodable_frames(path, fps, total)
+        except MediaError:
+            true = total
+        if 0 < true < total:
+            plan, frames = decode(true, true / fps)
     if frames.shape[0] == 0:
-        raise UserError("video has no decodable frames", field=os.fspath(path))
+        raise UserError("video has no decodable frames", field=field)
     return VideoFrames(frames_to_tiles(strategy, frames, normalize=normalize), plan)
