@@ -34,12 +34,12 @@ import pyarrow as pa
 from curation.filters.common import MEDIA_LIST
 from curation.readers.base import ChunkSpec, Fingerprint, Reader, SourceContext
 from curation.readers.rows import assemble
+from curation.recipe import expand_braces
 from media.containers import TarMember, iter_members, scan_tar, tar_uri
 
 IMAGE_EXTS = {"jpg": "JPEG", "jpeg": "JPEG", "png": "PNG", "webp": "WEBP"}
 TEXT_EXTS = ("txt", "caption")
 _DOC_PART = re.compile(r"^(\d+)\.(text|image)\.([A-Za-z0-9]+)$")
-_BRACE = re.compile(r"\{(\d+)\.\.(\d+)\}")
 
 
 @dataclass(frozen=True)
@@ -58,11 +58,8 @@ def expand_shards(patterns: list[str]) -> list[str]:
     """Shard paths for brace ranges, globs, folders (their ``*.tar``) and files, sorted per pattern, deduplicated."""
     out: list[str] = []
     for pat in patterns:
-        m = _BRACE.search(pat)
-        if m:
-            a, b = m.group(1), m.group(2)
-            width = len(a)
-            names = [pat[: m.start()] + str(i).zfill(width) + pat[m.end():] for i in range(int(a), int(b) + 1)]
+        names = expand_braces(pat)
+        if names != [pat]:
             out.extend(p for name in names for p in expand_shards([name]))
         elif glob.has_magic(pat):
             out.extend(sorted(p for p in glob.glob(pat, recursive=True) if os.path.isfile(p)))
