@@ -231,3 +231,32 @@ def ocr_summary(row: dict) -> str:
     if not p:
         return "no OCR"
     return json.dumps({k: p[k] for k in ("engine", "mode", "pages", "empty_pages") if k in p})
+
+
+def char_error_rate(hypothesis: str, reference: str, *, ignore_space: bool = False) -> float:
+    """Levenshtein distance over characters divided by the reference length (0 = identical).
+
+    Whitespace runs are collapsed to one space first (line breaks and layout
+    differ between an OCR and a text layer); ``ignore_space`` drops spaces
+    altogether (recognisers often merge words). One numpy row per reference
+    character: the insertion chain is a running minimum.
+    """
+    import re
+
+    def norm(s: str) -> str:
+        s = re.sub(r"\s+", " ", s).strip()
+        return s.replace(" ", "") if ignore_space else s
+
+    hyp, ref = norm(hypothesis), norm(reference)
+    if not ref:
+        return 0.0 if not hyp else 1.0
+    h = np.frombuffer(hyp.encode("utf-32-le"), dtype=np.uint32)
+    prev = np.arange(h.size + 1, dtype=np.int64)
+    idx = np.arange(h.size + 1, dtype=np.int64)
+    for i, ch in enumerate(np.frombuffer(ref.encode("utf-32-le"), dtype=np.uint32), start=1):
+        cur = np.empty_like(prev)
+        cur[0] = i
+        cur[1:] = np.minimum(prev[1:] + 1, prev[:-1] + (h != ch))
+        cur = np.minimum.accumulate(cur - idx) + idx  # insertions: cur[j] = min(cur[j], cur[j-1] + 1)
+        prev = cur
+    return float(prev[-1]) / len(ref)
