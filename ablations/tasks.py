@@ -17,7 +17,6 @@ resuming a grid never regenerates data.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -32,6 +31,7 @@ from ablations.grid import TaskSpec
 from ablations.sources import load_backgrounds, load_text, sample_snippets, words_of
 from manifests.errors import RecipeError
 from manifests.schema import CORE_SCHEMA, make_id
+from media.encode import encode_image, write_video as encode_video
 
 RED = (220, 30, 30)
 DISTRACTOR_COLORS = np.array([(40, 80, 220), (30, 150, 60), (230, 180, 20)], dtype=np.uint8)
@@ -234,28 +234,12 @@ GENERATORS: dict[str, Callable[[_Context, int], list[Sample]]] = {"read": _read,
 # --------------------------------------------------------------------------- writing
 def _jpeg(img: Image.Image) -> bytes:
     """JPEG at quality 92: noisy paper and photo backgrounds would make PNG manifests several times larger."""
-    buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=92)
-    return buf.getvalue()
+    return encode_image(img, "JPEG", quality=92)
 
 
 def write_video(frames: list[Image.Image], path: Path, fps: float = VIDEO_FPS) -> None:
-    """H.264 (near-lossless) at ``fps``: one generated frame per second of video."""
-    import av
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    w, h = frames[0].size
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264", rate=int(fps))
-        stream.width, stream.height = w - w % 2, h - h % 2
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "12", "preset": "veryfast", "g": "1"}
-        for img in frames:
-            frame = av.VideoFrame.from_image(img.crop((0, 0, stream.width, stream.height)))
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    """H.264 (near-lossless, every frame a keyframe) at ``fps``: one generated frame per second of video."""
+    encode_video(path, frames, fps=int(fps), codec="libx264", options={"crf": "12", "preset": "veryfast", "g": "1"})
 
 
 def _rows(samples: list[Sample], spec: TaskSpec, start: int, media_dir: Path) -> pa.Table:

@@ -9,10 +9,12 @@ from __future__ import annotations
 import os
 import zlib
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+# the encoders live in media (re-exported: the demo and the tests write their corpora through synth)
+from media.encode import encode_image, wrap_words, write_image_pdf, write_text_pdf, write_video  # noqa: F401
 
 
 # --------------------------------------------------------------------------- images
@@ -60,7 +62,7 @@ def text_page(text: str, size: tuple[int, int] = (850, 1100), font_size: int = 2
     draw = ImageDraw.Draw(img)
     font = ImageFont.load_default(size=font_size)
     y = margin
-    for line in _wrap(text, lambda s: draw.textlength(s, font=font), size[0] - 2 * margin):
+    for line in wrap_words(text, lambda s: draw.textlength(s, font=font), size[0] - 2 * margin):
         if y + font_size > size[1] - margin:
             break
         draw.text((margin, y), line, fill=(20, 20, 20), font=font)
@@ -68,84 +70,7 @@ def text_page(text: str, size: tuple[int, int] = (850, 1100), font_size: int = 2
     return img
 
 
-def _wrap(text: str, width_of, limit: float) -> list[str]:
-    lines: list[str] = []
-    for para in text.split("\n"):
-        current = ""
-        for word in para.split():
-            trial = f"{current} {word}".strip()
-            if current and width_of(trial) > limit:
-                lines.append(current)
-                current = word
-            else:
-                current = trial
-        lines.append(current)
-    return lines
-
-
 # --------------------------------------------------------------------------- PDFs
-
-
-def _pdf_escape(text: str) -> bytes:
-    raw = text.encode("cp1252", "replace")
-    return raw.replace(b"\\", b"\\\\").replace(b"(", b"\\(").replace(b")", b"\\)")
-
-
-def write_text_pdf(
-    path: str | os.PathLike,
-    pages: Sequence[str],
-    page_size: tuple[float, float] = (612.0, 792.0),
-    font_size: float = 11.0,
-) -> Path:
-    """A PDF whose pages carry a real text layer (Helvetica, WinAnsi), one string per page."""
-    w, h = page_size
-    objects: list[bytes] = []
-    n = len(pages)
-    # 1: catalog, 2: pages, 3: font, then per page: page object, content stream
-    kids = " ".join(f"{4 + 2 * i} 0 R" for i in range(n))
-    objects.append(b"<< /Type /Catalog /Pages 2 0 R >>")
-    objects.append(f"<< /Type /Pages /Kids [{kids}] /Count {n} >>".encode())
-    objects.append(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>")
-    leading = font_size * 1.35
-    chars_per_line = max(20, int((w - 144) / (font_size * 0.5)))
-    for i, body in enumerate(pages):
-        lines: list[str] = []
-        for para in body.split("\n"):
-            lines.extend(_wrap(para, len, chars_per_line) or [""])
-        max_lines = max(1, int((h - 144) / leading))
-        ops = [b"BT", f"/F1 {font_size:g} Tf {leading:g} TL 72 {h - 72:g} Td".encode()]
-        for line in lines[:max_lines]:
-            ops.append(b"(" + _pdf_escape(line) + b") Tj T*")
-        ops.append(b"ET")
-        stream = zlib.compress(b"\n".join(ops))
-        objects.append(
-            f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 {w:g} {h:g}] "
-            f"/Resources << /Font << /F1 3 0 R >> >> /Contents {5 + 2 * i} 0 R >>".encode()
-        )
-        objects.append(
-            f"<< /Length {len(stream)} /Filter /FlateDecode >>\nstream\n".encode() + stream + b"\nendstream"
-        )
-    out = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
-    offsets = []
-    for num, obj in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += f"{num} 0 obj\n".encode() + obj + b"\nendobj\n"
-    xref = len(out)
-    out += f"xref\n0 {len(objects) + 1}\n0000000000 65535 f \n".encode()
-    for off in offsets:
-        out += f"{off:010d} 00000 n \n".encode()
-    out += f"trailer\n<< /Size {len(objects) + 1} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n".encode()
-    path = Path(path)
-    path.write_bytes(bytes(out))
-    return path
-
-
-def write_image_pdf(path: str | os.PathLike, images: Sequence[Image.Image], dpi: float = 100.0) -> Path:
-    """A scan-like PDF: one raster image per page and no text layer."""
-    path = Path(path)
-    rgb = [im.convert("RGB") for im in images]
-    rgb[0].save(path, "PDF", resolution=dpi, save_all=True, append_images=rgb[1:])
-    return path
 
 
 # --------------------------------------------------------------------------- video
@@ -160,32 +85,6 @@ def moving_frames(n: int, size: tuple[int, int] = (160, 120), seed: int = 0, sta
         x = 0 if static else int(round(i * (w - 1) / max(1, n - 1)))
         frames[i] = scene[:, x : x + w]
     return frames
-
-
-def write_video(
-    path: str | os.PathLike, frames: np.ndarray | Iterable[np.ndarray], fps: int = 10, codec: str | None = None
-) -> Path:
-    """Encode RGB frames with PyAV; the container follows the suffix (.mp4, .mkv, .webm, .avi, .mov)."""
-    import av
-
-    path = Path(path)
-    suffix = path.suffix.lower()
-    codec = codec or {".webm": "libvpx", ".avi": "mpeg4"}.get(suffix, "libx264")
-    frames = list(frames)
-    h, w = frames[0].shape[:2]
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream(codec, rate=fps)
-        stream.width, stream.height = w - w % 2, h - h % 2
-        stream.pix_fmt = "yuv420p"
-        if codec == "libx264":
-            stream.options = {"preset": "ultrafast", "crf": "28"}
-        for arr in frames:
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(arr[: stream.height, : stream.width]), format="rgb24")
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
 
 
 def write_locked_pdf(path: str | os.PathLike, text: str = "locked") -> Path:
