@@ -1,7 +1,9 @@
 """Running the per-partition resolve work on Ray.
 
-:func:`resolve_duplicates` takes a ``map_fn(fn, items)``; passing :func:`ray_map`
-runs each hash partition as a Ray task. Partitions live in files under the
+:func:`resolve_duplicates` takes a ``map_fn(fn, items)``; the Ray engine's
+``map_fn()`` (:class:`curation.engine.ray_engine.RayEngine`) is :func:`ray_map`,
+which runs each hash partition (and each semantic-dedup cluster partition) as a
+Ray task; the local engine passes none (in-process, in order). Partitions live in files under the
 work directory, so a task ships only its partition number and the closure; on
 a multi-node cluster the work directory must be on a shared filesystem. The
 result is identical to the serial run (each partition's output is a pure

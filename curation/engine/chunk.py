@@ -1,17 +1,16 @@
-"""Run one chunk through its source's operator chain and stage the result; shared by both engines."""
+"""Operators over one chunk's rows and the ledger rows they produce; the stages of both engines call it.
+
+(The stage layout and the chunk's trip through the stages: :mod:`curation.engine.stages`.)
+"""
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curation.filters import source_operators
 from curation.operators import DECISION_COLUMNS, DROP_DETAIL, DROP_REASON, DROP_STAGE, split_decided
-from curation.readers import PRIVATE_KEY, PRIVATE_POS, PRIVATE_URI, read_chunk, spec_inputs
-from curation.recipe import Recipe
-from curation.engine.staging import Staging
+from curation.readers import PRIVATE_KEY, PRIVATE_POS, PRIVATE_URI
 
 LEDGER_COLUMNS = ("id", "source", "stage", "reason", "detail", "uri", PRIVATE_POS, PRIVATE_KEY)
 STAGED_LEDGER_SCHEMA = pa.schema([
@@ -62,32 +61,3 @@ def apply_operators(table: pa.Table, ops: list[Any]) -> tuple[pa.Table, pa.Table
     if ledger.num_rows > 1:
         ledger = ledger.sort_by(PRIVATE_POS)
     return kept, ledger
-
-
-class ChunkRunner:
-    """Holds one operator chain per source; ``setup()`` runs once per chain per worker."""
-
-    def __init__(self, recipe: Recipe, staging: Staging) -> None:
-        self.recipe = recipe
-        self.staging = staging
-        self._chains: dict[int, list[Any]] = {}
-
-    def chain(self, source: int) -> list[Any]:
-        if source not in self._chains:
-            ops = source_operators(self.recipe, source)
-            for op in ops:
-                if hasattr(op, "setup"):  # every Operator has one; plain callables may not
-                    op.setup()
-            self._chains[source] = ops
-        return self._chains[source]
-
-    def run(self, k: int, spec: dict) -> dict[str, Any]:
-        t0 = time.perf_counter()
-        table = read_chunk(self.recipe, spec)
-        kept, ledger = apply_operators(table, self.chain(spec["source"]))
-        counts = {
-            "chunk": k, "source": self.recipe.sources[spec["source"]].name, "inputs": spec_inputs(spec), "read": table.num_rows,
-            "kept": kept.num_rows, "dropped": ledger.num_rows, "seconds": round(time.perf_counter() - t0, 4),
-        }
-        self.staging.write_chunk(k, kept, ledger, counts)
-        return counts

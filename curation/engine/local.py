@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from curation.engine.chunk import ChunkRunner
 from curation.engine.stages import StageRunner, StageSpec
 from curation.engine.staging import Staging
 from curation.recipe import Recipe
@@ -35,9 +34,3 @@ class LocalEngine:
     def map_fn(self):
         return None
 
-
-def run_local(recipe: Recipe, staging: Staging, pending: list[tuple[int, dict]],
-              on_done: Callable[[dict[str, Any]], None]) -> None:
-    runner = ChunkRunner(recipe, staging)
-    for k, spec in pending:
-        on_done(runner.run(k, spec))
