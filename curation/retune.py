@@ -277,8 +277,11 @@ def format_result(r: RetuneResult) -> str:
 
 
 def retune(manifest: Manifest | str | os.PathLike, filters: Mapping[str, Any] | None = None,
-           sets: Sequence[str] = ()) -> RetuneResult:
-    """What the manifest becomes with these thresholds (``filters={"image": {"min_side": 64}}`` or ``--set``)."""
+           sets: Sequence[str] = (), *, tables: tuple[pa.Table, pa.Table] | None = None) -> RetuneResult:
+    """What the manifest becomes with these thresholds (``filters={"image": {"min_side": 64}}`` or ``--set``).
+
+    ``tables``: the manifest's (kept rows, ledger) already read, when previewing many changes.
+    """
     m = manifest if isinstance(manifest, Manifest) else open_manifest(manifest)
     raw = m.info.get("recipe")
     if not isinstance(raw, dict) or "sources" not in raw:
@@ -292,8 +295,7 @@ def retune(manifest: Manifest | str | os.PathLike, filters: Mapping[str, Any] | 
     new = parse_recipe(_merge(raw, over), check_paths=False)
     changes = _changed_fields(old, new)
 
-    kept_all = m.table()
-    ledger_all = m.ledger()
+    kept_all, ledger_all = tables if tables is not None else (m.table(), m.ledger())
     v2 = m.ledger_version >= 2
     schema = m.schema
     lschema = ledger_schema(schema)

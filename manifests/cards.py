@@ -45,6 +45,9 @@ CSS = """
 .sc-meta{color:#555}
 .sc-text{color:#333;font-style:italic;word-break:break-word}
 .sc-cols{display:flex;gap:16px;align-items:flex-start}
+.sc-reasons{display:flex;flex-wrap:wrap;gap:10px;align-items:flex-start}
+.sc-reason{border:1px solid #e3c4c4;border-radius:4px;padding:4px 6px;background:#fffafa}
+.sc-reason h3{font-size:13px;margin:2px 0 6px 0}
 .sc-cols>div{flex:1}
 .sc-cluster{display:flex;gap:6px;align-items:flex-start;border-bottom:1px dashed #bbb;padding:6px 0}
 .sc-arrow{align-self:center;font-size:18px;color:#888}
@@ -179,8 +182,8 @@ def card_html(row: Mapping[str, Any], checks: list[dict[str, Any]] | None = None
         uri = thumb_uri(media[0])
         if uri:
             pics = f"<img class='sc-pic' src='{uri}' alt='thumbnail'/>"
-    if not pics:
-        what = "no picture" if media else modality or "row"
+    if not pics and (media or modality != "text"):
+        what = "no picture" if media else f"{modality or 'row'} without media"
         pics = f"<div class='sc-none'>{html.escape(what)}</div>"
     dropped = bool(row.get("reason"))
     parts = [pics, f"<div class='sc-name' title='{html.escape(str(row.get('id')))}'>{html.escape(row_name(row))}</div>",

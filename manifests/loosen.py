@@ -76,6 +76,7 @@ def loosening(m: "Manifest", examples: int = 6) -> LooseningView:
             entry["dropped"] += rows.num_rows
             entry["new"] = min(entry["new"], new) if c["op"] in (">=", ">") else max(entry["new"], new)
     items = []
+    tables = (m.table(), led) if seen else None
     for (section, key), entry in seen.items():
         c = entry["check"]
         new = entry["new"]
@@ -84,7 +85,7 @@ def loosening(m: "Manifest", examples: int = 6) -> LooseningView:
             change = {section: {name: {size: new}}}
         else:
             change = {section: {key: int(new) if float(new).is_integer() and isinstance(c["value"], int) else new}}
-        r = retune(m, filters=change)
+        r = retune(m, filters=change, tables=tables)
         back = r.rows("back")
         by_src: dict[str, int] = {}
         for s in back.column("source").to_pylist():

@@ -142,21 +142,61 @@ class Manifest:
     def to_pandas(self):
         return self.table().to_pandas()
 
-    def to_hf(self) -> "datasets.Dataset":
-        """A `datasets.Dataset` over the Arrow table, without writing a cache copy."""
+    def reader_columns(self, signatures: bool = False) -> list[str]:
+        """Columns the HF/Ray/torch readers hand out: ``sig_*`` dedup hashes only when asked."""
+        return [n for n in self.schema.names if signatures or not n.startswith("sig_")]
+
+    def to_hf(self, *, repeat: bool = True, signatures: bool = False, images: bool = True) -> "datasets.Dataset":
+        """A `datasets.Dataset` over the Arrow table, without writing a cache copy.
+
+        Like every reader: a mixture's rows appear ``repeat`` times (pass j holds the rows whose
+        ``repeat`` exceeds j; ``repeat=False`` gives each row once), and the ``sig_*`` dedup
+        hashes are left out unless ``signatures=True`` (fixed-size binary breaks torch/pandas
+        formatting). ``images=True`` adds an ``images`` column, a sequence of ``datasets.Image``
+        for the row's images and image pages that carry bytes or a path (not PDF pages or videos),
+        so ``with_format("torch")`` yields tensors.
+        """
         import datasets
         from datasets.table import InMemoryTable
 
-        return datasets.Dataset(InMemoryTable(self.table()))
+        from manifests.hf import hf_features, image_column
 
-    def to_ray(self) -> "ray.data.Dataset":
-        """A `ray.data.Dataset`, one block per shard (Ray's 200-block default is wasteful for small manifests)."""
+        table = self.table(columns=self.reader_columns(signatures))
+        if repeat:
+            table = table.take(repeat_indices(table))
+        features = None
+        if images:
+            table = table.append_column("images", image_column(table.column("media")))
+            features = hf_features(table.schema)
+        return datasets.Dataset(InMemoryTable(table), info=datasets.DatasetInfo(features=features))
+
+    def to_ray(self, *, repeat: bool = True, signatures: bool = False) -> "ray.data.Dataset":
+        """A `ray.data.Dataset`, one block per shard (Ray's 200-block default is wasteful for small manifests).
+
+        ``repeat`` and ``signatures`` as in :meth:`to_hf`: with repeat, pass j is a lazy filter of
+        the rows whose ``repeat`` exceeds j, and the passes are unioned in order.
+        """
         import ray
 
         files = self.check_files(self.info["shards"])
+        columns = self.reader_columns(signatures)
+        schema = pa.schema([self.schema.field(n) for n in columns])
         if not files:
-            return ray.data.from_arrow(self.schema.empty_table())
-        return ray.data.read_parquet(files, schema=self.schema, override_num_blocks=len(files))
+            return ray.data.from_arrow(schema.empty_table())
+        ds_ = ray.data.read_parquet(files, columns=columns, schema=schema, override_num_blocks=len(files))
+        passes = self.max_repeat() if repeat else 1
+        if passes <= 1:
+            return ds_
+        extra = [ds_.map_batches(_RepeatPass(j), batch_format="pyarrow") for j in range(1, passes)]
+        return ds_.union(*extra)
+
+    def max_repeat(self) -> int:
+        """The largest ``repeat`` of any row (1 without a repeat column): how many passes the readers make."""
+        if "repeat" not in self.schema.names or not self.info["shards"]:
+            return 1
+        import pyarrow.compute as pc
+
+        return max(1, int(pc.max(self.table(columns=["repeat"]).column("repeat")).as_py() or 1))
 
     def to_torch(self, **kwargs: Any) -> "ManifestIterableDataset":
         """A torch IterableDataset yielding decoded samples; shards are split across DataLoader workers."""
@@ -217,6 +257,35 @@ class Manifest:
         from manifests.loosen import loosening
 
         return loosening(self, examples=examples)
+
+
+def repeat_indices(table: pa.Table) -> pa.Array:
+    """Row indices that yield each row ``repeat`` times, pass by pass (pass j: rows whose repeat exceeds j).
+
+    The order every reader uses, so the copies of one row land in different passes (and batches).
+    """
+    import numpy as np
+
+    n = table.num_rows
+    if "repeat" not in table.column_names or n == 0:
+        return pa.array(np.arange(n, dtype=np.int64))
+    rep = np.nan_to_num(table.column("repeat").to_numpy(zero_copy_only=False).astype(np.float64), nan=1.0)
+    rep = np.maximum(rep, 1).astype(np.int64)
+    idx = np.arange(n, dtype=np.int64)
+    return pa.array(np.concatenate([idx[rep > j] for j in range(int(rep.max()))]))
+
+
+class _RepeatPass:
+    """Ray map_batches: keep the rows of one batch whose ``repeat`` exceeds the pass number."""
+
+    def __init__(self, j: int) -> None:
+        self.j = j
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        import pyarrow.compute as pc
+
+        rep = pc.fill_null(batch.column("repeat"), 1)
+        return batch.filter(pc.greater(rep, self.j))
 
 
 def open_manifest(path: str | os.PathLike) -> Manifest:

@@ -38,7 +38,8 @@ class ManifestIterableDataset(IterableDataset):
         self.files = [str(p) for p in manifest.shard_paths]
         self.decode = decode
         self.video_frames = video_frames
-        self.columns = columns
+        # the sig_* dedup hashes stay out unless asked for by name, as in to_hf()/to_ray()
+        self.columns = columns if columns is not None else manifest.reader_columns()
         self.honor_repeat = honor_repeat
         self.batch_rows = batch_rows
 
@@ -93,6 +94,57 @@ class ManifestIterableDataset(IterableDataset):
         if frames is not None:
             out["frames"] = frames
         return out
+
+
+    @staticmethod
+    def collate(batch: list[dict[str, Any]]) -> dict[str, Any]:
+        """A DataLoader ``collate_fn`` for these rows (``default_collate`` fails on None and ragged lists).
+
+        Per key: numbers without None become a tensor; tensors of one shape are stacked; anything
+        else (strings, None, media lists, images of different sizes) stays a list of the batch's values.
+        """
+        return collate_rows(batch)
+
+    def loader(self, batch_size: int = 8, **kwargs: Any) -> torch.utils.data.DataLoader:
+        """A DataLoader over this dataset with :meth:`collate` (``num_workers`` etc. pass through)."""
+        return torch.utils.data.DataLoader(self, batch_size=batch_size, collate_fn=collate_rows, **kwargs)
+
+
+def collate_rows(batch: list[dict[str, Any]]) -> dict[str, Any]:
+    """See :meth:`ManifestIterableDataset.collate`."""
+    out: dict[str, Any] = {}
+    keys = list(dict.fromkeys(k for row in batch for k in row))
+    for key in keys:
+        values = [row.get(key) for row in batch]
+        if values and all(isinstance(v, bool) for v in values):
+            out[key] = torch.tensor(values, dtype=torch.bool)
+        elif values and all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            out[key] = torch.tensor(values, dtype=torch.int64)
+        elif values and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            out[key] = torch.tensor(values, dtype=torch.float64)
+        elif values and all(isinstance(v, torch.Tensor) for v in values) and len({tuple(v.shape) for v in values}) == 1:
+            out[key] = torch.stack(values)
+        else:
+            out[key] = values
+    return out
+
+
+def ray_collate(batch: dict[str, np.ndarray]) -> dict[str, Any]:
+    """``collate_fn`` for Ray's ``iter_torch_batches`` over :meth:`Manifest.to_ray`.
+
+    Ray's default turns every column into a tensor, which fails on ids, text and media; this keeps
+    numeric columns without nulls as tensors and hands the others on as lists.
+    """
+    out: dict[str, Any] = {}
+    for key, arr in batch.items():
+        a = np.asarray(arr)
+        if a.dtype.kind in "biuf":
+            out[key] = torch.from_numpy(np.array(a))  # a copy: Ray's batches are read-only
+        elif a.dtype.kind == "O" and len(a) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in a):
+            out[key] = torch.as_tensor(a.astype(np.float64))
+        else:
+            out[key] = list(a)
+    return out
 
 
 def _to_tensor(img) -> torch.Tensor:

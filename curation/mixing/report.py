@@ -183,7 +183,9 @@ def plot_shares(obj: Any, level: str | None = None, ax: Any = None) -> "matplotl
         raise ValueError(f"level must be one of {sorted(mix['shares'])}, got {level!r}")
     rows = mix["shares"][level]
     names = list(rows)
-    series = [(f"requested ({mix['by']})", [rows[n].get(f"requested_{mix['by']}") for n in names])]
+    requested = [rows[n].get(f"requested_{mix['by']}") for n in names]
+    # a level the shares were not requested at has no requested bars: no legend entry for them either
+    series = [(f"requested ({mix['by']})", requested)] if any(v is not None for v in requested) else []
     series.append(("achieved samples", [rows[n]["achieved_samples"] for n in names]))
     if any(rows[n]["achieved_tokens"] is not None for n in names):
         series.append(("achieved tokens", [rows[n]["achieved_tokens"] for n in names]))
