@@ -1,6 +1,8 @@
 """media on the real corpus: rotation, containers, broken files, scans."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -68,3 +70,54 @@ def test_scanned_and_encrypted_pdfs(realdata):
     with pytest.raises(M.MediaError) as exc:
         M.pdf_pages(docs / "ocrmypdf" / "invalid.pdf")
     assert exc.value.reason == "undecodable"
+
+
+# --------------------------------------------------------------------------- the shared decode against the values before it
+
+#: tolerances of docs/media.md ("Tolerance"): what the shared decode may change, and why
+EXACT = ("sig_bytes", "sig_pixels", "sig_vhash", "sig_vdetail", "sig_area", "score_min_side", "score_max_side",
+         "score_megapixels", "score_motion", "score_pages")
+#: relative: the grey analysis image now comes from the one RGB decode (or, with exact pixel hashes on,
+#: from the full decode box-reduced by the DCT factor) instead of a separate luma-only decode
+SHARPNESS_REL = {"reduced": 0.005, "full": 0.03}
+LOW_INFO_ABS = 0.002
+#: document pages: one render per page (256 px, RGB) serves the blank-page score and the pHash,
+#: instead of a 256-px grey render for the score plus a 128-px RGB render for the hash
+PAGE_PHASH_BITS = 4
+PAGE_LOW_INFO_ABS = 0.02
+PAGE_COLOR_ABS = 1.0
+
+
+def _bits(a: int, b: int) -> int:
+    return bin(int(a) ^ int(b)).count("1")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["reduced", "full"])
+def test_scores_and_hashes_match_the_values_before_the_shared_decode(realdata, mode):
+    import json
+
+    from tests.realdata.decode_values import compute
+
+    before = json.loads((Path(__file__).parent / "decode_baseline.json").read_text())[mode]
+    now = compute(realdata, mode)
+    assert set(now) == set(before)
+    for key, old in before.items():
+        new = now[key]
+        doc = key.startswith("docs/")
+        assert set(new) == set(old), key
+        for col in EXACT:
+            assert new.get(col) == old.get(col), (key, col)
+        if not doc:  # images and captioned images: the hashes are identical, the scores within rounding
+            for col in ("sig_phash", "sig_color", "sig_detail"):
+                assert new.get(col) == old.get(col), (key, col)
+            if "score_sharpness" in old:
+                assert new["score_sharpness"] == pytest.approx(old["score_sharpness"], rel=SHARPNESS_REL[mode]), key
+            if "score_low_info" in old:
+                assert abs(new["score_low_info"] - old["score_low_info"]) <= LOW_INFO_ABS, key
+            continue
+        if "sig_phash" in old:
+            assert max(_bits(a, b) for a, b in zip(old["sig_phash"], new["sig_phash"])) <= PAGE_PHASH_BITS, key
+            assert max(abs(a - b) for a, b in zip(old["sig_color"], new["sig_color"])) <= PAGE_COLOR_ABS, key
+        if "score_low_info" in old:
+            assert abs(new["score_low_info"] - old["score_low_info"]) <= PAGE_LOW_INFO_ABS, key
