@@ -11,8 +11,11 @@ Conventions (see docs/media.md):
   them, and :func:`open_image` applies the orientation.
 - The pixel budget (``max_pixels``) is checked from the header before any
   decode, so a decompression bomb costs a header read and nothing more.
-- JPEGs are decoded at a reduced scale (libjpeg DCT scaling via PIL draft)
-  whenever the caller asks for a bounded size.
+- JPEGs are decoded at a reduced scale (libjpeg DCT scaling, through
+  simplejpeg or PIL draft) whenever the caller asks for a bounded size.
+- :mod:`media.decoded` is the shared decode: one read and one decode per
+  input for every consumer of a curation chunk; :mod:`media.counters` counts
+  reads and decodes; :mod:`media.encode` holds the few encoders.
 - Animated images (GIF, WebP, APNG, multi-page TIFF) yield their first frame.
 - Video ``rotation`` is the clockwise rotation, in degrees, a player applies
   for display; ``width``/``height`` and decoded frames are in display
@@ -21,13 +24,15 @@ Conventions (see docs/media.md):
 from media.files import (
     DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, PDF_EXTENSIONS, VIDEO_EXTENSIONS, MediaError, MediaSource, check_file,
 )
-from media.image import ImageInfo, decode_image, image_info, open_image
+from media.image import ImageInfo, decode_image, image_info, load_image, open_image, reduce_image
+from media.decoded import DecodedMedia, DecodeNeeds, SharedDecode, decode_media
 from media.pdf import PdfPage, open_pdf, page_render_size, pdf_pages, render_pdf_page
 from media.video import count_decoded_frames, probe_video, read_video_frames, sample_frame_indices, video_backend
 
 __all__ = [
     "DEFAULT_MAX_PIXELS", "IMAGE_EXTENSIONS", "PDF_EXTENSIONS", "VIDEO_EXTENSIONS", "MediaError", "MediaSource",
-    "check_file", "ImageInfo", "decode_image", "image_info", "open_image", "PdfPage", "open_pdf",
+    "check_file", "ImageInfo", "decode_image", "image_info", "load_image", "open_image", "reduce_image",
+    "DecodedMedia", "DecodeNeeds", "SharedDecode", "decode_media", "PdfPage", "open_pdf",
     "page_render_size", "pdf_pages", "render_pdf_page", "count_decoded_frames", "probe_video",
     "read_video_frames", "sample_frame_indices", "video_backend",
 ]
