@@ -195,16 +195,15 @@ def _as_pil(img: Any) -> Image.Image:
 
 
 def _video_source(ref: Mapping[str, Any], spill: list[str]) -> str:
-    """A path decoders can open: the uri, or the embedded bytes written to a temporary file once."""
-    uri = ref.get("uri")
-    if uri and ref.get("bytes") is None:
-        return uri[7:] if uri.startswith("file://") else uri
-    data = ref.get("bytes")
-    if data is None:
-        raise ValueError("video reference has neither uri nor bytes")
+    """A path decoders can open: the file, or embedded / container bytes written to a temporary file once."""
+    from media.refs import ref_source
+
+    src = ref_source(ref)
+    if not isinstance(src, bytes):
+        return src
     fd, path = tempfile.mkstemp(prefix="smolcurate-video-", suffix="." + (ref.get("format") or "mp4").lower())
     with os.fdopen(fd, "wb") as fh:
-        fh.write(bytes(data))
+        fh.write(src)
     spill.append(path)
     return path
 
@@ -229,7 +228,8 @@ class SmolVLMCollator:
     - ``add_generation_prompt``/``drop_last_assistant`` (``for_generation=True`` sets both):
       prompts for decoding, without the answer and without labels.
     - ``video_reader(ref, indices) -> uint8 [n, H, W, 3]``: where video frames come from
-      (default: :func:`media.read_video_frames` on the reference).
+      (default: :func:`media.read_video_frames` on the reference). Indices are on the file:
+      a clip's are already shifted to its ``start_s``.
     - ``flat_pixels``: ``pixel_values`` as the real tiles only, [sum of tiles, 3, T, T] in
       placeholder order, with ``tiles_per_sample`` [B] instead of ``pixel_attention_mask``
       (nanoVLM's layout; no padded tiles, no per-pixel mask). Not the processor's layout.
@@ -314,21 +314,30 @@ class SmolVLMCollator:
         from tokenization.video import frames_to_tiles, plan_video
 
         spill: list[str] = []
+        where: list[str] = []
+
+        def source() -> str:  # the file (or the spilled bytes) once, for the probe and the decode
+            if not where:
+                where.append(_video_source(ref, spill))
+            return where[0]
+
         try:
             total, fps, duration = ref.get("frames"), ref.get("fps"), ref.get("duration")
             if not total or not fps:
                 from media import probe_video
 
-                meta = probe_video(_video_source(ref, spill))
+                meta = probe_video(source())
                 total, fps, duration = meta["frames"], meta["fps"], meta.get("duration")
             plan = plan_video(self.strategy, int(total), float(fps), duration or None)
-            indices = np.asarray(plan.indices)
+            from media.scenes import clip_offset
+
+            indices = clip_offset(ref) + np.asarray(plan.indices)  # a clip's plan is relative to its start_s
             if self.video_reader is not None:
                 frames = self.video_reader(ref, indices)
             else:
                 from media import read_video_frames
 
-                frames = read_video_frames(_video_source(ref, spill), indices, rotation=ref.get("rotation"))
+                frames = read_video_frames(source(), indices, rotation=ref.get("rotation"))
             if frames.shape[0] == 0:
                 raise ValueError("no decodable frame")
             tiles = frames_to_tiles(self.strategy, frames, normalize=self.pixel_dtype == "float32")
