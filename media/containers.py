@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import os
 import tarfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Iterator
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from media.files import MediaError, _os_error
@@ -57,13 +57,12 @@ def scan_tar(path: str, start: int = 0, stop: int | None = None) -> TarScan:
     """
     try:
         size = os.path.getsize(path)
-        fh = open(path, "rb")
     except OSError as exc:
         raise _os_error(exc, path) from None
     members: list[TarMember] = []
     end = start
     problem = cut = None
-    with fh:
+    with _open(path) as fh:
         fh.seek(start)
         try:
             tf = tarfile.open(fileobj=fh, mode="r:", ignore_zeros=False)
@@ -96,6 +95,13 @@ def scan_tar(path: str, start: int = 0, stop: int | None = None) -> TarScan:
     return TarScan(members, end, problem, cut)
 
 
+def _open(path: str):
+    try:
+        return open(path, "rb")
+    except OSError as exc:
+        raise _os_error(exc, path) from None
+
+
 def _tail_problem(fh, end: int, size: int) -> str | None:
     """Why the bytes after the last whole member are not a proper end-of-archive, if they are not."""
     fh.seek(end)
@@ -109,14 +115,9 @@ def _tail_problem(fh, end: int, size: int) -> str | None:
 
 def read_member(path: str, offset: int, size: int) -> bytes:
     """The data of one tar member (one positioned read); MediaError when the shard is shorter."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError as exc:
-        raise _os_error(exc, path) from None
-    try:
-        data = os.pread(fd, size, offset)
-    finally:
-        os.close(fd)
+    with _open(path) as fh:
+        fh.seek(offset)
+        data = fh.read(size)
     if len(data) < size:
         raise MediaError("truncated", f"{path}: member at byte {offset} needs {size} bytes, {len(data)} read")
     if size == 0:

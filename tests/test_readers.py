@@ -7,10 +7,8 @@ reason, ids must be the same on every run and engine.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
-import pyarrow as pa
 import pyarrow.dataset as pads
 import pytest
 
@@ -20,7 +18,13 @@ from curation.synth import photo_like
 from manifests import open_manifest, validate
 from manifests.cli import main as cli_main
 from tests.readers_fixtures import (
-    cauldron_dataset, img2dataset_shard, jpeg, llava_json, members_shard, obelics_dataset, smolvlm_doc_shard,
+    cauldron_dataset,
+    img2dataset_shard,
+    jpeg,
+    llava_json,
+    members_shard,
+    obelics_dataset,
+    smolvlm_doc_shard,
 )
 
 pytest.importorskip("datasets")
@@ -208,7 +212,7 @@ def test_llava_ids_come_from_the_id_field(curated):
 
 
 def test_webdataset_shards_by_brace_range_and_json_field(curated):
-    corpus, out, counts = curated
+    _, out, counts = curated
     assert counts["wds"]["read"] == 6 and counts["wds"]["kept"] == 6
     rows = [r for r in _rows(out) if r["source"] == "wds"]
     assert sorted(r["text"] for r in rows) == [f"caption number {i}" for i in range(6)]

@@ -14,8 +14,8 @@ hub: a dataset is read from local files only.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -156,7 +156,7 @@ def _reader_batches(p: Path, config: DedupConfig, field: str, evalset: EvalSetCo
     from curation.readers import PRIVATE_KEY, SourceContext, read_source
 
     label = evalset.label if evalset else p.name
-    src, schema = _eval_source(p, evalset, field)
+    src, _ = _eval_source(p, evalset, field)
     if src is None:  # manifest-shaped parquet
         dataset = pads.dataset(str(p), format="parquet")
         cols = [c for c in ("id", "modality", "media", "text", "turns", "score_low_info") if c in dataset.schema.names]

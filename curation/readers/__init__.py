@@ -14,22 +14,53 @@ dropped at stage ``read``.
 """
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import pyarrow as pa
 
 from curation.readers.base import (
-    BASE_SCHEMA, PRIVATE_KEY, PRIVATE_POS, PRIVATE_URI, ChunkSpec, Reader, SourceContext, SourcePlan, decode_spec,
+    BASE_SCHEMA,
+    PRIVATE_KEY,
+    PRIVATE_POS,
+    PRIVATE_URI,
+    ChunkSpec,
+    Reader,
+    SourceContext,
+    SourcePlan,
+    decode_spec,
     encode_spec,
 )
-from curation.readers.registry import AUTO, READERS, detect_format, format_names, get_reader, reader_class
+from curation.readers.registry import (
+    AUTO,
+    READERS,
+    detect_format,
+    format_names,
+    get_reader,
+    reader_class,
+)
 from curation.recipe import Recipe
 from manifests.errors import RecipeError
 
 __all__ = [
-    "BASE_SCHEMA", "PRIVATE_KEY", "PRIVATE_POS", "PRIVATE_URI", "ChunkSpec", "Reader", "SourceContext", "SourcePlan",
-    "READERS", "format_names", "get_reader", "reader_class", "plan_source", "plan_context", "read_chunk", "read_spec",
-    "read_source", "resolve_format", "spec_inputs",
+    "BASE_SCHEMA",
+    "PRIVATE_KEY",
+    "PRIVATE_POS",
+    "PRIVATE_URI",
+    "READERS",
+    "ChunkSpec",
+    "Reader",
+    "SourceContext",
+    "SourcePlan",
+    "format_names",
+    "get_reader",
+    "plan_context",
+    "plan_source",
+    "read_chunk",
+    "read_source",
+    "read_spec",
+    "reader_class",
+    "resolve_format",
+    "spec_inputs",
 ]
 
 

@@ -50,7 +50,7 @@ class SourceContext:
     base_dir: str | None = None
 
     @classmethod
-    def of(cls, recipe: Recipe, index: int) -> "SourceContext":
+    def of(cls, recipe: Recipe, index: int) -> SourceContext:
         src = recipe.sources[index]
         return cls(
             index=index, source=src, paths=tuple(recipe.resolve(p) for p in src.paths),

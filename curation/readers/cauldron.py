@@ -19,11 +19,19 @@ import pyarrow.compute as pc
 
 from curation.readers.base import SourceContext
 from curation.readers.columns import (
-    IMAGE_TOKEN, TURNS, constant, media_count, media_from_cells, placeholder_counts, prefix_first_user, repeat_token,
+    IMAGE_TOKEN,
+    TURNS,
+    constant,
+    media_count,
+    media_from_cells,
+    placeholder_counts,
+    prefix_first_user,
+    repeat_token,
 )
 from curation.readers.rows import assemble, first_reason, meta_json
 from curation.readers.table import TableReader, row_keys, table_schema
 from curation.readers.tabular import TableFile, find_tables
+from manifests.errors import RecipeError
 from manifests.schema import TURN_TYPE
 
 
@@ -102,7 +110,7 @@ def _first_schema(ctx: SourceContext) -> pa.Schema | None:
     """The schema of the source's first Parquet/Arrow file (None for other files)."""
     try:
         found = find_tables(list(ctx.paths), "auto", ctx.source.split)
-    except Exception:  # detection never fails a recipe; planning reports the real problem
+    except (RecipeError, OSError):  # detection never fails a recipe; planning reports the real problem
         return None
     for tf in found:
         if tf.format in ("parquet", "hf"):

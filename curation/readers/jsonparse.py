@@ -249,21 +249,23 @@ def _objects_table(objs: list[dict]) -> pa.Table:
         return pa.Table.from_pylist(objs)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
         pass
-    # mixed types under one key: a scalar next to lists becomes a one-element list; other mixes become JSON text
-    keys: dict[str, set[str]] = {}
-    for o in objs:
-        for k, v in o.items():
-            if v is not None:
-                keys.setdefault(k, set()).add(type(v).__name__)
-    fixes = {k: t for k, t in keys.items() if len(t) > 1}
-    out = []
-    for o in objs:
-        o = dict(o)
-        for k, types in fixes.items():
-            if k in o and o[k] is not None:
-                o[k] = _fix(o[k], types)
-        out.append(o)
-    return pa.Table.from_pylist(out)
+    # column by column: a scalar next to lists becomes a one-element list; anything Arrow cannot type is JSON text
+    cols = {}
+    for k in names:
+        values = [o[k] for o in objs]
+        try:
+            cols[k] = pa.array(values)
+            continue
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            pass
+        types = {type(v).__name__ for v in values if v is not None}
+        fixed = [None if v is None else _fix(v, types) for v in values]
+        try:
+            cols[k] = pa.array(fixed)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            cols[k] = pa.array([None if v is None else json.dumps(v, ensure_ascii=False, sort_keys=True) for v in values],
+                               pa.string())
+    return pa.table(cols)
 
 
 def _fix(v: Any, types: set[str]) -> Any:

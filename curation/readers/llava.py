@@ -22,12 +22,21 @@ from curation.filters.common import MEDIA_LIST
 from curation.readers import jsonparse as J
 from curation.readers.base import SourceContext
 from curation.readers.columns import (
-    IMAGE_TOKEN, TURNS, VIDEO_TOKEN, constant, media_count, media_from_cells, placeholder_counts, prefix_first_user,
-    repeat_token, turns_from_cells,
+    IMAGE_TOKEN,
+    TURNS,
+    VIDEO_TOKEN,
+    constant,
+    media_count,
+    media_from_cells,
+    placeholder_counts,
+    prefix_first_user,
+    repeat_token,
+    turns_from_cells,
 )
 from curation.readers.rows import assemble, first_reason, meta_json
 from curation.readers.table import TableReader, row_keys
 from curation.readers.tabular import find_tables
+from manifests.errors import RecipeError
 
 
 def _head_element(path: str, limit: int = 4 << 20) -> bytes:
@@ -51,7 +60,7 @@ class LlavaReader(TableReader):
         try:
             found = [tf for tf in find_tables(list(ctx.paths), "auto", None) if tf.format == "jsonl"]
             return bool(found) and b'"conversations"' in _head_element(found[0].path)
-        except Exception:  # detection never fails a recipe; planning reports the real problem
+        except (RecipeError, OSError, IndexError):  # detection never fails a recipe; planning reports the real problem
             return False
 
     def convert(self, ctx: SourceContext, table: pa.Table, uris: pa.Array, pos: np.ndarray, base: str) -> pa.Table:

@@ -10,7 +10,7 @@ line below. Recipes accept the name at validation; the engines, finalize,
 from __future__ import annotations
 
 import importlib
-from functools import lru_cache
+from functools import cache
 
 from curation.readers.base import Reader, SourceContext
 from manifests.errors import RecipeError
@@ -34,7 +34,7 @@ def format_names() -> list[str]:
     return [AUTO, *READERS]
 
 
-@lru_cache(maxsize=None)
+@cache
 def reader_class(name: str) -> type[Reader]:
     module, _, cls = READERS[name].partition(":")
     return getattr(importlib.import_module(module), cls)

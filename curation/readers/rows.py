@@ -6,7 +6,7 @@ derives ids and marks the failed rows dropped at stage ``read``.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import polars as pl
@@ -15,8 +15,14 @@ import pyarrow.compute as pc
 
 from curation.filters.common import MEDIA_LIST, STAGE_READ
 from curation.operators import mark_dropped
+from curation.readers.base import (
+    BASE_SCHEMA,
+    PRIVATE_KEY,
+    PRIVATE_POS,
+    PRIVATE_URI,
+    SourceContext,
+)
 from curation.readers.columns import constant
-from curation.readers.base import BASE_SCHEMA, PRIVATE_KEY, PRIVATE_POS, PRIVATE_URI, SourceContext
 from manifests.schema import TURN_TYPE, make_id
 
 TURNS = pa.list_(TURN_TYPE)

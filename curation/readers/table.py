@@ -26,7 +26,12 @@ from curation.readers.base import ChunkSpec, Fingerprint, Reader, SourceContext
 from curation.readers.columns import constant, media_from_cells, turns_from_cells
 from curation.readers.keys import array_hash, hex_keys, table_hash
 from curation.readers.rows import assemble, concat, meta_json
-from curation.readers.tabular import TableFile, find_tables, read_table_range, table_rows
+from curation.readers.tabular import (
+    TableFile,
+    find_tables,
+    read_table_range,
+    table_rows,
+)
 from manifests.errors import RecipeError
 
 
@@ -216,7 +221,7 @@ def _hub_files(ctx: SourceContext) -> list[TableFile]:
         target = local
     try:
         ds = datasets.load_dataset(target, src.hub_config, split=src.split or "train")
-    except Exception as exc:  # hub/network/format problems are the user's to fix
+    except Exception as exc:  # noqa: BLE001 - hub/network/format problems are the user's to fix
         raise ctx.error(f"cannot load {src.hub!r}: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}", "hub") from None
     files = [f["filename"] for f in ds.cache_files]
     if not files:

@@ -1,9 +1,9 @@
-"""Tabular sources (JSONL, Parquet, datasets saved to disk, hub datasets): streamed in row ranges.
+"""Table files (Parquet, Arrow files of datasets saved to disk, JSON): finding them, counting and reading row ranges.
 
 A source is cut into row ranges of a fixed size that never depends on the
-number of workers. JSONL ranges are byte ranges found by one streaming scan for
-newlines (numpy over 8 MB blocks); Parquet and Arrow ranges come from their
-row counts. A range is read on its own, so no process ever holds a whole table.
+number of workers; Parquet and Arrow ranges come from their row counts (JSON
+ranges: curation.readers.jsonparse). A range is read on its own, in batches of
+its own size, so no process ever holds a whole table or row group.
 """
 from __future__ import annotations
 
@@ -11,9 +11,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -22,6 +20,7 @@ from manifests.errors import RecipeError
 BLOCK = 8 << 20
 
 #: table file suffixes and the format each is read as
+#: (".json" may hold JSON Lines or one JSON array: the JSON readers tell them apart by the first byte)
 TABLE_SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".arrow": "hf"}
 
 
@@ -96,52 +95,6 @@ def _format_of(name: str, fmt: str) -> str | None:
 # --------------------------------------------------------------------------- planning
 
 
-def jsonl_ranges(path: str, rows_per_chunk: int, limit: int | None = None) -> list[tuple[int, int, int, int]]:
-    """[(byte_start, byte_end, first_line, lines)] of ``rows_per_chunk`` lines each, from one newline scan.
-
-    ``limit`` counts lines (blank ones included) from the start of the file.
-    """
-    size = os.path.getsize(path)
-    if size == 0:
-        return []
-    cuts = [0]
-    count = offset = 0
-    end = size
-    stopped = False
-    with open(path, "rb") as fh:
-        while True:
-            block = fh.read(BLOCK)
-            if not block:
-                break
-            nl = np.flatnonzero(np.frombuffer(block, dtype=np.uint8) == 10)
-            if limit is not None and count + len(nl) >= limit:
-                nl = nl[: limit - count]
-                end = offset + int(nl[-1]) + 1
-                stopped = True
-            line_no = count + 1 + np.arange(len(nl))
-            cuts.extend((offset + nl[line_no % rows_per_chunk == 0] + 1).tolist())
-            count += len(nl)
-            offset += len(block)
-            if stopped:
-                break
-    total = count
-    if not stopped and not _ends_with_newline(path, size):
-        total += 1  # a last line without a newline
-    if cuts[-1] < end:
-        cuts.append(end)
-    ranges = []
-    for k, (a, b) in enumerate(zip(cuts[:-1], cuts[1:])):
-        first = k * rows_per_chunk
-        ranges.append((a, b, first, min(rows_per_chunk, total - first)))
-    return ranges
-
-
-def _ends_with_newline(path: str, size: int) -> bool:
-    with open(path, "rb") as fh:
-        fh.seek(size - 1)
-        return fh.read(1) == b"\n"
-
-
 def table_rows(tf: TableFile) -> int:
     if tf.format == "parquet":
         return pq.ParquetFile(tf.path).metadata.num_rows
@@ -162,34 +115,6 @@ def _arrow_reader(src):
 # --------------------------------------------------------------------------- reading
 
 
-def read_jsonl_range(path: str, start: int, end: int, first_line: int) -> Iterator[tuple[int, Any, str | None, str | None]]:
-    """(line number, parsed object or None, problem reason, detail) for each non-blank line of the range."""
-    with open(path, "rb") as fh:
-        fh.seek(start)
-        data = fh.read(end - start)
-    parts = data.split(b"\n")
-    if parts and parts[-1] == b"":
-        parts.pop()  # the range ends with a newline
-    for k, raw in enumerate(parts):
-        line_no = first_line + k
-        if not raw.strip():
-            continue
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            yield line_no, raw, "invalid_utf8", f"line {line_no + 1}: {exc}"
-            continue
-        try:
-            obj = json.loads(text)
-        except json.JSONDecodeError as exc:
-            yield line_no, raw, "invalid_json", f"line {line_no + 1}: {exc.msg} at column {exc.colno}"
-            continue
-        if not isinstance(obj, dict):
-            yield line_no, raw, "invalid_json", f"line {line_no + 1}: a {type(obj).__name__}, not an object"
-            continue
-        yield line_no, obj, None, None
-
-
 def read_table_range(tf: TableFile, row0: int, rows: int) -> pa.Table:
     """Rows [row0, row0+rows) of a Parquet or Arrow file, touching only the row groups/batches needed."""
     if tf.format == "parquet":
@@ -204,8 +129,17 @@ def read_table_range(tf: TableFile, row0: int, rows: int) -> pa.Table:
             base += n
         if not groups:
             return pf.schema_arrow.empty_table()
-        t = pf.read_row_groups(groups)
-        return t.slice(row0 - first_base, rows)
+        # stream the row groups in batches of the chunk's size: memory follows the chunk, not the row group
+        skip = row0 - first_base
+        parts, seen = [], 0
+        for batch in pf.iter_batches(batch_size=max(1, rows), row_groups=groups, use_threads=False):
+            lo, hi = max(0, skip - seen), min(batch.num_rows, skip + rows - seen)
+            if hi > lo:
+                parts.append(batch.slice(lo, hi - lo))
+            seen += batch.num_rows
+            if seen >= skip + rows:
+                break
+        return pa.Table.from_batches(parts, schema=pf.schema_arrow) if parts else pf.schema_arrow.empty_table()
     with pa.memory_map(tf.path) as src:
         batches, base = [], 0
         for b in _arrow_reader(src):
