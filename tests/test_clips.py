@@ -126,7 +126,7 @@ def test_scene_cuts_match_pyscenedetect(tmp_path):
     sm = scenedetect.SceneManager()
     sm.add_detector(scenedetect.ContentDetector())
     sm.detect_scenes(video)
-    theirs = [s[0].get_frames() for s in sm.get_scene_list()[1:]]
+    theirs = [s[0].frame_num for s in sm.get_scene_list()[1:]]
     ours = content_cuts(scan_video(tmp_path / "shots.mp4").scores).tolist()
     assert ours == theirs
 
