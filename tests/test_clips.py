@@ -333,3 +333,19 @@ def test_recipe_rejects_clips_on_other_kinds(tmp_path):
         parse_recipe({"sources": [{"name": "t", "kind": "text", "path": str(tmp_path / "a.txt"), "clips": {}}]})
     with pytest.raises(RecipeError, match="max_s"):
         parse_recipe({"sources": [{"name": "v", "kind": "video", "path": str(tmp_path), "clips": {"min_s": 5, "max_s": 2}}]})
+
+
+def test_transcode_writes_each_clip_as_a_file(tmp_path):
+    concat_video(tmp_path / "a.mp4")
+    cfg = ClipConfig(min_s=0.5, transcode={"dir": str(tmp_path / "out"), "codec": "mpeg4", "max_side": 96})
+    out = [r for r in _rows(expand_clips(_table([_base_row(tmp_path / "a.mp4")]), cfg, str(tmp_path / "out")))]
+    assert len(out) == 3 and all(r["_drop_reason"] is None for r in out)
+    for r, frames in zip(out, (20, 30, 25)):
+        ref = r["media"][0]
+        assert ref["start_s"] is None and Path(ref["uri"]).is_file() and ref["uri"].startswith(str(tmp_path / "out"))
+        assert ref["frames"] == frames == M.count_decoded_frames(ref["uri"])
+        assert max(ref["width"], ref["height"]) <= 96
+        assert json.loads(r["meta"])["source_uri"] == str(tmp_path / "a.mp4")
+    # the same clip encodes to the same bytes (resume and reruns are reproducible)
+    again = _rows(expand_clips(_table([_base_row(tmp_path / "a.mp4")]), cfg, str(tmp_path / "out2")))
+    assert Path(again[0]["media"][0]["uri"]).read_bytes() == Path(out[0]["media"][0]["uri"]).read_bytes()

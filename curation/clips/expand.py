@@ -96,6 +96,7 @@ def _video_rows(row: dict, cfg: ClipConfig, transcode_dir: str | None) -> list[d
 
             try:
                 new["media"] = [transcode_clip(media, cfg.transcode, _clip_path(transcode_dir, row, span))]
+                new["meta"] = json.dumps({**m, "source_uri": path}, ensure_ascii=False, sort_keys=True)
             except M.MediaError as exc:
                 new = _dropped(new, "transcode", exc.reason, exc.detail)
         rows.append(new)
