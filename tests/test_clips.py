@@ -349,3 +349,23 @@ def test_transcode_writes_each_clip_as_a_file(tmp_path):
     # the same clip encodes to the same bytes (resume and reruns are reproducible)
     again = _rows(expand_clips(_table([_base_row(tmp_path / "a.mp4")]), cfg, str(tmp_path / "out2")))
     assert Path(again[0]["media"][0]["uri"]).read_bytes() == Path(out[0]["media"][0]["uri"]).read_bytes()
+
+
+def test_notebook_card_shows_the_clip_span_and_frames_inside_it(clip_manifest, monkeypatch):
+    from manifests.cards import card_html
+    from manifests.reader import open_manifest
+    from manifests.thumbs import STRIP_ITEMS, strip_uris
+
+    monkeypatch.setenv("SMOLCURATE_THUMB_CACHE", "")
+    rows = open_manifest(clip_manifest).table().to_pylist()
+    row = next(r for r in rows if r["media"][0]["start_s"] == 2.0)
+    html = card_html(row)
+    assert "clip 2.00\u20135.00 s" in html and "30 frames" in html
+    assert len(strip_uris(row["media"])) == STRIP_ITEMS
+    # the strip's frames are the clip's: first and last frame of the clip, not of the video
+    ref = row["media"][0]
+    from media.refs import decode_video_ref
+
+    frames = decode_video_ref(ref, STRIP_ITEMS)
+    whole = M.read_video_frames(ref["uri"], [20, 49])
+    assert np.array_equal(frames[0], whole[0]) and np.array_equal(frames[-1], whole[1])

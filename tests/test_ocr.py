@@ -118,3 +118,28 @@ def test_recipe_errors(tmp_path, scan):
     recipe = parse_recipe({**base, "document": {"ocr": "auto"}})
     with pytest.raises(RecipeError, match="top-level `document:`"):
         PageOcr.check(recipe.document, recipe, "enrich.ocr")
+
+
+def test_notebook_card_draws_the_ocr_boxes_on_the_page(scan, tmp_path, monkeypatch):
+    import base64
+    import io
+    import re
+
+    import numpy as np
+    from PIL import Image
+
+    from manifests.cards import card_html
+
+    monkeypatch.setenv("SMOLCURATE_THUMB_CACHE", "")
+    kept, _ = _curate([scan], {"ocr": "auto"})
+    row = kept.to_pylist()[0]
+    html = card_html(row)
+    assert "OCR p1" in html and f"{len(row['ocr_lines'])} lines" in html
+
+    def reds(page_html: str) -> int:
+        uri = re.search(r"src='data:image/jpeg;base64,([^']+)'", page_html).group(1)
+        a = np.asarray(Image.open(io.BytesIO(base64.b64decode(uri))).convert("RGB")).astype(int)
+        return int(((a[..., 0] > 150) & (a[..., 1] < 100) & (a[..., 2] < 100)).sum())
+
+    assert reds(html) > 50  # the boxes are drawn in red on the page thumbnail
+    assert reds(card_html({**row, "ocr_lines": None, "ocr": None})) == 0
