@@ -49,16 +49,78 @@ class TarScan:
     cut_member: str | None = None  # the member whose header or data was cut
 
 
+_BLOCK = 512
+_PLAIN = (b"0", b"\0", b"7")  # regular file types
+_SKIP = (b"1", b"2", b"3", b"4", b"5", b"6")  # links, devices, folders, FIFOs: not members to read
+
+
+def _octal(field: bytes) -> int:
+    if field[:1] in (b"\x80", b"\xff"):  # base-256 (GNU) for sizes of 8 GiB and more
+        return int.from_bytes(field[1:], "big") if field[:1] == b"\x80" else -1
+    digits = field.split(b"\0", 1)[0].strip()
+    return int(digits, 8) if digits else 0
+
+
+def _scan_plain(fh, start: int, stop: int | None, size: int) -> TarScan | None:
+    """The fast path: ustar/v7 headers parsed directly, one 512-byte read per member (data is skipped).
+
+    Returns None at the first header it does not handle itself (GNU long names,
+    PAX records): the caller then rescans with ``tarfile``.
+    """
+    members: list[TarMember] = []
+    pos = start
+    while stop is None or pos < stop:
+        fh.seek(pos)
+        block = fh.read(_BLOCK)
+        if len(block) < _BLOCK:
+            if not block:
+                problem = "truncated: no end-of-archive marker after the last member"
+            else:
+                problem = f"truncated: a partial header of {len(block)} bytes at byte {pos}"
+            return TarScan(members, pos, problem)
+        if block.count(0) == _BLOCK:
+            return TarScan(members, pos, None)
+        try:
+            stored = _octal(block[148:156])
+            mtype = block[156:157]
+            msize = _octal(block[124:136])
+        except ValueError:
+            return None
+        if stored != sum(block) - sum(block[148:156]) + 8 * 32 or msize < 0:
+            return None  # not a header tarfile would accept either: let it produce the message
+        if mtype not in _PLAIN and mtype not in _SKIP:
+            return None
+        name = block[:100].split(b"\0", 1)[0]
+        if block[257:262] == b"ustar" and block[345:500].strip(b"\0"):
+            name = block[345:500].split(b"\0", 1)[0] + b"/" + name
+        data = pos + _BLOCK
+        if mtype in _PLAIN:
+            text = name.decode("utf-8", "surrogateescape")
+            if data + msize > size:
+                problem = f"truncated: member {text} needs {msize} bytes, {max(0, size - data)} left"
+                return TarScan(members, pos, problem, text)
+            members.append(TarMember(text, data, msize, pos))
+        pos = data + (msize + _BLOCK - 1) // _BLOCK * _BLOCK
+    return TarScan(members, pos, None)
+
+
 def scan_tar(path: str, start: int = 0, stop: int | None = None) -> TarScan:
     """Regular members whose header starts in [start, stop), without reading their data.
 
     ``start`` must be a header boundary (0, or a ``TarMember.header`` from an
-    earlier scan). Directories, links and other non-files are skipped.
+    earlier scan). Directories, links and other non-files are skipped. Plain
+    ustar headers are parsed directly; long names and PAX headers go through
+    ``tarfile``.
     """
     try:
         size = os.path.getsize(path)
     except OSError as exc:
         raise _os_error(exc, path) from None
+    if size > 0:
+        with _open(path) as fh:
+            fast = _scan_plain(fh, start, stop, size)
+        if fast is not None:
+            return fast
     members: list[TarMember] = []
     end = start
     problem = cut = None

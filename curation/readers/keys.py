@@ -8,7 +8,10 @@ as bytes, lists and structs recursively) with numpy only:
 - bytes of a string or binary value are hashed as a polynomial
   ``sum d_i * P**(i - start)`` modulo 2**64, computed for every value of an
   array at once from one running sum over the data buffer (in fixed blocks, so
-  memory stays bounded) and the inverse of ``P`` modulo 2**64;
+  memory stays bounded) and the inverse of ``P`` modulo 2**64; values longer
+  than ``FULL_BYTES`` (embedded images) contribute their length, first 2 KB,
+  last 1 KB and 256 evenly spaced bytes, so a key costs the same for a 5 KB
+  and a 5 MB image;
 - list elements are mixed with their position, so order counts;
 - struct fields and table columns are mixed with a hash of their name.
 
@@ -25,11 +28,15 @@ import pyarrow.compute as pc
 _MASK = (1 << 64) - 1
 _P = 0x100000001B3  # odd, so invertible modulo 2**64
 _PINV = pow(_P, -1, 1 << 64)
-_BLOCK = 1 << 20
+_BLOCK = 1 << 18  # bytes per numpy pass: the work buffers stay in cache
 _NULL = np.uint64(0x6A09E667F3BCC909)
 _K1 = np.uint64(0x9E3779B97F4A7C15)
 _K2 = np.uint64(0xBF58476D1CE4E5B9)
 _K3 = np.uint64(0x94D049BB133111EB)
+
+#: binary and string values up to this many bytes are hashed whole; longer ones are sampled (_sampled_hash)
+FULL_BYTES = 4096
+_HEAD, _TAIL, _SAMPLES = 2048, 1024, 256
 
 _POWERS: np.ndarray | None = None
 
@@ -88,6 +95,7 @@ def _bytes_hash(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.nd
     sorted_pts = points[order]
     prefix = np.zeros(len(points), np.uint64)  # S(k) = sum_{i<k} d_i P**i
     pw = _powers()
+    work = np.empty(min(_BLOCK, max(len(data), 1)), np.uint64)
     carry = np.uint64(0)
     scale = np.uint64(1)  # P**block_start
     total = len(data)
@@ -97,7 +105,10 @@ def _bytes_hash(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.nd
             blk = data[s : s + _BLOCK]
             m = len(blk)
             hi = int(np.searchsorted(sorted_pts, s + m, side="left")) if s + m < total else len(sorted_pts)
-            raw = np.cumsum(blk.astype(np.uint64) * pw[:m], dtype=np.uint64) if m else None
+            raw = None
+            if m:
+                raw = np.multiply(blk, pw[:m], dtype=np.uint64, out=work[:m])
+                np.cumsum(raw, out=raw)
             if hi > lo:
                 rel = sorted_pts[lo:hi] - s
                 if m:
@@ -125,7 +136,38 @@ def _binary_hash(arr: pa.Array) -> np.ndarray:
     bufs = arr.buffers()
     offsets = np.frombuffer(bufs[1], dtype=off_type)[arr.offset : arr.offset + len(arr) + 1].astype(np.int64)
     data = np.frombuffer(bufs[2], dtype=np.uint8) if bufs[2] is not None else np.zeros(0, np.uint8)
-    return _bytes_hash(data, offsets[:-1], offsets[1:])
+    starts, ends = offsets[:-1], offsets[1:]
+    lengths = ends - starts
+    big = lengths > FULL_BYTES
+    if not big.any():
+        return _bytes_hash(data, starts, ends)
+    h = np.empty(len(starts), np.uint64)
+    small = ~big
+    h[small] = _bytes_hash(data, starts[small], ends[small])
+    h[big] = _sampled_hash(data, starts[big], lengths[big])
+    return h
+
+
+def _sampled_hash(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Values longer than FULL_BYTES (image bytes): their length, head, tail and evenly spaced bytes.
+
+    A key, not a dedup signature (exact dedup hashes every byte): two different
+    images would have to agree on all of these to share it, and even then the
+    id fix-up keeps their ids apart.
+    """
+    n = len(starts)
+    span = lengths - _HEAD - _TAIL
+    rel = np.concatenate([np.arange(_HEAD), np.zeros(_SAMPLES, np.int64), np.arange(_TAIL)])
+    idx = np.broadcast_to(rel, (n, len(rel))).copy()
+    idx[:, _HEAD:_HEAD + _SAMPLES] = _HEAD + (np.arange(_SAMPLES)[None, :] * span[:, None]) // _SAMPLES
+    idx[:, _HEAD + _SAMPLES:] += (lengths - _TAIL)[:, None]
+    idx += starts[:, None]
+    picked = data[idx.ravel()]
+    width = len(rel)
+    seg0 = np.arange(n, dtype=np.int64) * width
+    h = _bytes_hash(picked, seg0, seg0 + width)
+    with np.errstate(over="ignore"):
+        return _mix(h ^ _mix(lengths.astype(np.uint64) + _K3))
 
 
 def _numeric_hash(arr: pa.Array) -> np.ndarray:
