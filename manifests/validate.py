@@ -85,12 +85,21 @@ def _missing_media(m: Manifest) -> list[str]:
     has_bytes = pc.is_valid(pc.struct_field(flat, "bytes"))
     need = pc.and_(pc.is_valid(uris), pc.invert(has_bytes))
     unique = pc.unique(pc.filter(uris, need)).to_pylist()
+    from media.containers import container_path, container_scheme
+
     missing = []
+    seen: set[str] = set()
     for uri in sorted(unique):
         parsed = urlparse(uri)
-        if parsed.scheme not in ("", "file") and len(parsed.scheme) > 1:
+        if container_scheme(uri) is not None:  # a tar member or Parquet cell: its shard or file must exist
+            local = container_path(uri)
+            if local in seen:
+                continue
+            seen.add(local)
+        elif parsed.scheme not in ("", "file") and len(parsed.scheme) > 1:
             continue  # remote URIs are not checked
-        local = parsed.path if parsed.scheme == "file" else uri
+        else:
+            local = parsed.path if parsed.scheme == "file" else uri
         if not Path(local).exists():
             missing.append(uri)
     return missing

@@ -122,3 +122,23 @@ def test_parquet_ranges_stream_large_row_groups(tmp_path):
     got = read_table_range(TableFile(str(tmp_path / "one_group.parquet"), "parquet"), 4321, 128)
     assert got.column("i").to_pylist() == list(range(4321, 4449))
     assert Path(tmp_path / "one_group.parquet").is_file()
+
+
+def test_validate_checks_the_shards_tar_members_live_in(tmp_path):
+    from curation.engine import run_job
+    from curation.recipe import load_recipe
+    from curation.synth import photo_like
+    from manifests import validate
+    from tests.readers_fixtures import img2dataset_shard, jpeg
+
+    img2dataset_shard(tmp_path / "s.tar", [(f"{i:03d}", jpeg(photo_like(i, (64, 48))), f"caption {i}", None)
+                                           for i in range(3)])
+    (tmp_path / "r.yaml").write_text("sources:\n  - {name: w, kind: image_text, path: s.tar}\n")
+    out = tmp_path / "out"
+    assert run_job(load_recipe(tmp_path / "r.yaml"), out, engine="local", quiet=True).sources["w"]["kept"] == 3
+    assert validate(out, check_media=True)["ok"]
+    (tmp_path / "s.tar").unlink()
+    from manifests import ManifestError
+
+    with pytest.raises(ManifestError, match="s.tar"):
+        validate(out, check_media=True)
