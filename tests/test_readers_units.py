@@ -142,3 +142,24 @@ def test_validate_checks_the_shards_tar_members_live_in(tmp_path):
 
     with pytest.raises(ManifestError, match="s.tar"):
         validate(out, check_media=True)
+
+
+def test_webdataset_numbered_images_and_json_turns(tmp_path):
+    """Several images per sample (k.0.jpg, k.1.jpg) and turns in the .json, as smolcurate export writes them."""
+    from curation.readers import SourceContext, read_source
+    from curation.recipe import Source
+    from curation.synth import photo_like
+    from tests.readers_fixtures import jpeg
+
+    turns = [{"role": "user", "content": "<image><image>Same?"}, {"role": "assistant", "content": "No."}]
+    members_shard(tmp_path / "e.tar", [
+        ("r1.json", json.dumps({"id": "r1", "turns": turns}).encode()),
+        ("r1.0.jpg", jpeg(photo_like(1, (40, 30)))), ("r1.1.jpg", jpeg(photo_like(2, (40, 30)))),
+        ("r2.jpg", jpeg(photo_like(3, (40, 30)))), ("r2.1.jpg", jpeg(photo_like(4, (40, 30)))),
+    ])
+    src = Source(name="e", kind="image_text", path=str(tmp_path / "e.tar"))
+    t = pa.concat_tables(list(read_source(SourceContext(0, src, (str(tmp_path / "e.tar"),), None, None))))
+    rows = t.to_pylist()
+    assert [len(r["media"]) for r in rows] == [2, 0]
+    assert rows[0]["turns"] == turns and rows[0]["media"][0]["uri"].endswith("#r1.0.jpg")
+    assert rows[1]["_drop_reason"] == "multiple_images"

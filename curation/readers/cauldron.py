@@ -71,7 +71,8 @@ class CauldronReader(TableReader):
     def convert(self, ctx: SourceContext, table: pa.Table, uris: pa.Array, pos: np.ndarray, base: str) -> pa.Table:
         images_col, texts_col = self.columns(ctx)
         n = table.num_rows
-        keys = row_keys(table, ctx.source.id_column)
+        id_col = ctx.source.id_column or ("id" if "id" in table.column_names else None)
+        keys = row_keys(table, id_col)
         media = media_from_cells(table.column(images_col), ctx.image_root or base)
         texts = table.column(texts_col).combine_chunks()
         if pa.types.is_large_list(texts.type):

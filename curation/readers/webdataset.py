@@ -4,11 +4,13 @@ Members are grouped into samples by key (the member name up to the first dot
 of its base name, as the ``webdataset`` library does), consecutive members
 forming one sample:
 
-- images from ``.jpg .jpeg .png .webp``, referenced in place
+- images from ``.jpg .jpeg .png .webp`` (several per sample as ``.0.jpg``,
+  ``.1.jpg``, ... in that order), referenced in place
   (``tar://shard?offset=..&size=..#member``, see ``media.containers``): planning
   and reading touch tar headers and the small text members only;
 - text from ``.txt`` / ``.caption``, or from the ``.json`` field named by
-  ``text_column``; the whole ``.json`` goes to ``meta``;
+  ``text_column``; the whole ``.json`` goes to ``meta``, and its ``turns``
+  (``[{role, content}]``) or ``conversations`` (``[{from, value}]``) become turns;
 - SmolVLM's document layout, ``{id}.{i}.text.txt`` / ``{id}.{i}.image.jpeg`` /
   ``{id}.metadata.txt``: one interleaved document per id, texts and
   ``<image>`` placeholders in the order of ``i``.
@@ -33,13 +35,16 @@ import pyarrow as pa
 
 from curation.filters.common import MEDIA_LIST
 from curation.readers.base import ChunkSpec, Fingerprint, Reader, SourceContext
+from curation.readers.columns import TURNS
 from curation.readers.rows import assemble
 from curation.recipe import expand_braces
 from media.containers import TarMember, iter_members, scan_tar, tar_uri
 
 IMAGE_EXTS = {"jpg": "JPEG", "jpeg": "JPEG", "png": "PNG", "webp": "WEBP"}
+_ROLES = {"human": "user", "gpt": "assistant", "bot": "assistant", "model": "assistant"}
 TEXT_EXTS = ("txt", "caption")
 _DOC_PART = re.compile(r"^(\d+)\.(text|image)\.([A-Za-z0-9]+)$")
+_NUMBERED = re.compile(r"^(\d+)\.(jpg|jpeg|png|webp)$")  # several images of one sample: k.0.jpg, k.1.jpg
 
 
 @dataclass(frozen=True)
@@ -145,7 +150,7 @@ class WebDatasetReader(Reader):
         groups = group(scan.members)
         small = [m for _, ms in groups for m in ms if not _is_image(m.name)]
         data = {m.offset: d for m, d in iter_members(spec.shard, small)}
-        rows: dict[str, list] = {k: [] for k in ("key", "uri", "media", "text", "meta", "reason", "detail")}
+        rows: dict[str, list] = {k: [] for k in ("key", "uri", "media", "text", "turns", "meta", "reason", "detail")}
         for key, members in groups:
             _sample(ctx, spec, key, members, data, rows)
         if scan.problem and spec.stop < 0:
@@ -157,7 +162,8 @@ class WebDatasetReader(Reader):
                 _add(rows, f"{spec.label}:{name}", f"{spec.shard}#{name}", fail=("truncated_shard", f"{spec.shard}: {scan.problem}"))
         n = len(rows["key"])
         return assemble(ctx, rows["key"], rows["uri"], spec.pos0 + np.arange(n), media=pa.array(rows["media"], MEDIA_LIST),
-                        text=pa.array(rows["text"], pa.string()), meta=pa.array(rows["meta"], pa.string()),
+                        text=pa.array(rows["text"], pa.string()), turns=pa.array(rows["turns"], TURNS),
+                        meta=pa.array(rows["meta"], pa.string()),
                         fail_reason=rows["reason"], fail_detail=rows["detail"])
 
 
@@ -175,14 +181,15 @@ def _next_header(members: list[TarMember], groups: list) -> int:
 def _is_image(name: str) -> bool:
     ext = split_name(name)[1]
     m = _DOC_PART.match(ext)
-    return (m.group(2) == "image") if m else ext in IMAGE_EXTS
+    return (m.group(2) == "image") if m else (ext in IMAGE_EXTS or _NUMBERED.match(ext) is not None)
 
 
-def _add(rows: dict, key: str, uri: str, media=None, text=None, meta=None, fail=None) -> None:
+def _add(rows: dict, key: str, uri: str, media=None, text=None, meta=None, fail=None, turns=None) -> None:
     rows["key"].append(key)
     rows["uri"].append(uri)
     rows["media"].append(media or [])
     rows["text"].append(text)
+    rows["turns"].append(turns)
     rows["meta"].append(meta)
     rows["reason"].append(fail[0] if fail else None)
     rows["detail"].append(fail[1] if fail else None)
@@ -214,14 +221,19 @@ def _sample(ctx: SourceContext, spec: ShardSpec, key: str, members: list[TarMemb
         _document(spec, rkey, uri, by_ext, data, rows)
         return
     images = [(e, m) for e, m in by_ext.items() if e in IMAGE_EXTS]
-    if not images:
+    numbered = sorted((int(mm.group(1)), e, m) for e, m in by_ext.items() if (mm := _NUMBERED.match(e)))
+    if not images and not numbered:
         _add(rows, rkey, uri, fail=("missing_image", f"{uri}: no {'/'.join(IMAGE_EXTS)} member"))
         return
-    if len(images) > 1:
-        _add(rows, rkey, uri, fail=("multiple_images", f"{uri}: {', '.join(m.name for _, m in images)}"))
+    if len(images) > 1 or (images and numbered):
+        names_ = [m.name for _, m in images] + [m.name for _, _, m in numbered]
+        _add(rows, rkey, uri, fail=("multiple_images", f"{uri}: {', '.join(names_)} (number several images k.0.jpg, k.1.jpg)"))
         return
+    if numbered:
+        images = [(e, m) for _, e, m in numbered]
     meta = None
     text = None
+    turns = None
     fail = None
     if "json" in by_ext:
         raw, fail = _decode(data[by_ext["json"].offset], by_ext["json"].name)
@@ -232,6 +244,7 @@ def _sample(ctx: SourceContext, spec: ShardSpec, key: str, members: list[TarMemb
                 field = ctx.source.text_column
                 if field and isinstance(obj, dict) and isinstance(obj.get(field), str):
                     text = obj[field]
+                turns = _json_turns(obj)
             except json.JSONDecodeError as exc:
                 fail = ("invalid_json", f"{by_ext['json'].name}: {exc.msg} at column {exc.colno}")
     if text is None and fail is None:
@@ -239,11 +252,26 @@ def _sample(ctx: SourceContext, spec: ShardSpec, key: str, members: list[TarMemb
             if ext in by_ext:
                 text, fail = _decode(data[by_ext[ext].offset], by_ext[ext].name)
                 break
-    if fail is None and ctx.kind == "image_text" and text is None:
+    if fail is None and ctx.kind == "image_text" and text is None and turns is None:
         fail = ("missing_text", f"{uri}: no .txt/.caption member" + (f" and no {ctx.source.text_column!r} in .json"
                                                                      if ctx.source.text_column else ""))
-    e, m = images[0]
-    _add(rows, rkey, uri, media=[_ref(spec.shard, m, e)], text=text, meta=meta, fail=fail)
+    _add(rows, rkey, uri, media=[_ref(spec.shard, m, e) for e, m in images], text=text, turns=turns, meta=meta, fail=fail)
+
+
+def _json_turns(obj) -> list[dict] | None:
+    """``turns`` ([{role, content}]) or ``conversations`` ([{from, value}]) of a sample's .json, if it has them."""
+    if not isinstance(obj, dict):
+        return None
+    raw = obj.get("turns") or obj.get("conversations")
+    if not isinstance(raw, list):
+        return None
+    out = []
+    for t in raw:
+        if isinstance(t, dict):
+            role = str(t.get("role", t.get("from", "user")))
+            content = t.get("content", t.get("value"))
+            out.append({"role": _ROLES.get(role, role), "content": None if content is None else str(content)})
+    return out or None
 
 
 def _document(spec: ShardSpec, rkey: str, uri: str, by_ext: dict, data: dict, rows: dict) -> None:
