@@ -12,7 +12,7 @@ import json
 import os
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
-from manifests.thumbs import STRIP, THUMB, strip_uris, thumb_uri
+from manifests.thumbs import STRIP, THUMB, ocr_strip_uris, strip_uris, thumb_uri
 
 if TYPE_CHECKING:  # pragma: no cover
     from manifests.reader import Manifest
@@ -108,6 +108,9 @@ def row_name(row: Mapping[str, Any]) -> str:
     uri = row.get("uri")
     if uri:
         return os.path.basename(str(uri))
+    text = " ".join(str(row.get("text") or "").split())
+    if text:  # a text row of a table without an id or path column: its first words
+        return f"\u201c{text[:36]}\u2026\u201d" if len(text) > 36 else f"\u201c{text}\u201d"
     return str(row.get("id"))
 
 
@@ -175,7 +178,8 @@ def card_html(row: Mapping[str, Any], checks: list[dict[str, Any]] | None = None
     modality = str(row.get("modality") or "")
     pics = ""
     if media and (modality in ("document", "video") or len(media) > 1):
-        strip = strip_uris(media)
+        # OCRed pages carry their line boxes; a clip's strip is sampled inside its start_s/end_s
+        strip = ocr_strip_uris(media, row["ocr_lines"]) if row.get("ocr_lines") else strip_uris(media)
         if strip:
             pics = "<div class='sc-strip'>" + "".join(f"<img src='{u}' alt='page or frame'/>" for u in strip) + "</div>"
     elif media:
@@ -188,6 +192,12 @@ def card_html(row: Mapping[str, Any], checks: list[dict[str, Any]] | None = None
     dropped = bool(row.get("reason"))
     parts = [pics, f"<div class='sc-name' title='{html.escape(str(row.get('id')))}'>{html.escape(row_name(row))}</div>",
              f"<div class='sc-meta'>{html.escape(str(row.get('source')))} · {html.escape(modality)}</div>"]
+    if media and media[0].get("start_s") is not None and media[0].get("end_s") is not None:
+        parts.append(f"<div class='sc-meta'>clip {float(media[0]['start_s']):.2f}\u2013{float(media[0]['end_s']):.2f} s"
+                     f" \u00b7 {int(media[0].get('frames') or 0)} frames</div>")
+    if row.get("ocr"):
+        parts.append(f"<div class='sc-meta'>OCR p{','.join(str(p + 1) for p in row['ocr'].get('pages') or [])}"
+                     f" \u00b7 {len(row.get('ocr_lines') or [])} lines</div>")
     if note:
         parts.append(f"<div class='sc-match'>{note}</div>")
     if dropped:
