@@ -181,11 +181,15 @@ class Strategy:
     def _normalizer(self) -> pixels.Normalizer:
         return pixels.Normalizer(self.image_mean, self.image_std)
 
-    def split_image(self, image: Image.Image | np.ndarray, *, normalize: bool = True) -> SplitResult:
+    def split_image(
+        self, image: Image.Image | np.ndarray, *, normalize: bool = True, out: np.ndarray | None = None
+    ) -> SplitResult:
         """Tiles (row-major, global last) exactly as transformers' SmolVLM processor makes them.
 
         Alpha is composited on white. With ``normalize=False`` the tiles are uint8 RGB
-        (4x smaller, for storing); otherwise float32 ``(v/255 - mean) / std``.
+        (4x smaller, for storing); otherwise float32 ``(v/255 - mean) / std``. ``out``
+        ([tiles, 3, T, T] of that dtype, e.g. a slice of a batch tensor) receives the
+        tiles in place, saving a copy.
         """
         if isinstance(image, np.ndarray):
             image = Image.fromarray(np.ascontiguousarray(image))
@@ -197,7 +201,11 @@ class Strategy:
         resized = pixels.resize(rgb, rw, rh)
         t = self.tile
         norm = self._normalizer if normalize else None
-        out = np.empty((plan.tiles, 3, t, t), dtype=np.float32 if normalize else np.uint8)
+        dtype = np.float32 if normalize else np.uint8
+        if out is None:
+            out = np.empty((plan.tiles, 3, t, t), dtype=dtype)
+        elif out.shape != (plan.tiles, 3, t, t) or out.dtype != dtype:
+            raise UserError(f"out must be {(plan.tiles, 3, t, t)} {np.dtype(dtype)}, got {out.shape} {out.dtype}", field="out")
         if plan.rows:
             snapped = pixels.resize(resized, *plan.size)
             pixels.write_tiles(snapped, plan.rows, plan.cols, t, out, norm)
