@@ -28,7 +28,7 @@ import logging
 import os
 import tempfile
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -38,6 +38,7 @@ from PIL import Image
 
 from manifests.errors import UserError
 from tokenization import packing as packing_mod
+from tokenization import pixels
 from tokenization.chat import SMOLVLM_CHAT_TEMPLATE, ChatRenderer, build_messages
 from tokenization.strategy import Strategy, get_strategy
 
@@ -171,17 +172,29 @@ def resolve_tokenizer(tokenizer: Any, strategy: Strategy) -> TokenizerSpec:
 # --------------------------------------------------------------------------- one sample
 @dataclass
 class Sample:
-    """One encoded row: token ids, labels and its tiles (in the order of the placeholders)."""
+    """One encoded row: token ids, labels and its tiles (in the order of the placeholders).
+
+    Inside the collator's own ``__call__`` the image tiles are *pending* (``tiles`` None,
+    ``parts`` holding the RGB images and their tile counts): they are split straight into
+    the batch tensor, saving a copy. :meth:`SmolVLMCollator.encode` returns them made.
+    """
 
     id: Any
     input_ids: np.ndarray  # int64 [n]
     labels: np.ndarray  # int64 [n]
-    tiles: np.ndarray  # [tiles, 3, T, T] float32 (uint8 with pixel_dtype="uint8")
+    tiles: np.ndarray | None  # [tiles, 3, T, T] float32 (uint8 with pixel_dtype="uint8"); None while pending
     images: int  # encoder images: images + kept video frames
     image_tokens: int
+    parts: list = field(default_factory=list)  # pending: (RGB image, tiles) pairs and made tile arrays, in order
 
     def __len__(self) -> int:
         return int(self.input_ids.size)
+
+    @property
+    def n_tiles(self) -> int:
+        if self.tiles is not None:
+            return int(self.tiles.shape[0])
+        return sum(p.shape[0] if isinstance(p, np.ndarray) else p[1] for p in self.parts)
 
 
 def _as_pil(img: Any) -> Image.Image:
@@ -206,6 +219,16 @@ def _video_source(ref: Mapping[str, Any], spill: list[str]) -> str:
         fh.write(src)
     spill.append(path)
     return path
+
+
+def _empty(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """An uninitialized tensor; inside a DataLoader worker it lives in shared memory already, as default_collate
+    does, so handing the batch to the main process costs no copy of the (large) pixel tensors."""
+    if torch.utils.data.get_worker_info() is None:
+        return torch.empty(shape, dtype=dtype)
+    elem = torch.empty(0, dtype=dtype)
+    storage = elem._typed_storage()._new_shared(int(np.prod(shape)), device=elem.device)
+    return elem.new(storage).resize_(*shape)
 
 
 # --------------------------------------------------------------------------- the collator
@@ -346,8 +369,11 @@ class SmolVLMCollator:
             for p in spill:
                 os.unlink(p)
 
-    def encode(self, row: Mapping[str, Any]) -> Sample:
-        """One row -> one :class:`Sample`; raises :class:`SampleError` naming the row id on bad input."""
+    def encode(self, row: Mapping[str, Any], *, defer_pixels: bool = False) -> Sample:
+        """One row -> one :class:`Sample`; raises :class:`SampleError` naming the row id on bad input.
+
+        ``defer_pixels`` leaves the image tiles pending (see :class:`Sample`) for :meth:`collate`.
+        """
         rid = row.get("id")
         st = self.strategy
         try:
@@ -380,7 +406,7 @@ class SmolVLMCollator:
         # tiles and prompt blocks, in the order the placeholders appear
         pieces: list[str] = []
         shifts: list[tuple[int, int]] = []  # (rendered position after the marker, cumulative growth)
-        tiles: list[np.ndarray] = []
+        tiles: list[Any] = []
         n_enc = 0
         pos, grow, i_img, i_vid = 0, 0, 0, 0
         tokens = (st.image_token, VIDEO_TOKEN)
@@ -395,11 +421,15 @@ class SmolVLMCollator:
                 if i_img >= len(images):
                     raise SampleError(rid, "image_count", f"the rendered text has more {marker} than the row's {len(images)} image(s)")
                 try:
-                    split = st.split_image(_as_pil(images[i_img]), normalize=self.pixel_dtype == "float32")
+                    rgb = pixels.to_rgb(_as_pil(images[i_img]))  # forces the decode: failures belong to this row
+                    plan = st.plan_image(*rgb.size)
+                    if not defer_pixels:
+                        tiles.append(st.split_image(rgb, normalize=self.pixel_dtype == "float32").tiles)
                 except Exception as exc:
-                    raise SampleError(rid, "decode", f"image {i_img} cannot be split: {exc}") from None
-                block = self._image_block(split.rows, split.cols)
-                tiles.append(split.tiles)
+                    raise SampleError(rid, "decode", f"image {i_img} cannot be decoded or split: {exc}") from None
+                if defer_pixels:
+                    tiles.append((rgb, plan.tiles))
+                block = self._image_block(plan.rows, plan.cols)
                 n_enc += 1
                 i_img += 1
             else:
@@ -442,14 +472,30 @@ class SmolVLMCollator:
                 keep |= (starts >= a2) & (starts < b2) & (ends > starts)
             keep &= ~np.isin(ids, self._never_label)
             labels[keep] = ids[keep]
-        t = st.tile
-        dtype = np.float32 if self.pixel_dtype == "float32" else np.uint8
-        all_tiles = np.concatenate(tiles) if tiles else np.zeros((0, 3, t, t), dtype=dtype)
         n_image_tokens = int((ids == self.image_token_id).sum())
-        if n_image_tokens != all_tiles.shape[0] * st.image_seq_len:
-            raise SampleError(rid, "image_count", f"{n_image_tokens} {st.image_token} tokens for {all_tiles.shape[0]} tiles")
-        sample = Sample(rid, ids, labels, all_tiles, n_enc, n_image_tokens)
+        if defer_pixels:
+            sample = Sample(rid, ids, labels, None, n_enc, n_image_tokens, tiles)
+        else:
+            sample = Sample(rid, ids, labels, self._concat(tiles), n_enc, n_image_tokens)
+        if n_image_tokens != sample.n_tiles * st.image_seq_len:
+            raise SampleError(rid, "image_count", f"{n_image_tokens} {st.image_token} tokens for {sample.n_tiles} tiles")
         return self._fit(sample)
+
+    def _concat(self, tiles: list[np.ndarray]) -> np.ndarray:
+        if len(tiles) == 1:
+            return tiles[0]
+        if tiles:
+            return np.concatenate(tiles)
+        t = self.strategy.tile
+        return np.zeros((0, 3, t, t), dtype=np.float32 if self.pixel_dtype == "float32" else np.uint8)
+
+    def tiles(self, sample: Sample) -> np.ndarray:
+        """The sample's tiles as one array (splitting pending images)."""
+        if sample.tiles is not None:
+            return sample.tiles
+        norm = self.pixel_dtype == "float32"
+        return self._concat([p if isinstance(p, np.ndarray) else self.strategy.split_image(p[0], normalize=norm).tiles
+                             for p in sample.parts])
 
     def _fit(self, sample: Sample) -> Sample:
         """Apply ``max_length``: keep, truncate (never through an image block) or refuse."""
@@ -460,17 +506,18 @@ class SmolVLMCollator:
             cut_images = int((sample.input_ids[L:] == self.image_token_id).sum())
             if cut_images == 0:
                 self.counters["truncated"] += 1
-                return Sample(sample.id, sample.input_ids[:L], sample.labels[:L], sample.tiles, sample.images, sample.image_tokens)
+                return Sample(sample.id, sample.input_ids[:L], sample.labels[:L], sample.tiles, sample.images,
+                              sample.image_tokens, sample.parts)
             raise SampleError(sample.id, "overlong", f"{len(sample)} tokens > max_length={L}, and truncating would cut an image block")
         raise SampleError(sample.id, "overlong", f"{len(sample)} tokens > max_length={L}")
 
-    def encode_many(self, rows: Sequence[Mapping[str, Any]]) -> list[Sample]:
+    def encode_many(self, rows: Sequence[Mapping[str, Any]], *, defer_pixels: bool = False) -> list[Sample]:
         """:meth:`encode` over rows; bad rows raise, or (``on_error="skip"``, or an overlong row with
         ``overlong="drop"``) are logged by id and counted in :attr:`counters`."""
         out = []
         for row in rows:
             try:
-                out.append(self.encode(row))
+                out.append(self.encode(row, defer_pixels=defer_pixels))
             except SampleError as exc:
                 drop = exc.reason == "overlong" and self.overlong == "drop"
                 if self.on_error == "raise" and not drop:
@@ -488,25 +535,35 @@ class SmolVLMCollator:
             return self._packed(samples)
         return self._padded(samples)
 
-    def _pixels(self, groups: Sequence[Sequence[np.ndarray]]) -> dict[str, torch.Tensor]:
+    def _pixels(self, groups: Sequence[Sequence[Sample]]) -> dict[str, torch.Tensor]:
+        """pixel_values (+ mask) of groups of samples (one group per batch row, or per pack)."""
         t = self.strategy.tile
-        counts = [sum(x.shape[0] for x in g) for g in groups]
+        counts = [sum(x.n_tiles for x in g) for g in groups]
         if self.flat_pixels:
-            flat = [x for g in groups for x in g if x.shape[0]]
-            return {"pixel_values": torch.from_numpy(np.concatenate(flat)),
+            flat = [self.tiles(x) for g in groups for x in g if x.n_tiles]
+            return {"pixel_values": torch.from_numpy(self._concat(flat)),
                     "tiles_per_sample": torch.tensor(counts, dtype=torch.int64)}
         width = max(counts) if counts else 0
         dtype = torch.float32 if self.pixel_dtype == "float32" else torch.uint8
-        pv = torch.zeros((len(groups), width, 3, t, t), dtype=dtype)
-        mask = torch.zeros((len(groups), width, t, t), dtype=torch.int64)
+        pv = _empty((len(groups), width, 3, t, t), dtype)
+        mask = _empty((len(groups), width, t, t), torch.int64)
+        dest = pv.numpy()
+        norm = self.pixel_dtype == "float32"
         for b, g in enumerate(groups):
             j = 0
             for x in g:
-                n = x.shape[0]
-                if n:
-                    pv[b, j : j + n] = torch.from_numpy(x)
+                parts = [x.tiles] if x.tiles is not None else x.parts
+                for p in parts:
+                    if isinstance(p, np.ndarray):
+                        n = p.shape[0]
+                        dest[b, j : j + n] = p
+                    else:  # a pending image: split straight into the batch
+                        n = p[1]
+                        self.strategy.split_image(p[0], normalize=norm, out=dest[b, j : j + n])
                     j += n
+            pv[b, j:] = 0
             mask[b, :j] = 1
+            mask[b, j:] = 0
         return {"pixel_values": pv, "pixel_attention_mask": mask}
 
     def _padded(self, samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
@@ -522,8 +579,8 @@ class SmolVLMCollator:
         out = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask)}
         if not self.for_generation:
             out["labels"] = torch.from_numpy(labels)
-        if any(s.tiles.shape[0] for s in samples):  # as the processor: no pixel keys for a text-only batch
-            out.update(self._pixels([[s.tiles] for s in samples]))
+        if any(s.n_tiles for s in samples):  # as the processor: no pixel keys for a text-only batch
+            out.update(self._pixels([[s] for s in samples]))
         return out
 
     def _packed(self, samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
@@ -550,7 +607,7 @@ class SmolVLMCollator:
         mask = np.zeros((P, L), dtype=np.int64)
         pos = np.zeros((P, L), dtype=np.int64)
         seq = np.zeros((P, L), dtype=np.int64)
-        tiles: list[list[np.ndarray]] = []
+        groups: list[list[Sample]] = []
         for p, members in enumerate(packs):
             j = 0
             for i in members.tolist():
@@ -560,19 +617,19 @@ class SmolVLMCollator:
                 j += n
             mask[p, :j] = 1
             pos[p], seq[p] = packing_mod.layout(lens[members], L)
-            tiles.append([samples[i].tiles for i in members.tolist()])
+            groups.append([samples[i] for i in members.tolist()])
         self.last_pack_stats = packing_mod.pack_stats(lens, pack_ids, L, [s.image_tokens for s in samples])
         out = {
             "input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask),
             "labels": torch.from_numpy(labels), "position_ids": torch.from_numpy(pos),
             "subsequence_ids": torch.from_numpy(seq),
         }
-        if any(s.tiles.shape[0] for s in samples):
-            out.update(self._pixels(tiles))
+        if any(s.n_tiles for s in samples):
+            out.update(self._pixels(groups))
         return out
 
     def __call__(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
-        return self.collate(self.encode_many(rows))
+        return self.collate(self.encode_many(rows, defer_pixels=True))
 
     # -- helpers -------------------------------------------------------------------------
     def normalize(self, pixel_values: torch.Tensor) -> torch.Tensor:
