@@ -19,9 +19,10 @@ temporary folder (deleted at the end unless ``--keep``):
 2. **WebDataset shards** (img2dataset layout, ``.jpg/.txt/.json`` per key): the
    ``webdataset`` reader against ``webdataset.WebDataset(urls)`` iterating the
    same shards (raw samples, no decoding).
-3. **Peak RSS**: one shard of at least 1 GB (``--big-gb``), read chunk by chunk
-   in a fresh process at two chunk sizes; the growth of the peak RSS over the
-   process's baseline is reported next to the shard size.
+3. **Peak RSS**: one tar shard and one Cauldron Parquet file (row groups of
+   1,000 rows, about 500 MB each) of at least 1 GB (``--big-gb``), read chunk by
+   chunk in a fresh process at two chunk sizes; the growth of the peak RSS over
+   the process's baseline (imports done) is reported next to the file size.
 
 ``--quick`` uses 20k rows, 4 small shards and a 1 GB shard read at one chunk size.
 """
@@ -178,21 +179,50 @@ print(rows, base, peak)
 """
 
 
+def write_big_parquet(path: Path, rows: int, image_bytes: int) -> None:
+    """A Cauldron-style Parquet file of large embedded images, row groups of 1,000 rows (hundreds of MB each)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    base = _jpegs(16)
+    rng = np.random.default_rng(3)
+    img_type = pa.list_(pa.struct([("bytes", pa.binary()), ("path", pa.string())]))
+    txt_type = pa.list_(pa.struct([("user", pa.string()), ("assistant", pa.string()), ("source", pa.string())]))
+    writer = pq.ParquetWriter(path, pa.schema([("images", img_type), ("texts", txt_type)]), compression="none")
+    for r0 in range(0, rows, 250):
+        n = min(250, rows - r0)
+        imgs = [[{"bytes": base[i % 16] + rng.bytes(image_bytes), "path": None}] for i in range(n)]
+        texts = [[{"user": "What is it?", "assistant": f"Row {r0 + i}.", "source": "bench"}] for i in range(n)]
+        writer.write_table(pa.table({"images": pa.array(imgs, img_type), "texts": pa.array(texts, txt_type)}),
+                           row_group_size=1000)
+    writer.close()
+
+
+def _rss(path: Path, chunk: int, expect: int) -> float:
+    res = subprocess.run([sys.executable, "-c", _RSS_CHILD, str(REPO), str(path), str(chunk)],
+                         capture_output=True, text=True, check=True)
+    rows, base, peak = (int(x) for x in res.stdout.split())
+    assert rows == expect, (rows, expect)
+    return (peak - base) / 1024
+
+
 def bench_rss(tmp: Path, gb: float, chunks: list[int]) -> dict:
+    """Peak RSS growth reading a >= gb shard and a >= gb Cauldron Parquet file, per chunk size (MB)."""
     folder = tmp / "big"
     folder.mkdir()
     per_sample = 512 << 10
     samples = int(gb * (1 << 30) / per_sample) + 1
     shard = write_shards(folder, 1, samples, image_bytes=per_sample)[0]
-    out = {"shard_gb": shard.stat().st_size / (1 << 30), "samples": samples}
+    out: dict = {"shard_gb": shard.stat().st_size / (1 << 30), "samples": samples, "tar": {}, "parquet": {}}
     for c in chunks:
-        res = subprocess.run([sys.executable, "-c", _RSS_CHILD, str(REPO), str(shard), str(c)],
-                             capture_output=True, text=True, check=True)
-        rows, base, peak = (int(x) for x in res.stdout.split())
-        assert rows == samples
-        out[f"chunk_{c}_growth_mb"] = (peak - base) / 1024
-        out[f"chunk_{c}_peak_mb"] = peak / 1024
+        out["tar"][c] = _rss(shard, c, samples)
     shard.unlink()
+    pq_path = folder / "big.parquet"
+    write_big_parquet(pq_path, samples, per_sample)
+    out["parquet_gb"] = pq_path.stat().st_size / (1 << 30)
+    for c in chunks:
+        out["parquet"][c] = _rss(pq_path, c, samples)
+    pq_path.unlink()
     return out
 
 
@@ -216,9 +246,10 @@ def main() -> None:
         w = bench_webdataset(tmp, args.shards, args.per_shard)
         print(f"webdataset shards: {w['samples']} samples; webdataset reader {w['ours_samples_s']:,.0f} samples/s, "
               f"webdataset library {w['webdataset_samples_s']:,.0f} samples/s (x{w['ratio']:.1f})")
-        r = bench_rss(tmp, args.big_gb, [64] if args.quick else [64, 1024])
-        parts = ", ".join(f"chunk {k.split('_')[1]}: peak RSS +{v:.0f} MB" for k, v in r.items() if k.endswith("growth_mb"))
-        print(f"1 shard of {r['shard_gb']:.2f} GB ({r['samples']} samples of 512 KB): {parts}")
+        r = bench_rss(tmp, args.big_gb, [32] if args.quick else [32, 256])
+        for what, size in (("tar", r["shard_gb"]), ("parquet", r["parquet_gb"])):
+            parts = ", ".join(f"chunk {c}: peak RSS +{v:.0f} MB" for c, v in r[what].items())
+            print(f"one {what} file of {size:.2f} GB ({r['samples']} samples with a 512 KB image): {parts}")
     finally:
         if args.keep:
             print(f"data kept in {tmp}")
