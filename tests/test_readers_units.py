@@ -163,3 +163,39 @@ def test_webdataset_numbered_images_and_json_turns(tmp_path):
     assert [len(r["media"]) for r in rows] == [2, 0]
     assert rows[0]["turns"] == turns and rows[0]["media"][0]["uri"].endswith("#r1.0.jpg")
     assert rows[1]["_drop_reason"] == "multiple_images"
+
+
+def test_webdataset_limit_and_chunks_cover_every_sample_once(tmp_path):
+    from curation.readers import SourceContext, plan_context, read_spec
+    from curation.recipe import Source
+    from tests.readers_fixtures import img2dataset_shard
+
+    for s in range(2):
+        img2dataset_shard(tmp_path / f"{s}.tar", [(f"{s}{i:03d}", b"\xff\xd8x", f"c{s}{i}", None) for i in range(7)])
+    for limit, chunk in ((None, 3), (9, 2), (7, 7), (1, 5)):
+        src = Source(name="w", kind="image_text", path=str(tmp_path / "*.tar"), chunk_size=chunk, limit=limit)
+        ctx = SourceContext(0, src, (str(tmp_path / "*.tar"),), None, None)
+        plan = plan_context(ctx)
+        rows = [r for spec in plan.chunks for r in read_spec(ctx, spec).to_pylist()]
+        want = [f"c{s}{i}" for s in range(2) for i in range(7)][:limit]
+        assert [r["text"] for r in rows] == want and plan.inputs == len(want)
+        assert [r["_pos"] for r in rows] == list(range(len(want)))
+
+
+@pytest.mark.parametrize("lines", [False, True])
+def test_json_chunks_and_limit_cover_every_element_once(tmp_path, lines):
+    from curation.readers import SourceContext, plan_context, read_spec
+    from curation.recipe import Source
+
+    rows = [{"id": f"r{i}", "image": f"{i}.jpg", "conversations": [{"from": "human", "value": f"q{i}"},
+                                                                   {"from": "gpt", "value": "a"}]} for i in range(11)]
+    path = llava_json(tmp_path / ("a.jsonl" if lines else "a.json"), rows, lines=lines)
+    for limit, chunk in ((None, 4), (5, 2), (11, 20)):
+        src = Source(name="l", kind="image_text", path=str(path), chunk_size=chunk, limit=limit)
+        ctx = SourceContext(0, src, (str(path),), None, None)
+        plan = plan_context(ctx)
+        assert plan.format == "llava"
+        got = [r for spec in plan.chunks for r in read_spec(ctx, spec).to_pylist()]
+        want = rows[:limit]
+        assert [r["_key"] for r in got] == [f"id:{r['id']}" for r in want]
+        assert [r["_uri"].rsplit("/", 1)[1] for r in got][:2] == (["a.jsonl:1", "a.jsonl:2"] if lines else ["a.json[0]", "a.json[1]"])

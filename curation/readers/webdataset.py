@@ -123,20 +123,16 @@ class WebDatasetReader(Reader):
             groups = group(scan.members)
             tail = 1 if scan.problem and (scan.cut_member is None or not groups
                                           or split_name(scan.cut_member)[0] != groups[-1][0]) else 0
+            stop_at = -1  # the last chunk runs to the shard's end (and reports a cut tail)
             if remaining is not None and len(groups) >= remaining:
                 groups, tail = groups[:remaining], 0
-                scan_end = groups[-1][1][-1].offset + groups[-1][1][-1].size if groups else 0
                 stop_at = _next_header(scan.members, groups)
-            else:
-                scan_end = -1
-                stop_at = -1
-            for g0 in range(0, max(len(groups), 1 if tail else 0), ctx.chunk):
+            for g0 in range(0, max(len(groups), tail), ctx.chunk):
                 g1 = min(len(groups), g0 + ctx.chunk)
                 start = groups[g0][1][0].header if g0 < len(groups) else scan.end
                 last = g1 >= len(groups)
-                stop = (stop_at if last else groups[g1][1][0].header)
+                stop = stop_at if last else groups[g1][1][0].header
                 specs.append(ShardSpec(ctx.index, pos0 + g0, shard, label, start, stop, (g1 - g0) + (tail if last else 0)))
-            del scan_end
             n = len(groups) + tail
             pos0 += n
             if remaining is not None:
