@@ -79,6 +79,13 @@ def recipe_checks(m: "Manifest") -> dict[str, list[dict[str, Any]]]:
             out[src.name] = threshold_checks(rec, src.kind)
         except Exception:
             out[src.name] = []
+        if rec.enrich:  # model operators' thresholds, top-fraction cutoffs as recorded per source (curation.enrich)
+            try:
+                from curation.enrich.checks import enrich_checks
+
+                out[src.name] += enrich_checks(rec, src.name, (m.info.get("extra") or {}).get("enrich"))
+            except Exception:
+                pass
     return out
 
 

@@ -116,8 +116,14 @@ def test_thresholds_drop_exactly_the_rows_they_should(models, tmp_path):
     assert min(pairs_kept.column("score_clip").to_pylist()) > max(cut.column("score_clip").to_pylist())
     info = json.loads((tmp_path / "out" / "manifest.json").read_text())
     th = info["extra"]["enrich"]["clip_score"]["thresholds"]
-    assert th == [{"column": "score_clip", "op": ">=", "value": min(pairs_kept.column("score_clip").to_pylist()),
-                   "source": "pairs"}]
+    assert th == [{"key": "clip_score_top_fraction", "column": "score_clip", "op": ">=",
+                   "value": min(pairs_kept.column("score_clip").to_pylist()), "source": "pairs"}]
+    # what histograms draw: the cutoff line of this source, and the head/language thresholds
+    from curation.enrich.checks import enrich_checks
+
+    lines = enrich_checks(load_recipe(recipe), "pairs", info["extra"]["enrich"])
+    assert {(c["key"], c["column"]) for c in lines} == {("clip_score_top_fraction", "score_clip"),
+                                                        ("min_aesthetic", "score_aesthetic"), ("max_nsfw", "score_nsfw")}
     # language: the German note goes, English and French stay
     notes = kept.filter(pa.compute.equal(kept.column("source"), "notes"))
     assert sorted(notes.column("lang").to_pylist()) == ["en", "en", "fr"]

@@ -96,7 +96,8 @@ class Enricher(Operator):
 
     @classmethod
     def thresholds(cls, cfg: EnrichConfig) -> list[dict[str, Any]]:
-        """The thresholds the section sets, as ``{column, op, value}`` (``op`` keeps rows): for histograms."""
+        """The thresholds the section sets, as ``{key, column, op, value}``: ``key`` is the ledger reason,
+        ``op`` the keep condition. What manifest.json records and histograms draw."""
         return []
 
     def applies(self, source: Any) -> bool:

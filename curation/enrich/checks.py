@@ -1,7 +1,7 @@
-"""Driver-side checks of the recipe's model sections, and what the manifest records about them."""
+"""Driver-side checks of the recipe's model sections, and what the manifest records about their thresholds."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 from curation.enrich.registry import enricher_class
 from manifests.errors import RecipeError
@@ -18,22 +18,44 @@ def check_enrich(recipe: Any, gpus: int) -> None:
 
 
 def enrich_record(recipe: Any, cutoffs: dict[str, dict[str, float]]) -> dict[str, Any]:
-    """``manifest.json`` ``extra.enrich``: per section its score columns and thresholds.
+    """``manifest.json`` ``extra.enrich``: per section its operator, score columns and thresholds.
 
-    Each threshold is ``{column, op, value}`` where ``op`` is the keep condition
-    (``>=``: rows below ``value`` were dropped), plus ``source`` for cutoffs
-    resolved per source (a top fraction): what a histogram of the column draws.
+    Each threshold is ``{key, column, op, value}``: ``key`` is the ledger reason
+    of the rows it drops, ``op`` the keep condition (``>=``: rows below
+    ``value`` were dropped); a cutoff resolved per source (a top fraction)
+    also names its ``source``.
     """
     out: dict[str, Any] = {}
     for name, cfg in recipe.enrich.items():
         cls = enricher_class(name)
-        entry: dict[str, Any] = {"operator": cls.__name__, "columns": sorted(cls.columns)}
-        thresholds = list(cls.thresholds(cfg)) if hasattr(cls, "thresholds") else []
-        for key, per_source in cutoffs.items():
-            if key == cls.__name__:
-                column = getattr(cls, "SCORE", None) or (thresholds[0]["column"] if thresholds else "")
-                for src, value in sorted(per_source.items()):
-                    thresholds.append({"column": column or "", "op": ">=", "value": value, "source": src})
-        entry["thresholds"] = thresholds
-        out[name] = entry
+        thresholds = list(cls.thresholds(cfg))
+        for src, value in sorted(cutoffs.get(cls.__name__, {}).items()):
+            thresholds.append({"key": f"{name}_top_fraction", "column": getattr(cls, "SCORE", ""), "op": ">=",
+                               "value": value, "source": src})
+        out[name] = {"operator": cls.__name__, "columns": sorted(cls.columns), "thresholds": thresholds}
+    return out
+
+
+def enrich_checks(recipe: Any, source: str, extra_enrich: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The numeric thresholds the model sections set on one source, as ``threshold_checks`` rows.
+
+    ``{section, key, column, op, value}`` with ``key`` the ledger reason (stage
+    ``filter``); per-source cutoffs (top fractions) come from the manifest's
+    ``extra.enrich`` record when given. For histograms (``Manifest.hist``).
+    """
+    src = next((s for s in recipe.sources if s.name == source), None)
+    if src is None:
+        return []
+    out = []
+    for name, cfg in recipe.enrich.items():
+        cls = enricher_class(name)
+        if not cls(cfg, recipe).applies(src):
+            continue
+        rows = list(cls.thresholds(cfg))
+        recorded = ((extra_enrich or {}).get(name) or {}).get("thresholds") or []
+        rows += [t for t in recorded if t.get("source") == source]
+        for t in rows:
+            if t.get("op") in (">=", "<=", ">", "<") and t.get("value") is not None:
+                out.append({"section": f"enrich.{name}", "key": t["key"], "column": t["column"], "op": t["op"],
+                            "value": float(t["value"])})
     return out

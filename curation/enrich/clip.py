@@ -267,7 +267,7 @@ class ClipScoreFilter(Enricher):
 
     @classmethod
     def thresholds(cls, cfg: ClipScoreConfig) -> list[dict[str, Any]]:
-        return [{"column": SCORE_CLIP, "op": ">=", "value": cfg.min}] if cfg.min is not None else []
+        return [{"key": "clip_score", "column": SCORE_CLIP, "op": ">=", "value": cfg.min}] if cfg.min is not None else []
 
     def __call__(self, table: pa.Table) -> pa.Table:
         return check(table, SCORE_CLIP, ">=", self.cfg.min, self.stage, "clip_score")

@@ -145,9 +145,9 @@ class _HeadScore(Enricher):
     def thresholds(cls, cfg: HeadConfig) -> list[dict[str, Any]]:
         out = []
         if cfg.min is not None:
-            out.append({"column": cls.SCORE, "op": ">=", "value": cfg.min})
+            out.append({"key": f"min_{cls.section}", "column": cls.SCORE, "op": ">=", "value": cfg.min})
         if cfg.max is not None:
-            out.append({"column": cls.SCORE, "op": "<=", "value": cfg.max})
+            out.append({"key": f"max_{cls.section}", "column": cls.SCORE, "op": "<=", "value": cfg.max})
         return out
 
     def setup(self) -> None:

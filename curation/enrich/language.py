@@ -93,9 +93,9 @@ class LanguageId(Enricher):
     def thresholds(cls, cfg: LanguageConfig) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         if cfg.min_confidence is not None:
-            out.append({"column": "score_lang", "op": ">=", "value": cfg.min_confidence})
+            out.append({"key": "min_lang_confidence", "column": "score_lang", "op": ">=", "value": cfg.min_confidence})
         if cfg.languages is not None:
-            out.append({"column": "lang", "op": "in", "value": list(cfg.languages)})
+            out.append({"key": "language", "column": "lang", "op": "in", "value": list(cfg.languages)})
         return out
 
     def setup(self) -> None:
