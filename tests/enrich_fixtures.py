@@ -22,7 +22,7 @@ def save_tokenizer(folder: Path) -> dict[str, int]:
     from tokenizers.models import WordLevel
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {t: i for i, t in enumerate(SPECIALS + WORDS)}
+    vocab = {t: i for i, t in enumerate(WORDS + SPECIALS)}  # end-of-text has the highest id, as in CLIP's BPE
     tok = Tokenizer(WordLevel(vocab, unk_token="<unk>"))
     tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
@@ -129,3 +129,53 @@ def model_corpus(root: Path, n_pairs: int = 12, n_photos: int = 6) -> Path:
     rng_images(root / "photos", n_photos, seed=5)
     (root / "notes.jsonl").write_text("\n".join(json.dumps({"text": t}) for t in NOTES) + "\n")
     return root
+
+
+def to_open_clip(hf_folder: Path, out: Path) -> Path:
+    """Write a transformers CLIP folder as an open_clip checkpoint (the inverse of curation.enrich.openclip)."""
+    import shutil
+
+    import torch
+    from transformers import CLIPModel
+
+    model = CLIPModel.from_pretrained(hf_folder, local_files_only=True)
+    cfg = model.config
+    sd = model.state_dict()
+    o = {
+        "visual.class_embedding": sd["vision_model.embeddings.class_embedding"],
+        "visual.conv1.weight": sd["vision_model.embeddings.patch_embedding.weight"],
+        "visual.positional_embedding": sd["vision_model.embeddings.position_embedding.weight"],
+        "visual.ln_pre.weight": sd["vision_model.pre_layrnorm.weight"], "visual.ln_pre.bias": sd["vision_model.pre_layrnorm.bias"],
+        "visual.ln_post.weight": sd["vision_model.post_layernorm.weight"], "visual.ln_post.bias": sd["vision_model.post_layernorm.bias"],
+        "visual.proj": sd["visual_projection.weight"].t().contiguous(),
+        "token_embedding.weight": sd["text_model.embeddings.token_embedding.weight"],
+        "positional_embedding": sd["text_model.embeddings.position_embedding.weight"],
+        "ln_final.weight": sd["text_model.final_layer_norm.weight"], "ln_final.bias": sd["text_model.final_layer_norm.bias"],
+        "text_projection": sd["text_projection.weight"].t().contiguous(), "logit_scale": sd["logit_scale"],
+    }
+    for tower, src, n in (("visual.transformer.resblocks", "vision_model.encoder.layers", cfg.vision_config.num_hidden_layers),
+                          ("transformer.resblocks", "text_model.encoder.layers", cfg.text_config.num_hidden_layers)):
+        for i in range(n):
+            s, d = f"{src}.{i}", f"{tower}.{i}"
+            o[f"{d}.attn.in_proj_weight"] = torch.cat([sd[f"{s}.self_attn.{x}_proj.weight"] for x in "qkv"])
+            o[f"{d}.attn.in_proj_bias"] = torch.cat([sd[f"{s}.self_attn.{x}_proj.bias"] for x in "qkv"])
+            for a, b in (("attn.out_proj", "self_attn.out_proj"), ("ln_1", "layer_norm1"), ("ln_2", "layer_norm2"),
+                         ("mlp.c_fc", "mlp.fc1"), ("mlp.c_proj", "mlp.fc2")):
+                o[f"{d}.{a}.weight"] = sd[f"{s}.{b}.weight"]
+                o[f"{d}.{a}.bias"] = sd[f"{s}.{b}.bias"]
+    out.mkdir(parents=True, exist_ok=True)
+    torch.save(o, out / "open_clip_pytorch_model.bin")
+    v, t = cfg.vision_config, cfg.text_config
+    (out / "open_clip_config.json").write_text(json.dumps({"model_cfg": {
+        "embed_dim": cfg.projection_dim, "quick_gelu": v.hidden_act == "quick_gelu",
+        "vision_cfg": {"image_size": v.image_size, "layers": v.num_hidden_layers, "width": v.hidden_size,
+                       "patch_size": v.patch_size, "head_width": v.hidden_size // v.num_attention_heads,
+                       "mlp_ratio": v.intermediate_size / v.hidden_size},
+        "text_cfg": {"context_length": t.max_position_embeddings, "vocab_size": t.vocab_size, "width": t.hidden_size,
+                     "heads": t.num_attention_heads, "layers": t.num_hidden_layers,
+                     "mlp_ratio": t.intermediate_size / t.hidden_size}},
+        "preprocess_cfg": {"mean": [0.48145466, 0.4578275, 0.40821073], "std": [0.26862954, 0.26130258, 0.27577711]}}))
+    for f in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (hf_folder / f).is_file():
+            shutil.copy(hf_folder / f, out / f)
+    return out

@@ -200,3 +200,27 @@ def test_bad_model_input_is_one_line_exit_2_before_any_work(models, tmp_path, ca
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
     assert err.startswith(f"error: {field}") or f"{field}:" in err, err
     assert not (tmp_path / "out" / ".staging").exists(), "nothing was written before the check"
+
+
+def test_open_clip_checkpoints_load_without_the_open_clip_package(models, tmp_path):
+    """A transformers CLIP written as an open_clip checkpoint embeds identically once converted back."""
+    from tests.enrich_fixtures import to_open_clip
+
+    oc = to_open_clip(models / "clip", tmp_path / "openclip")
+    t = _batch(tmp_path, 6)
+    ref = _embedder(models, "clip", 4)(t)
+    r = parse_recipe({"sources": [{"name": "a", "kind": "image_text", "path": str(tmp_path), "format": "files"}],
+                      "enrich": {"embed": {"model": str(oc), "batch_size": 4}}}, check_paths=False)
+    from curation.enrich.clip import ImageEmbedder
+
+    ImageEmbedder.check(r.enrich["embed"], r, "enrich.embed", 0)
+    op = ImageEmbedder(r.enrich["embed"], r)
+    op.setup()
+    assert op.info.format == "open_clip" and op.info.embed_dim == 16
+    got = op(t)
+    assert np.allclose(np.asarray(got.column("score_clip").to_pylist()), np.asarray(ref.column("score_clip").to_pylist()),
+                       atol=1e-6)
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        (oc / f).unlink()
+    with pytest.raises(Exception, match="no tokenizer files"):
+        ImageEmbedder.check(r.enrich["embed"], r, "enrich.embed", 0)

@@ -19,6 +19,7 @@ engine; across batch sizes they agree to float32 rounding (GEMM blocking).
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, ClassVar, Optional
 
 import numpy as np
@@ -65,7 +66,11 @@ class ImageEmbedder(Enricher):
         super().check(cfg, recipe, field, gpus)
         from curation.enrich.models import describe_model
 
-        describe_model(cfg.path(recipe, "model"), f"{field}.model")
+        info = describe_model(cfg.path(recipe, "model"), f"{field}.model")
+        if info.format == "open_clip" and cfg.score_text and not any(
+                (Path(info.path) / f).is_file() for f in ("tokenizer.json", "vocab.json", "tokenizer_config.json")):
+            raise RecipeError("this open_clip folder has no tokenizer files (tokenizer.json): add them, or set "
+                              "score_text: false to embed images only", field=f"{field}.model")
 
     def setup(self) -> None:
         import torch
