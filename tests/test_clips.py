@@ -369,3 +369,30 @@ def test_notebook_card_shows_the_clip_span_and_frames_inside_it(clip_manifest, m
     frames = decode_video_ref(ref, STRIP_ITEMS)
     whole = M.read_video_frames(ref["uri"], [20, 49])
     assert np.array_equal(frames[0], whole[0]) and np.array_equal(frames[-1], whole[1])
+
+
+@pytest.mark.ray
+def test_clips_and_ocr_are_identical_on_both_engines(tmp_path, ray_session):
+    """Clip expansion in the reader and OCR in its own stage give byte-identical manifests, local and Ray."""
+    from curation.synth import text_page, write_image_pdf
+
+    vids = tmp_path / "videos"
+    vids.mkdir()
+    concat_video(vids / "a.mp4")
+    concat_video(vids / "b.mp4", seeds=(5, 6, 7), seconds=(1.5, 2.0, 2.0))
+    (vids / "junk.mp4").write_bytes(b"\x00junk" * 50)
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    write_image_pdf(docs / "scan.pdf", [text_page("Two engines read the same words.", size=(420, 120), font_size=24,
+                                                  margin=20)])
+    recipe = parse_recipe({
+        "sources": [{"name": "clips", "kind": "video", "path": str(vids), "chunk_size": 2, "clips": {"min_s": 0.5}},
+                    {"name": "docs", "kind": "document", "path": str(docs)}],
+        "document": {"ocr": "auto"},
+        "dedup": {"exact": True},
+    })
+    run_job(recipe, tmp_path / "local", engine="local", quiet=True)
+    run_job(recipe, tmp_path / "ray", engine="ray", workers=2, quiet=True)
+    a, b = (json.loads((tmp_path / d / "manifest.json").read_text()) for d in ("local", "ray"))
+    assert a["sources"] == b["sources"] and a["sources"]["clips"]["kept"] == 6
+    assert [s["sha256"] for s in a["shards"]] == [s["sha256"] for s in b["shards"]]

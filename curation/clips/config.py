@@ -44,6 +44,10 @@ class ClipConfig(BaseModel):
 
     @model_validator(mode="after")
     def _lengths(self) -> "ClipConfig":
+        import importlib.util
+
         if self.max_s is not None and self.max_s < self.min_s:
             raise ValueError(f"max_s ({self.max_s}) is below min_s ({self.min_s})")
+        if importlib.util.find_spec("cv2") is None:  # the scan's colour conversions
+            raise ValueError("cutting clips needs OpenCV: pip install 'smolcurate[scenes]'")
         return self

@@ -26,7 +26,7 @@ from typing import Any, Literal, Optional
 
 import numpy as np
 import pyarrow as pa
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from curation.enrich.base import EnrichConfig, Enricher
 
@@ -77,6 +77,14 @@ class DocumentSection(EnrichConfig):
     drop_unreadable: bool = True
     #: documents per OCR call (each is several pages)
     batch_size: int = Field(4, ge=1, le=4096)
+
+    @model_validator(mode="after")
+    def _installed(self) -> "DocumentSection":
+        import importlib.util
+
+        if self.ocr != "never" and importlib.util.find_spec("rapidocr_onnxruntime") is None:
+            raise ValueError("OCR needs rapidocr-onnxruntime: pip install 'smolcurate[ocr]'")
+        return self
 
 
 def _engine_label() -> str:
