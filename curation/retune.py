@@ -45,7 +45,7 @@ from curation.filters.document import DocumentFilter
 from curation.filters.image import ImageFilter
 from curation.filters.video import VideoFilter
 from curation.operators import DECISION_COLUMNS, DROP_DETAIL, DROP_REASON, DROP_STAGE, split_decided
-from curation.recipe import CaptionFilters, Recipe, TextFilters, parse_recipe
+from curation.recipe import Recipe, TextFilters, parse_recipe
 from manifests.errors import RecipeError, UserError
 from manifests.reader import Manifest, open_manifest
 from manifests.schema import conform, ledger_schema
@@ -317,10 +317,18 @@ def retune(manifest: Manifest | str | os.PathLike, filters: Mapping[str, Any] | 
     result.ledger = pa.concat_tables(ledger_parts) if ledger_parts else lschema.empty_table()
     if "dup_cluster" in schema.names and result.kept.num_rows:
         result.kept, orphans = _settle_clusters(result.kept, result.ledger, result.newly_dropped)
-        for rid, src in zip(result.ledger.column("id").to_pylist(), result.ledger.column("source").to_pylist()):
-            if rid in orphans:
-                result.sources[src]["orphaned"] += 1
+        lost = result.ledger.filter(pc.is_in(result.ledger.column("id"), pa.array(sorted(orphans), pa.string())))
+        for src, n in _counts(lost.column("source")).items():
+            result.sources[src]["orphaned"] += n
     return result
+
+
+def _counts(values: pa.ChunkedArray | pa.Array) -> dict[str, int]:
+    """{value: occurrences}, sorted by value (one Arrow value_counts, no loop over rows)."""
+    vc = pc.value_counts(values)
+    if len(vc) == 0:
+        return {}
+    return dict(sorted(zip(vc.field("values").to_pylist(), vc.field("counts").to_pylist())))
 
 
 def _count(mask: pa.ChunkedArray | pa.Array) -> int:
@@ -394,7 +402,7 @@ def _retune_source(recipe: Recipe, idx: int | None, kept: pa.Table, led: pa.Tabl
     gone = pa.concat_tables(gone_parts, promote_options="default") if gone_parts else None
     parts = [stay, twins.filter(pc.is_in(twins.column("_lrow"), pa.array(twins_ok, pa.int64())))]
     tail = None
-    old_reason = dict(zip(led.column("id").to_pylist(), led.column("reason").to_pylist()))
+    old_reason = led.column("reason")
     if gone is not None:
         rows_gone = gone.column("_row").to_numpy()
         from_led = gone.filter(pa.array(rows_gone >= n_kept))
@@ -402,22 +410,20 @@ def _retune_source(recipe: Recipe, idx: int | None, kept: pa.Table, led: pa.Tabl
         parts.append(_as_ledger(from_led, lschema, keep=("_lrow",)))
         from_kept = gone.filter(pa.array(rows_gone < n_kept)).sort_by("_row")
         tail = _as_ledger(from_kept, lschema)
-        for rid, reason in zip(from_kept.column("id").to_pylist(), from_kept.column(DROP_REASON).to_pylist()):
-            stats["newly_dropped"][reason] = stats["newly_dropped"].get(reason, 0) + 1
-            stats["_dropped_ids"].append(rid)
-        for rid, reason in zip(from_led.column("id").to_pylist(), from_led.column(DROP_REASON).to_pylist()):
-            if old_reason.get(rid) != reason:  # still dropped, by another threshold now
-                stats["reason_changed"][reason] = stats["reason_changed"].get(reason, 0) + 1
+        stats["newly_dropped"] = _counts(from_kept.column(DROP_REASON))
+        stats["_dropped_ids"] = from_kept.column("id").to_pylist()
+        before = old_reason.take(from_led.column("_lrow"))
+        moved = pc.fill_null(pc.not_equal(before, from_led.column(DROP_REASON)), True)  # dropped by another threshold now
+        stats["reason_changed"] = _counts(from_led.column(DROP_REASON).filter(moved))
     new_led = pa.concat_tables([conform(p, lschema.append(pa.field("_lrow", pa.int64())), strict=False) for p in parts])
     new_led = new_led.sort_by("_lrow").drop_columns(["_lrow"])
     if tail is not None and tail.num_rows:
         new_led = pa.concat_tables([new_led, conform(tail, lschema, strict=False)])
 
     if back.num_rows:
-        for rid in back.column("id").to_pylist():
-            r = old_reason[rid]
-            stats["brought_back"][r] = stats["brought_back"].get(r, 0) + 1
-            stats["_back_ids"].append(rid)
+        back_rows = rows_ok[(rows_ok >= n_kept) & (rows_ok < n_kept + n_again)]
+        stats["brought_back"] = _counts(old_reason.take(pa.array(lrow[back_rows], pa.int64())))
+        stats["_back_ids"] = back.column("id").to_pylist()
         stats["undeduped"] = back.num_rows if recipe.dedup_config() is not None else 0
     new_kept = pa.concat_tables([stay_kept, back]) if back.num_rows else stay_kept
     stats["kept_after"] = new_kept.num_rows

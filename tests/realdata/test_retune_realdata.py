@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pyarrow.compute as pc
 import pytest
 
 from curation.engine.job import run_job
