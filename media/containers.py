@@ -127,7 +127,7 @@ def scan_tar(path: str, start: int = 0, stop: int | None = None) -> TarScan:
     with _open(path) as fh:
         fh.seek(start)
         try:
-            tf = tarfile.open(fileobj=fh, mode="r:", ignore_zeros=False)
+            tf = tarfile.open(fileobj=fh, mode="r:", ignore_zeros=False)  # noqa: SIM115 - fh is closed by the with
         except tarfile.ReadError as exc:
             if start == 0 and size == 0:
                 return TarScan([], 0, "empty: zero bytes")

@@ -55,7 +55,7 @@ def _recipe(root, pairs):
 
 
 def test_cauldron_and_webdataset_from_real_pairs_on_both_engines(built, tmp_path, ray_session):
-    root, pairs, rows = built
+    root, pairs, _ = built
     recipe = _recipe(root, pairs)
     outs = {}
     for engine in ("local", "ray"):
