@@ -13,7 +13,7 @@ from curation.engine.cutoffs import apply_cutoffs
 from curation.engine.finalize import id_fixups, run_dedup, write_manifest
 from curation.engine.registry import get_engine
 from curation.engine.stages import stage_layout
-from curation.enrich.checks import check_enrich, enrich_record
+from curation.enrich.checks import check_enrich, enrich_record, model_fingerprints
 from curation.engine.staging import Staging
 from curation.readers import SourcePlan, plan_source, spec_inputs
 from curation.recipe import Recipe
@@ -54,11 +54,14 @@ def _progress(total: int, desc: str, unit: str, quiet: bool):
 
 
 def _job_identity(recipe: Recipe, plans: list[SourcePlan]) -> dict[str, Any]:
-    return {
+    identity = {
         "recipe_hash": recipe.fingerprint(),
         "fingerprints": {p.name: p.fingerprint for p in plans},
         "chunks": sum(len(p.chunks) for p in plans),
     }
+    if recipe.enrich:  # the weights behind the model paths (new weights: a new job, no stale resume)
+        identity["models"] = model_fingerprints(recipe)
+    return identity
 
 
 def _complete(out: Path, identity: dict[str, Any]) -> dict[str, Any] | None:

@@ -59,3 +59,41 @@ def enrich_checks(recipe: Any, source: str, extra_enrich: Mapping[str, Any] | No
                 out.append({"section": f"enrich.{name}", "key": t["key"], "column": t["column"], "op": t["op"],
                             "value": float(t["value"])})
     return out
+
+
+def model_fingerprints(recipe: Any) -> dict[str, str]:
+    """{section: hash of its model/head files' names, sizes and mtimes}: part of the job identity.
+
+    Replacing the weights behind an unchanged path then counts as a different job
+    (no resume from chunks scored by the old weights, no "already complete").
+    """
+    import os
+
+    from manifests.fsutil import canonical_hash
+
+    out: dict[str, str] = {}
+    for name, cfg in recipe.enrich.items():
+        stats = []
+        for field in getattr(cfg, "PATH_FIELDS", ()):
+            spec = cfg.path(recipe, field)
+            if spec is None:
+                continue
+            path = spec
+            if not os.path.exists(path):
+                try:
+                    from curation.enrich.models import resolve_model_path
+
+                    path = str(resolve_model_path(spec, f"enrich.{name}.{field}"))
+                except RecipeError:
+                    continue
+            if os.path.isdir(path):
+                for root, _, files in os.walk(path):
+                    for f in sorted(files):
+                        st = os.stat(os.path.join(root, f))
+                        stats.append((os.path.relpath(os.path.join(root, f), path), st.st_size, st.st_mtime_ns))
+            else:
+                st = os.stat(path)
+                stats.append((os.path.basename(path), st.st_size, st.st_mtime_ns))
+        if stats:
+            out[name] = canonical_hash(sorted(stats))
+    return out
