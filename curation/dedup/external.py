@@ -24,7 +24,8 @@ import pyarrow.parquet as pq
 
 from curation.dedup.config import DedupConfig, EvalSetConfig
 from curation.dedup.signatures import SIGNATURE_COLUMNS, compute_signatures
-from curation.readers.tabular import _hf_arrow_files
+from curation.readers.table import table_schema
+from curation.readers.tabular import TableFile, _hf_arrow_files
 from manifests.errors import RecipeError, UserError
 from manifests.fsutil import atomic_write
 from media import IMAGE_EXTENSIONS
@@ -94,14 +95,7 @@ def _table_schema(p: Path, split: str | None, field: str) -> pa.Schema | None:
         return pq.read_schema(first) if first is not None else None
     if _hf_saved(p):
         files = _hf_arrow_files(str(p), _split(p, split, field))
-        if not files:
-            return None
-        with pa.memory_map(files[0]) as src:
-            try:
-                return pa.ipc.open_stream(src).schema
-            except pa.ArrowInvalid:
-                src.seek(0)
-                return pa.ipc.open_file(src).schema
+        return table_schema(TableFile(files[0], "hf")) if files else None
     return None
 
 

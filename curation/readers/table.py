@@ -101,7 +101,7 @@ class TableReader(Reader):
                 break
             try:
                 if tf.format in ("parquet", "hf"):
-                    self.check_columns(ctx, _schema(tf).names, tf.path)
+                    self.check_columns(ctx, table_schema(tf).names, tf.path)
                     n = table_rows(tf)
                     if remaining is not None:
                         n = min(n, remaining)
@@ -194,7 +194,8 @@ def row_keys(table: pa.Table, id_column: str | None, hash_columns: list[str] | N
     return pc.coalesce(ids, content)
 
 
-def _schema(tf: TableFile) -> pa.Schema:
+def table_schema(tf: TableFile) -> pa.Schema:
+    """The Arrow schema of a Parquet or Arrow table file (format detection reads only this)."""
     if tf.format == "parquet":
         return pq.read_schema(tf.path)
     with pa.memory_map(tf.path) as src:
@@ -203,11 +204,6 @@ def _schema(tf: TableFile) -> pa.Schema:
         except pa.ArrowInvalid:
             src.seek(0)
             return pa.ipc.open_file(src).schema
-
-
-def table_schema(tf: TableFile) -> pa.Schema:
-    """The Arrow schema of a Parquet or Arrow table file (format detection reads only this)."""
-    return _schema(tf)
 
 
 def _hub_files(ctx: SourceContext) -> list[TableFile]:
