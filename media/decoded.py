@@ -31,9 +31,9 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 from PIL import Image
 
-from media.digests import digest, file_digest, pixel_digest
+from media.digests import digest, file_digest, image_pixel_digest, pixel_digest
 from media.files import DEFAULT_MAX_PIXELS, MediaError, read_bytes
-from media.image import ImageInfo, _decode_errors, draft_scale, load_image, reduce_image
+from media.image import ImageInfo, _decode_errors, _load_image, draft_scale, reduce_image
 from media.pdf import PdfPage, open_pdf, pdf_pages, render_pdf_page
 from media.refs import ref_source
 from media.thumbs import color_thumb, grey_thumb
@@ -187,29 +187,21 @@ def _decode_image(src: Any, needs: DecodeNeeds, out: DecodedMedia) -> None:
     draft = None
     if side and not needs.full_pixels:
         draft = ("RGB" if needs.rgb_side else "L", side)
-    info, im = load_image(src, draft=draft, max_pixels=needs.budget, data=data)
+    info, im, arr = _load_image(src, draft=draft, max_pixels=needs.budget, exif_transpose=True, data=data)
     out.info = info
     with _decode_errors(label):
         base = im
-        full = None
         if needs.full_pixels:
-            full = reduce_image(im, None, "RGB")
-            out.pixel_digest = pixel_digest(np.asarray(full))
+            # simplejpeg's own array when it is the pixels as they are, else Pillow's packed bytes
+            out.pixel_digest = pixel_digest(arr) if arr is not None else image_pixel_digest(reduce_image(im, None, "RGB"))
+            # the reductions start from the full decode box-reduced as DCT scaling would have
             base = _like_draft(im, info, side)
         if needs.grey_side:
             out.grey = reduce_image(base, needs.grey_side, "L")
         if needs.rgb_side:
             out.rgb = reduce_image(base, needs.rgb_side, "RGB")
-            hashed = out.rgb
-            if full is not None:
-                # pHash has always been computed from the full decode itself up to 4x the hashing side
-                # (larger ones thumbnailed with a reducing gap): kept so, the hashes stay identical
-                hashed = full
-                if max(full.size) > 4 * needs.rgb_side:
-                    hashed = full.copy()
-                    hashed.thumbnail((needs.rgb_side, needs.rgb_side), reducing_gap=2.0)
-            out.hash_thumb = grey_thumb(hashed)
-            out.color_thumb = color_thumb(hashed)
+            out.hash_thumb = grey_thumb(out.rgb)
+            out.color_thumb = color_thumb(out.rgb)
 
 
 def _like_draft(full: Image.Image, info: ImageInfo, side: int | None) -> Image.Image:

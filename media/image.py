@@ -236,13 +236,29 @@ def load_image(
     pixels to Pillow's own libjpeg-turbo, less overhead); Pillow is the
     fallback for everything else. The result still needs :func:`reduce_image`.
     """
+    info, out, _ = _load_image(src, draft=draft, max_pixels=max_pixels, exif_transpose=exif_transpose, data=data)
+    return info, out
+
+
+def _load_image(
+    src: MediaSource,
+    *,
+    draft: tuple[str, int] | None,
+    max_pixels: int | None,
+    exif_transpose: bool,
+    data: bytes | None,
+) -> tuple[ImageInfo, Image.Image, np.ndarray | None]:
+    """:func:`load_image`, plus the decoder's own RGB array when it is the image's pixels as they are
+    (simplejpeg, no orientation applied): hashing it saves a copy out of Pillow."""
     label = os.fspath(src) if isinstance(src, (str, os.PathLike)) else "<image>"
     im, info = _open_header(data if data is not None else src, max_pixels, label if data is not None else None)
     try:
         with _decode_errors(label), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             count("decode", "image")
-            out = _turbo_jpeg(im, data, draft) if data is not None else None
+            arr = _turbo_jpeg(im, data, draft) if data is not None else None
+            out = None if arr is None else Image.fromarray(arr[..., 0] if arr.shape[2] == 1 else arr,
+                                                           "L" if arr.shape[2] == 1 else "RGB")
             if out is None:
                 if draft and im.format in ("JPEG", "MPO"):
                     # draft picks the smallest DCT scale that still covers the request
@@ -255,16 +271,18 @@ def load_image(
                 out = im.copy() if info.animated else im
             if exif_transpose and info.orientation in _TRANSPOSE:
                 out = out.transpose(_TRANSPOSE[info.orientation])
+                arr = None
     except MediaError:
         im.close()
         raise
     if out is not im:
         im.close()
-    return info, out
+    return info, out, (arr if arr is not None and arr.shape[2] == 3 else None)
 
 
-def _turbo_jpeg(im: Image.Image, data: bytes, draft: tuple[str, int] | None) -> Image.Image | None:
-    """A baseline/progressive YCbCr or grey JPEG decoded by simplejpeg at PIL's draft scale; None to use PIL."""
+def _turbo_jpeg(im: Image.Image, data: bytes, draft: tuple[str, int] | None) -> np.ndarray | None:
+    """A baseline/progressive YCbCr or grey JPEG decoded by simplejpeg at PIL's draft scale, as
+    ``uint8[h, w, 3 or 1]``; None to let Pillow decode it."""
     if _simplejpeg is None or im.format != "JPEG" or im.mode not in ("RGB", "L"):
         return None
     w0, h0 = im.size
@@ -275,7 +293,7 @@ def _turbo_jpeg(im: Image.Image, data: bytes, draft: tuple[str, int] | None) -> 
                                       min_height=-(-h0 // scale), strict=True)
     except (ValueError, OSError):
         return None  # damaged or unusual stream: Pillow decides (and words the error)
-    return Image.fromarray(arr[..., 0] if grey else arr, "L" if grey else "RGB")
+    return arr
 
 
 def reduce_image(im: Image.Image, max_side: int | None, mode: str | None) -> Image.Image:

@@ -202,7 +202,7 @@ class DedupConfig(BaseModel):
 
         e = self.exact_cfg
         key = {
-            "v": 2,
+            "v": 3,  # 3: XXH3-128 digests, pHash from the shared decode's reduction (media.decoded)
             "evals": bool(self.decontaminate),  # eval sets make the operators hash more
             "exact": [e.bytes, e.pixels, e.text],
             "image": [self.image.enabled, self.image.max_items, phash.DECODE_SIDE, phash.TIE_MARGIN],

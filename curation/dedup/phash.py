@@ -26,6 +26,8 @@ import numpy as np
 from PIL import Image
 
 import media as M
+from media.files import read_bytes
+from media.image import _decode_errors, load_image, reduce_image
 from media.thumbs import COLOR, THUMB, color_thumb, grey_thumb
 
 #: side of the low-frequency block kept (the thumbnail sides, THUMB and COLOR, are media.thumbs')
@@ -108,7 +110,11 @@ def load_thumb(src: ImageLike) -> np.ndarray:
             img = img.convert("L") if img.mode not in ("L", "RGB") else img
             img = img.resize(_fit(img.size, DECODE_SIDE), Image.Resampling.BILINEAR, reducing_gap=2.0)
     else:
-        img = M.open_image(src, max_side=DECODE_SIDE, mode="L")
+        # one read, then a grey decode at DCT scale (simplejpeg for JPEGs), as the shared decode does
+        data, label = read_bytes(src)
+        _, img = load_image(src if isinstance(src, str) else data, draft=("L", DECODE_SIDE), data=data)
+        with _decode_errors(label):
+            img = reduce_image(img, DECODE_SIDE, "L")
     return thumbnail(img)
 
 

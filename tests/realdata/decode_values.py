@@ -1,13 +1,15 @@
 """Scores and hashes of the real corpus, computed through the curation operators.
 
 `record()` wrote ``decode_baseline.json`` with the code as it was *before* the
-shared decode (issue #12); ``test_media_realdata.py`` recomputes the same
+shared decode (issue #12: commit 538cfcc; caption rows re-keyed by image path
+afterwards, through their blake2b file hashes); ``test_media_realdata.py`` recomputes the same
 values with today's code and compares them within the tolerances of
 docs/media.md. Run as a script to print the current values as JSON.
 """
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -53,6 +55,7 @@ def compute(realdata: Path, mode: str) -> dict[str, dict[str, Any]]:
     recipe = parse_recipe({"sources": [dict(s, chunk_size=10_000) for s in SOURCES], "dedup": DEDUP[mode]},
                           base_dir=str(realdata))
     out: dict[str, dict[str, Any]] = {}
+    base = Path(realdata)
     for i, src in enumerate(recipe.sources):
         # analyzers and signatures, without the threshold filters (every decodable input gets a value)
         ops = [op for op in source_operators(recipe, i) if not isinstance(op, ThresholdFilter)
@@ -63,9 +66,15 @@ def compute(realdata: Path, mode: str) -> dict[str, dict[str, Any]]:
             table, _ = split_decided(read_chunk(recipe, spec))
             for op in ops:
                 table, _ = split_decided(op(table))
-            for row in table.select([c for c in ("_key",) + SCORE_KEYS + SIG_KEYS if c in table.column_names]).to_pylist():
-                key = f"{src.name}/{row.pop('_key')}"
-                out[key] = {k: _jsonable(v) for k, v in row.items() if v is not None}
+            cols = [c for c in ("_key", "media") + SCORE_KEYS + SIG_KEYS if c in table.column_names]
+            for row in table.select(cols).to_pylist():
+                media = row.pop("media") or []
+                # files are keyed by their path under the source; caption rows by their image's path
+                # (row keys of tables are content hashes, whose definition belongs to the readers)
+                rel = row.pop("_key")
+                if src.kind == "image_text" and media:
+                    rel = os.path.relpath(media[0]["uri"].removeprefix("file://"), base / "pairs" / "gcompris")
+                out[f"{src.name}/{rel}"] = {k: _jsonable(v) for k, v in row.items() if v is not None}
     return out
 
 
