@@ -48,7 +48,7 @@ class DecodeNeeds:
     grey_side: int | None = None  # grey ("L") image, longer side at most this (analyzers)
     rgb_side: int | None = None  # RGB image, longer side at most this (pHash, colour, thumbnails)
     full_pixels: bool = False  # exact pixel hash: one full decode, its RGB pixel digest kept
-    byte_digest: bool = False  # blake2b-128 of the encoded bytes
+    byte_digest: bool = False  # XXH3-128 of the encoded bytes (media.digests)
     keep_bytes: bool = False  # keep the encoded bytes (embedding in the manifest)
     max_pixels: int | None = None  # decompression-bomb budget; None: no opinion (the default applies)
     pages: int = 0  # PDF pages rendered from the first (-1: every page)

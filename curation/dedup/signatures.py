@@ -7,8 +7,8 @@ reads those columns back from the written chunks. Columns:
 ========== ======================= ===============================================
 column     type                    meaning
 ========== ======================= ===============================================
-sig_bytes  binary(16)              blake2b-128 of the sample's source files/bytes
-sig_pixels list<binary(16)>        blake2b-128 of each image's decoded RGB pixels
+sig_bytes  binary(16)              XXH3-128 of the sample's source files/bytes
+sig_pixels list<binary(16)>        XXH3-128 of each image's decoded RGB pixels
                                    and size (a video: of its sampled frames)
 sig_phash  list<uint64>            pHash of each image / document page (<= max_items)
 sig_detail float32                 lowest low-frequency detail among those images
@@ -17,7 +17,7 @@ sig_vhash  list<uint64>            pHash of ``video.frames`` frames, first to la
 sig_vdetail list<float32>          detail of each of those frames
 sig_area   int64                   largest width*height among the media (ranking)
 sig_nbytes int64                   encoded size of the media (ranking: less compressed wins)
-sig_text   binary(16)              blake2b-128 of the normalized text
+sig_text   binary(16)              XXH3-128 of the normalized text
 sig_minhash list<uint32>           one-permutation MinHash of the text's n-grams
 sig_textlen int32                  length of the normalized text (ranking)
 ========== ======================= ===============================================
