@@ -58,10 +58,14 @@ def _drops(m: "Manifest", checks: dict, examples: int) -> str:
         return "<h2 id='drops'>Drops by reason</h2><p>Nothing was dropped.</p>"
     read = {n: s.get("read", 0) for n, s in m.info["sources"].items()}
     led = pl.from_arrow(m.ledger())
+    from manifests.views import _names_of_clusters
+
+    names = _names_of_clusters(m, led.filter(pl.col("stage") == "dedup").select(["stage", "dup_cluster"]).to_dicts()) \
+        if "dup_cluster" in led.columns else {}
     blocks = []
     for d in sorted(drops, key=lambda d: (d["source"], -d["count"], d["stage"], d["reason"])):
         rows = led.filter((pl.col("source") == d["source"]) & (pl.col("stage") == d["stage"]) & (pl.col("reason") == d["reason"]))
-        cards = "".join(card_html(r, checks.get(d["source"], [])) for r in rows.head(examples).to_dicts())
+        cards = "".join(card_html(r, checks.get(d["source"], []), names=names) for r in rows.head(examples).to_dicts())
         blocks.append(
             f"<div class='sc-reason'><h3>{html.escape(d['source'])}: {html.escape(d['stage'])}/{html.escape(d['reason'])} "
             f"&#8212; {d['count']:,} rows ({_pct(d['count'], read.get(d['source'], 0))} of the source)</h3>"
