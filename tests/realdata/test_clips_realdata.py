@@ -84,3 +84,33 @@ def test_done_when_recipe_rows(done_when):
     for r in clips:
         ref = r["media"][0]
         assert 0 <= ref["start_s"] < ref["end_s"] and ref["frames"] >= 1 and r["tokens"] > 0
+
+
+def test_done_when_rows_render_in_the_notebook(done_when, monkeypatch):
+    """What a user sees in notebooks/inspect.ipynb: OCR boxes on the page thumbnails, clips as frame strips."""
+    import base64
+    import io
+    import re
+
+    from PIL import Image
+
+    from manifests.cards import card_html
+    from manifests.thumbs import STRIP_ITEMS
+
+    monkeypatch.setenv("SMOLCURATE_THUMB_CACHE", "")
+    m = done_when
+    rows = m.table().to_pylist()
+    for row in (r for r in rows if r["source"] == "scans"):
+        html = card_html(row)
+        pics = re.findall(r"src='data:image/jpeg;base64,([^']+)'", html)
+        assert pics and "OCR p1" in html
+        a = np.asarray(Image.open(io.BytesIO(base64.b64decode(pics[0]))).convert("RGB")).astype(int)
+        assert ((a[..., 0] > 150) & (a[..., 1] < 100) & (a[..., 2] < 100)).sum() > 50  # red line boxes
+    for row in (r for r in rows if r["source"] == "clips"):
+        html = card_html(row)
+        ref = row["media"][0]
+        assert f"clip {ref['start_s']:.2f}\u2013{ref['end_s']:.2f} s" in html
+        assert html.count("data:image/jpeg;base64,") == min(STRIP_ITEMS, ref["frames"])
+    import polars as pl
+
+    assert m.show(4, where=pl.col("source") == "clips")._repr_html_().count("clip ") >= 4
