@@ -7,9 +7,10 @@ and decodes per input). They are process-wide, thread-safe and cheap (a lock
 and a dict increment per event, next to a decode that costs milliseconds).
 
 Events: ``read`` (a whole file read from disk: the shared decode's read, a
-streamed digest, PIL or a video/PDF library opening a path), ``decode`` (one
-decode of an image, one PDF page render, one batch of video frames), ``probe``
-(a video container header plus its first frame).
+streamed digest, Pillow or pdfium opening a path), ``decode`` (one decode of
+an image, one PDF page render, one batch of video frames), ``probe`` (a video
+container header plus its first frame). The video decoders open their path
+themselves; those opens are counted as the ``probe`` and ``decode`` they serve.
 """
 from __future__ import annotations
 
