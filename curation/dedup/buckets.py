@@ -14,6 +14,7 @@ from curation.dedup.layout import (
     EDGE_SCHEMA, EXACT_KINDS, GREY_CHROMA, K_MINHASH, K_VHASH, PAIR_CHUNK, PERCEPTUAL_KINDS, ROLE_EVAL, ROLE_NEW, U64,
 )
 from curation.dedup.minhash import expand_pairs
+from curation.dedup.video import SCALES, align_sequences
 
 
 def group_bounds(*cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -100,15 +101,19 @@ def _verify_perceptual(kind: int, cfg: DedupConfig, seq: np.ndarray, lens: np.nd
     pos = np.arange(seq.shape[1])[None, :]
     inside = pos < lens[p][:, None]
     if kind == K_VHASH:
+        # frame sequences are aligned (offsets and length scales: trims, retimed copies), see video.py
         fa = ((flat[p][:, None] >> pos.astype(np.uint64)) & U64(1)).astype(bool)
         fb = ((flat[q][:, None] >> pos.astype(np.uint64)) & U64(1)).astype(bool)
-        counted = inside & ~(fa & fb)
-        match = counted & ~fa & ~fb & (dist <= cfg.video.max_distance)
-        denom = counted.sum(axis=1)
-        frac = np.where(denom > 0, match.sum(axis=1) / np.maximum(denom, 1), 0.0)
-        ok = same_len & (denom > 0) & (frac >= cfg.video.frame_fraction)
-        shown = np.where(counted & ~fa & ~fb, dist, 0).sum(axis=1) / np.maximum((counted & ~fa & ~fb).sum(axis=1), 1)
-        return ok, shown.astype(np.float32)
+        ok = np.zeros(p.size, dtype=bool)
+        shown = np.zeros(p.size, dtype=np.float32)
+        la, lb = lens[p], lens[q]
+        for x, y in {(int(u), int(v)) for u, v in zip(*np.unique(np.stack((la, lb)), axis=1))}:
+            sel = np.flatnonzero((la == x) & (lb == y))
+            frac, mean = align_sequences(seq[p[sel]], seq[q[sel]], x, y, fa[sel], fb[sel], cfg.video.max_distance,
+                                         SCALES if cfg.video.align else (1.0,))
+            ok[sel] = frac >= cfg.video.frame_fraction
+            shown[sel] = np.nan_to_num(mean, nan=0.0)
+        return ok, shown
     within = np.where(inside, dist <= cfg.image.max_distance, True).all(axis=1)
     ok = same_len & within
     if color is not None:
@@ -221,10 +226,19 @@ def process_partition(path: Path, cfg: DedupConfig) -> tuple[pa.Table, pa.Table]
                     continue
                 ok, dist = _verify_perceptual(k, cfg, seq_mat, lens, color_mat, flat, p[m], q[m])
                 pm, qm, ddm = p[m][ok], q[m][ok], dd[m][ok]
-                add(edges, node[pm], node[qm], k, dist[ok], ~ddm)
+                # image matches are candidates until their thumbnails agree (imageverify.py)
+                add(cands if (k != K_VHASH and cfg.image.verify) else edges, node[pm], node[qm], k, dist[ok], ~ddm)
     out_edges = pa.concat_tables(edges) if edges else empty
     out_cands = pa.concat_tables(cands) if cands else empty
-    return dedupe_edges(out_edges), dedupe_edges(out_cands)
+    return dedupe_edges(out_edges), dedupe_by_kind(out_cands)
+
+
+def dedupe_by_kind(t: pa.Table) -> pa.Table:
+    """:func:`dedupe_edges` separately for MinHash and image candidates (each is verified by its own phase)."""
+    if t.num_rows == 0:
+        return t
+    text = pc.equal(t.column("kind"), K_MINHASH)
+    return pa.concat_tables([dedupe_edges(t.filter(text)), dedupe_edges(t.filter(pc.invert(text)))])
 
 
 def dedupe_edges(t: pa.Table) -> pa.Table:

@@ -81,6 +81,10 @@ class ImageConfig(BaseModel):
     match_text: bool = False  # also require identical normalized text (keep same image + other caption)
     #: LSH bands over the 64 hash bits; default max_distance + 1 (pigeonhole: no pair within the distance is missed)
     bands: int | None = Field(None, ge=1, le=64)
+    #: confirm every pHash candidate on a 48x48 grey thumbnail before it becomes an edge (curation.dedup.verify)
+    verify: bool = True
+    #: also hash six crop windows of single-image rows, so crops of up to 10% become candidates
+    crops: bool = True
 
     @model_validator(mode="after")
     def _bands(self) -> "ImageConfig":
@@ -128,6 +132,9 @@ class VideoConfig(BaseModel):
     frames: int = Field(8, ge=1, le=64)  # frames sampled evenly from first to last
     #: fraction of aligned (non-flat) frames that must fall within max_distance
     frame_fraction: float = Field(0.75, gt=0, le=1)
+    #: align the sequences (start offsets, length scales 0.75-1: trimmed and retimed copies); false: frame k
+    #: against frame k only
+    align: bool = True
     bands: int | None = Field(None, ge=1, le=64)
 
     @model_validator(mode="after")
@@ -198,14 +205,15 @@ class DedupConfig(BaseModel):
 
     def signature_fingerprint(self) -> str:
         """Identity of the signature columns: manifests with the same value can be matched without rehashing."""
-        from curation.dedup import phash  # the hash definition's own constants
+        from curation.dedup import phash, verify  # the hash definitions' own constants
 
         e = self.exact_cfg
         key = {
             "v": 3,  # 3: XXH3-128 digests, pHash from the shared decode's reduction (media.decoded)
             "evals": bool(self.decontaminate),  # eval sets make the operators hash more
             "exact": [e.bytes, e.pixels, e.text],
-            "image": [self.image.enabled, self.image.max_items, phash.DECODE_SIDE, phash.TIE_MARGIN],
+            "image": [self.image.enabled, self.image.max_items, phash.DECODE_SIDE, phash.TIE_MARGIN,
+                      self.image.verify and verify.VERIFY_SIDE, self.image.crops and list(verify.WINDOWS)],
             "text": [self.text.enabled, self.text.num_perm, self.text.ngram, self.text.unit, self.text.seed],
             "video": [self.video.enabled, self.video.frames],
         }

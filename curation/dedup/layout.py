@@ -12,7 +12,7 @@ import pyarrow as pa
 
 U64 = np.uint64
 #: bump when the on-disk intermediate layout changes, so old work directories are not resumed from
-RESOLVE_VERSION = 1
+RESOLVE_VERSION = 2  # 2: image candidates verified in their own phase
 
 ROLE_NEW, ROLE_AGAINST, ROLE_EVAL = 0, 1, 2
 K_BYTES, K_PIXELS, K_TEXT, K_PHASH, K_VHASH, K_MINHASH, K_PIXEL_ITEM, K_PHASH_ITEM = range(8)

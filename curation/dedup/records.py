@@ -194,6 +194,8 @@ class RecordBuilder:
                 rep = pa.array(np.repeat(rows, b))
                 emit(K_PHASH, keys, np.repeat(rows, b), True, seq=ph_col.take(rep),
                      color=color_col.take(rep) if color_col is not None else None)
+                if cfg.image.crops and "sig_phash_win" in t.column_names:
+                    self._window_records(t, rows[lens[rows] == 1], media_salt, color_col, emit)
             if rows.size and eval_role:
                 # item by item: any image of a training row may be an eval image
                 per = lens[rows]
@@ -239,7 +241,13 @@ class RecordBuilder:
                 pos = np.flatnonzero(~flat_bits)
                 ch = _chunks(arr[pos], cfg.video.bands)
                 nb = len(masks)
-                keys = _key(K_VHASH, ch.reshape(-1), np.tile(np.arange(nb), pos.size), np.repeat(pos, nb), len(seq))
+                # each frame's bands at its own position and the next one: copies whose samples are
+                # offset by up to one position (trimmed, retimed) still meet; the alignment verifies
+                reps = 2 if cfg.video.align else 1
+                band = np.tile(ch.reshape(-1), reps)
+                idx = np.tile(np.arange(nb), reps * pos.size)
+                at = np.concatenate([np.repeat(pos + r, nb) for r in range(reps)])
+                keys = np.unique(_key(K_VHASH, band, idx, at))
                 fb = int(np.sum((1 << np.flatnonzero(flat_bits)).astype(np.uint64))) if flat_bits.any() else 0
                 rec_rows.append(np.full(keys.size, i))
                 rec_keys.append(keys)
@@ -249,6 +257,34 @@ class RecordBuilder:
                 seq = t.column("sig_vhash").combine_chunks().take(pa.array(vrows))
                 emit(K_VHASH, np.concatenate(rec_keys), vrows, True, seq=seq, flat=np.concatenate(rec_flat))
         return out
+
+
+    def _window_records(self, t: pa.Table, rows: np.ndarray, media_salt: np.ndarray, color_col, emit) -> None:
+        """pHash band records of the crop windows of single-image rows, in the same buckets as whole-image hashes.
+
+        They carry the window's hash as their sequence, so a crop of up to 10%
+        meets its original (a window of the original, or one of its own windows,
+        lands within the distance); verification then aligns the two.
+        """
+        win_col = t.column("sig_phash_win").combine_chunks()
+        wlen = np.asarray(pc.fill_null(pc.list_value_length(win_col), 0).to_numpy(zero_copy_only=False), dtype=np.int64)
+        rows = rows[wlen[rows] > 0]
+        if rows.size == 0:
+            return
+        woff = np.asarray(win_col.offsets.to_numpy(), dtype=np.int64)
+        wval = np.asarray(win_col.values.to_numpy(zero_copy_only=False), dtype=np.uint64)
+        per = wlen[rows]
+        owner = np.repeat(rows, per)
+        j = np.arange(owner.size) - np.repeat(np.cumsum(per) - per, per)
+        hashes = wval[woff[owner] + j]
+        ch = _chunks(hashes, self.config.image.bands)
+        b = ch.shape[1]
+        keys = _key(K_PHASH, ch.reshape(-1), np.tile(np.arange(b), hashes.size), np.ones(hashes.size * b, np.uint64),
+                    np.repeat(media_salt[owner], b))
+        rep = np.repeat(np.arange(hashes.size), b)
+        seq = pa.ListArray.from_arrays(pa.array(np.arange(rep.size + 1, dtype=np.int32)), pa.array(hashes[rep]))
+        color = color_col.take(pa.array(owner[rep])) if color_col is not None else None
+        emit(K_PHASH, keys, owner[rep], True, seq=seq, color=color)
 
 
 def column_values(t: pa.Table, name: str) -> list:

@@ -37,15 +37,17 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from curation.dedup.buckets import dedupe_edges
+from curation.dedup.buckets import dedupe_by_kind, dedupe_edges
 from curation.dedup.buckets import process_partition as _process_partition
 from curation.dedup.clusters import clusters as _clusters
 from curation.dedup.config import DedupConfig, EvalSetConfig
 from curation.dedup.external import CARRY, iter_source, write_source
 from curation.dedup.inputs import SigFile, fingerprint, input_files
-from curation.dedup.layout import RESULT_SCHEMA, ROLE_AGAINST, ROLE_EVAL, MapFn
+from curation.dedup.imageverify import verify_images
+from curation.dedup.layout import K_MINHASH, RESULT_SCHEMA, ROLE_AGAINST, ROLE_EVAL, MapFn
 from curation.dedup.records import RecordBuilder, Scatter, node_table
 from curation.dedup.textverify import verify_text
 from manifests.errors import UserError
@@ -178,14 +180,23 @@ def _resolve(signatures: Any, cfg: DedupConfig, against: list[str], evals: list[
     list(map_fn(run_partition, list(range(cfg.partitions))))
 
     edges = dedupe_edges(pa.concat_tables([pq.read_table(p) for p in sorted((work / "edges").glob("edges-*.parquet"))]))
-    cands = dedupe_edges(pa.concat_tables([pq.read_table(p) for p in sorted((work / "edges").glob("cands-*.parquet"))]))
+    cands = dedupe_by_kind(pa.concat_tables([pq.read_table(p) for p in sorted((work / "edges").glob("cands-*.parquet"))]))
+    is_text = pc.equal(cands.column("kind"), K_MINHASH)
     # phase 3: text verification
     if _done(work, "text", fp) and (work / "text-edges.parquet").is_file():
         text_edges = pq.read_table(work / "text-edges.parquet")
     else:
-        text_edges = verify_text(cands, files, cfg, work, map_fn)
+        text_edges = verify_text(cands.filter(is_text), files, cfg, work, map_fn)
         pq.write_table(text_edges, work / "text-edges.parquet")
         _mark(work, "text", fp)
+    # phase 3b: image verification (pHash candidates only; none unless image.verify is on)
+    if _done(work, "images", fp) and (work / "image-edges.parquet").is_file():
+        image_edges = pq.read_table(work / "image-edges.parquet")
+    else:
+        image_edges = verify_images(cands.filter(pc.invert(is_text)), files, cfg, work)
+        pq.write_table(image_edges, work / "image-edges.parquet")
+        _mark(work, "images", fp)
+    text_edges = pa.concat_tables([text_edges, image_edges])
     if cfg.semantic.enabled:  # SemDeDup over the embedding column (curation/dedup/semantic.py)
         from curation.dedup.layout import ROLE_NEW
         from curation.dedup.semantic import semantic_edges

@@ -15,6 +15,8 @@ sig_detail float32                 lowest low-frequency detail among those image
 sig_color  list<float32>           (mean Cb, mean Cr, chroma magnitude) per hashed image
 sig_vhash  list<uint64>            pHash of ``video.frames`` frames, first to last
 sig_vdetail list<float32>          detail of each of those frames
+sig_vthumb list<binary>            48x48 grey verification thumbnail per hashed image (curation.dedup.verify)
+sig_phash_win list<uint64>         pHashes of the six crop windows of a single-image row (crops as candidates)
 sig_area   int64                   largest width*height among the media (ranking)
 sig_nbytes int64                   encoded size of the media (ranking: less compressed wins)
 sig_text   binary(16)              XXH3-128 of the normalized text
@@ -33,6 +35,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import pyarrow as pa
 
+from curation.dedup import verify as V
 from curation.dedup.config import DedupConfig
 from curation.dedup.minhash import EMPTY, minhash_signatures, normalize_text
 from curation.dedup.phash import DECODE_SIDE, chroma_moments, color_thumb, frames_to_thumbs, phash_thumbs, thumbnail
@@ -55,6 +58,8 @@ MEDIA_COLUMNS: dict[str, pa.DataType] = {
     "sig_color": pa.list_(pa.float32()),
     "sig_vhash": pa.list_(pa.uint64()),
     "sig_vdetail": pa.list_(pa.float32()),
+    "sig_vthumb": pa.list_(pa.binary()),
+    "sig_phash_win": pa.list_(pa.uint64()),
     "sig_area": pa.int64(),
     "sig_nbytes": pa.int64(),
 }
@@ -135,6 +140,7 @@ class MediaSignatures(Operator):
         thumbs: list[np.ndarray] = []
         colors: list[np.ndarray] = []
         owners: list[int] = []  # row of each image thumbnail
+        self._verify = V.Collector(self.config.image.verify, self.config.image.crops and self.config.image.enabled)
         for row, items in enumerate(media):
             out = self._row(items or [], positions[row], thumbs, colors, owners, row)
             for name in MEDIA_COLUMNS:
@@ -149,6 +155,7 @@ class MediaSignatures(Operator):
                 cols["sig_phash"][row] = hashes[sel].tolist()
                 cols["sig_detail"][row] = float(detail[sel].min())
                 cols["sig_color"][row] = chroma[sel].reshape(-1).tolist()
+            cols["sig_vthumb"], cols["sig_phash_win"] = self._verify.columns(owners, table.num_rows)
         for name, typ in MEDIA_COLUMNS.items():
             table = _set(table, name, pa.array(cols[name], type=typ))
         return table
@@ -209,6 +216,7 @@ class MediaSignatures(Operator):
                     img = self._page(ref, got)
                     thumbs.append(thumbnail(img))
                     colors.append(color_thumb(img))
+                    self._verify.add(img)
                     owners.append(row)
                     n_images += 1
                     continue
@@ -219,6 +227,7 @@ class MediaSignatures(Operator):
                 if want_phash and n_images < cfg.image.max_items and got.hash_thumb is not None:
                     thumbs.append(got.hash_thumb)
                     colors.append(got.color_thumb)
+                    self._verify.add(got.rgb)  # the same reduction the pHash thumbnail came from
                     owners.append(row)
                     n_images += 1
             except (M.MediaError, OSError, ValueError):
