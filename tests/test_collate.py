@@ -293,3 +293,13 @@ def test_video_rows_follow_smolvlm_prompt_and_sampling(base_tokenizer, tmp_path,
     # embedded bytes decode too
     emb = {**row, "media": [{"uri": None, "bytes": vid.read_bytes(), "kind": "video", "format": "mp4"}]}
     assert torch.equal(col([emb])["input_ids"], batch["input_ids"])
+
+
+def test_rows_without_assistant_tokens_are_dropped_and_counted(base_tokenizer):
+    s = tokenization.get_strategy("smolvlm-256m", do_split=False)
+    rows = [{"id": "bare-image", "images": [noise(20, 20)]}, {"id": "cap", "images": [noise(20, 20)], "text": "the cat"}]
+    col = SmolVLMCollator(s, base_tokenizer)
+    batch = col(rows)
+    assert batch["input_ids"].shape[0] == 1 and col.counters["no_labels"] == 1
+    keep = SmolVLMCollator(s, base_tokenizer, keep_unlabelled=True)
+    assert keep(rows)["input_ids"].shape[0] == 2

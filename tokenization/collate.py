@@ -54,9 +54,11 @@ class SampleError(UserError):
     """A row that cannot become a correct sample; the message names the row id."""
 
     def __init__(self, row_id: Any, reason: str, message: str) -> None:
-        super().__init__(f"row {row_id}: {message}", field="row")
+        super().__init__(f"row {row_id}: {message}")
+        self.field = "row"
         self.row_id = row_id
         self.reason = reason
+        self.detail = message
 
 
 # --------------------------------------------------------------------------- tokenizer
@@ -248,6 +250,9 @@ class SmolVLMCollator:
     - ``pixel_dtype``: ``"float32"`` (normalized, the processor's values) or ``"uint8"``
       (raw tiles, 4x smaller to ship; normalize on the device with :meth:`normalize`).
     - ``caption_prompt``: user text for caption rows (rows with ``text`` and no ``turns``).
+    - ``keep_unlabelled``: a row without any assistant token (an image with no text) has
+      nothing to learn from and would make an all-masked batch's loss NaN: by default it is
+      dropped, logged and counted (``no_labels``); True keeps it.
     - ``add_generation_prompt``/``drop_last_assistant`` (``for_generation=True`` sets both):
       prompts for decoding, without the answer and without labels.
     - ``video_reader(ref, indices) -> uint8 [n, H, W, 3]``: where video frames come from
@@ -275,6 +280,7 @@ class SmolVLMCollator:
         for_generation: bool = False,
         video_reader: Callable[[Mapping[str, Any], np.ndarray], np.ndarray] | None = None,
         flat_pixels: bool = False,
+        keep_unlabelled: bool = False,
     ) -> None:
         self.strategy = strategy if isinstance(strategy, Strategy) else get_strategy(strategy)
         spec = resolve_tokenizer(tokenizer, self.strategy)
@@ -306,6 +312,7 @@ class SmolVLMCollator:
         self.for_generation = for_generation
         self.video_reader = video_reader
         self.flat_pixels = flat_pixels
+        self.keep_unlabelled = keep_unlabelled
         tok = self.tokenizer
         self.image_token_id = tok.token_to_id(self.strategy.image_token)
         masked = {tok.token_to_id(t) for t in self.strategy.special_tokens()} | {self.pad_id}
@@ -472,6 +479,8 @@ class SmolVLMCollator:
                 keep |= (starts >= a2) & (starts < b2) & (ends > starts)
             keep &= ~np.isin(ids, self._never_label)
             labels[keep] = ids[keep]
+        if not self.for_generation and not self.keep_unlabelled and not (labels != IGNORE_INDEX).any():
+            raise SampleError(rid, "no_labels", "no assistant turn to learn from (a caption row without text?)")
         n_image_tokens = int((ids == self.image_token_id).sum())
         if defer_pixels:
             sample = Sample(rid, ids, labels, None, n_enc, n_image_tokens, tiles)
@@ -519,12 +528,13 @@ class SmolVLMCollator:
             try:
                 out.append(self.encode(row, defer_pixels=defer_pixels))
             except SampleError as exc:
-                drop = exc.reason == "overlong" and self.overlong == "drop"
+                drop = (exc.reason == "overlong" and self.overlong == "drop") or exc.reason == "no_labels"
                 if self.on_error == "raise" and not drop:
                     raise
                 self.counters[exc.reason] += 1
-                log.warning("skipping %s (%s; %d skipped so far)", exc, exc.reason, sum(
-                    v for k, v in self.counters.items() if k != "truncated"))
+                skipped = sum(v for k, v in self.counters.items() if k not in ("truncated", "rows"))
+                log.warning("skipping row %s: %s (%s; %d skipped so far in this process)", exc.row_id, exc.detail,
+                            exc.reason, skipped)
             self.counters["rows"] += 1
         return out
 

@@ -86,7 +86,7 @@ def export_manifest(
                 reason, detail = got
             counts[reason] = counts.get(reason, 0) + 1
             skipped.append({"id": row.get("id"), "source": row.get("source"), "reason": reason, "detail": detail})
-            log.warning("export: skipping %s (%s: %s)", row.get("id"), reason, detail)
+            log.info("export: skipping %s (%s: %s)", row.get("id"), reason, detail)
         flush()
         names = []
         for i, path in enumerate(provisional):
