@@ -143,3 +143,17 @@ def test_notebook_card_draws_the_ocr_boxes_on_the_page(scan, tmp_path, monkeypat
 
     assert reds(html) > 50  # the boxes are drawn in red on the page thumbnail
     assert reds(card_html({**row, "ocr_lines": None, "ocr": None})) == 0
+
+
+def test_each_page_is_rendered_once(scan, tmp_path):
+    """The analyzer's check render is left to OCR for the pages OCR reads: one render per page, and page 0 scored."""
+    from media import counters
+
+    born = write_text_pdf(tmp_path / "born.pdf", ["A text layer, so OCR leaves this page alone."],
+                          page_size=(300.0, 100.0))
+    for paths, document, renders in (([scan], {"ocr": "auto"}, 1), ([scan], None, 1), ([born], {"ocr": "auto"}, 1),
+                                     ([scan, born], {"ocr": "always", "max_pages": 1}, 2)):
+        counters.reset()
+        kept, _ = _curate(paths, document)
+        assert counters.snapshot().get("decode.pdf", 0) == renders, (paths, document)
+        assert all(r["score_low_info"] is not None and r["score_low_info"] < 0.9 for r in kept.to_pylist())

@@ -105,11 +105,17 @@ class PageOcr(Enricher):
     stage = STAGE_OCR
     columns = OCR_COLUMNS
 
-    def __init__(self, cfg: DocumentSection | dict | None = None, recipe: Any = None) -> None:
+    def __init__(self, cfg: DocumentSection | dict | None = None, recipe: Any = None, shared: Any = None) -> None:
         cfg = cfg if isinstance(cfg, DocumentSection) else DocumentSection.model_validate(cfg or {"ocr": "auto"})
         super().__init__(cfg, recipe)
         self.num_gpus = 0.0  # onnxruntime on CPU
         self._engine = None
+        if shared is not None and cfg.ocr != "never":
+            # the pages OCR reads are rendered here, once, at the OCR dpi: the shared decode skips their
+            # thumbnail-size check render, and this operator scores page 0 (score_low_info) from its render
+            from media.decoded import DecodeNeeds, with_needs
+
+            with_needs(shared, DecodeNeeds(ocr_pages=(cfg.min_chars, cfg.max_pages or 0, cfg.ocr == "always")))
         self._label = ""
 
     @classmethod
@@ -169,6 +175,8 @@ class PageOcr(Enricher):
             if "score_text_chars_per_page" in table.column_names else np.full(n, np.nan)
         textless = table.column("score_textless_pages").to_numpy(zero_copy_only=False).astype(np.float64) \
             if "score_textless_pages" in table.column_names else np.full(n, np.nan)
+        low = table.column("score_low_info").to_numpy(zero_copy_only=False).astype(np.float64) \
+            if "score_low_info" in table.column_names else np.full(n, np.nan)
         failures: dict[int, tuple[str, str]] = {}
         for i, items in enumerate(media):
             if not items:
@@ -191,6 +199,8 @@ class PageOcr(Enricher):
                             img = M.render_pdf_page(doc, page, dpi=self.cfg.dpi)
                         else:
                             img = M.open_image(ref_source(entry), max_side=self.cfg.max_side)
+                        if doc is not None and page == 0 and np.isnan(low[i]):  # the check render was left to OCR
+                            low[i] = _low_info(img)
                         found = self.recognise(np.asarray(img))
                         sx = (entry.get("width") or img.width) / img.width
                         sy = (entry.get("height") or img.height) / img.height
@@ -230,7 +240,18 @@ class PageOcr(Enricher):
         table = set_column(table, "score_ocr_confidence", pa.array(conf, mask=np.isnan(conf)))
         table = set_column(table, "score_text_chars_per_page", pa.array(per_page, mask=np.isnan(per_page)))
         table = set_column(table, "score_textless_pages", pa.array(textless, mask=np.isnan(textless)))
+        if "score_low_info" in table.column_names:
+            table = set_column(table, "score_low_info", pa.array(low, mask=np.isnan(low)))
         return drop_rows(table, failures, self.stage)
+
+
+def _low_info(img) -> float:
+    """The document analyzer's blank-page score of a page, from the OCR render reduced to its check size (256 px)."""
+    from curation.filters.common import low_info_score
+
+    grey = img.convert("L")
+    grey.thumbnail((256, 256))
+    return low_info_score(np.asarray(grey))
 
 
 def ocr_summary(row: dict) -> str:
