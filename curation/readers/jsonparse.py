@@ -46,30 +46,43 @@ def first_byte(path: str) -> bytes:
                 return s[:1]
 
 
-def line_starts(path: str, limit: int | None = None) -> tuple[np.ndarray, int]:
-    """(byte offset of every line start, end offset): one newline scan (lines up to ``limit``)."""
-    starts = [np.zeros(1, np.int64)]
-    offset = 0
-    count = 1
+def line_cuts(path: str, every: int, limit: int | None = None) -> tuple[np.ndarray, int, int]:
+    """(start of lines 0, every, 2*every, ..., lines, end offset) from one newline scan (lines up to ``limit``).
+
+    Only the cuts are kept, so planning memory does not grow with the number of lines.
+    """
+    kept = [np.zeros(1, np.int64)]
+    count = 1  # line starts seen (line 0 starts at byte 0)
+    offset = last = 0
+    stop_at = None
     with open(path, "rb") as fh:
         while True:
             block = fh.read(BLOCK)
             if not block:
                 break
-            nl = np.flatnonzero(np.frombuffer(block, np.uint8) == 10).astype(np.int64) + offset + 1
-            starts.append(nl)
-            count += len(nl)
+            starts = np.flatnonzero(np.frombuffer(block, np.uint8) == 10).astype(np.int64) + offset + 1
+            idx = count + np.arange(len(starts), dtype=np.int64)
+            if limit is not None and count + len(starts) > limit:
+                j = max(0, limit - count)
+                stop_at = int(starts[j])
+                starts, idx = starts[:j], idx[:j]
+            kept.append(starts[idx % every == 0])
+            if len(starts):
+                last = int(starts[-1])
+            count += len(starts)
             offset += len(block)
-            if limit is not None and count > limit:
+            if stop_at is not None:
                 break
-    s = np.concatenate(starts)
-    end = offset
-    if len(s) and s[-1] >= end:
-        s = s[:-1]  # a trailing newline starts no line
-    if limit is not None and len(s) > limit:
-        end = int(s[limit])
-        s = s[:limit]
-    return s, end
+    end = stop_at if stop_at is not None else offset
+    lines = count
+    cuts = np.concatenate(kept)
+    if stop_at is None and last == end:  # a trailing newline (or an empty file) starts no line
+        lines -= 1
+        if len(cuts) and cuts[-1] == end:
+            cuts = cuts[:-1]
+    if limit is not None:
+        lines = min(lines, limit)
+    return cuts, lines, end
 
 
 class _ArrayScanner:
@@ -109,16 +122,29 @@ class _ArrayScanner:
         return pos + offset, chars, depth_after
 
 
-def array_separators(path: str) -> tuple[np.ndarray, int]:
-    """(positions of ``[`` then every depth-1 comma then ``]``, elements) of a top-level JSON array.
+def array_separators(path: str, every: int = 1) -> tuple[np.ndarray, int]:
+    """(separators before elements 0, every, 2*every, ... and after the last one, elements) of a top-level JSON array.
 
-    Element k lies strictly between separators k and k+1. A file cut before
-    its closing bracket ends at the file's end.
+    Separators are the ``[``, the depth-1 commas and the ``]``; element k lies
+    strictly between separators k and k+1. Only every ``every``-th is kept (plus
+    the last), so planning memory does not grow with the number of elements. A
+    file cut before its closing bracket ends at the file's end.
     """
     scan = _ArrayScanner()
-    seps: list[np.ndarray] = []
+    kept: list[np.ndarray] = []
+    count = 0  # separators seen
     opened = closed = False
     offset = 0
+    last = -1
+
+    def keep(found: np.ndarray) -> None:
+        nonlocal count, last
+        idx = count + np.arange(len(found), dtype=np.int64)
+        kept.append(found[idx % every == 0])
+        if len(found):
+            last = int(found[-1])
+        count += len(found)
+
     with open(path, "rb") as fh:
         while not closed:
             raw = fh.read(BLOCK)
@@ -130,26 +156,27 @@ def array_separators(path: str) -> tuple[np.ndarray, int]:
                 first = np.flatnonzero((chars == 91) & (depth == 1))
                 if len(first):
                     opened = True
-                    seps.append(pos[first[:1]])
+                    keep(pos[first[:1]])
                     pos, chars, depth = pos[first[0] + 1:], chars[first[0] + 1:], depth[first[0] + 1:]
             if opened:
                 commas = pos[(chars == 44) & (depth == 1)]
                 end = np.flatnonzero(depth == 0)
                 if len(end):
-                    commas = commas[commas < pos[end[0]]]
-                    seps.append(commas)
-                    seps.append(pos[end[:1]])
+                    keep(commas[commas < pos[end[0]]])
+                    keep(pos[end[:1]])
                     closed = True
                 else:
-                    seps.append(commas)
+                    keep(commas)
             offset += len(raw)
     if not opened:
         return np.zeros(0, np.int64), 0
-    out = np.concatenate(seps).astype(np.int64)
     if not closed:
-        out = np.concatenate([out, [offset]])
-    elements = len(out) - 1
-    if elements == 1 and not _has_content(path, int(out[0]) + 1, int(out[1])):
+        keep(np.array([offset], np.int64))
+    out = np.concatenate(kept).astype(np.int64)
+    if out[-1] != last:
+        out = np.concatenate([out, [last]])  # the closing separator is always kept
+    elements = count - 1
+    if elements == 1 and not _has_content(path, int(out[0]) + 1, int(out[-1])):
         elements = 0  # []
     return out, elements
 

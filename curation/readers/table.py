@@ -122,19 +122,21 @@ class TableReader(Reader):
 
     def _plan_json(self, ctx, tf: TableFile, pos0: int, size: int, remaining: int | None, specs: list) -> int:
         if tf.format == "json":
-            seps, n = J.array_separators(tf.path)
-            if remaining is not None:
-                n = min(n, remaining)
-            for e0 in range(0, n, size):
+            seps, n = J.array_separators(tf.path, size)  # seps[k]: before element k*size; seps[-1]: after the last
+            if remaining is not None and remaining < n:
+                n = remaining
+                seps, _ = J.array_separators(tf.path, 1)  # a limit that cuts a chunk needs the exact separator
+                seps = np.concatenate([seps[0:n:size], [seps[n]]])
+            for k, e0 in enumerate(range(0, n, size)):
                 e1 = min(n, e0 + size)
-                specs.append(TableSpec(ctx.index, pos0 + e0, tf.path, "json", int(seps[e0]) + 1, int(seps[e1]), e0, e1 - e0))
+                specs.append(TableSpec(ctx.index, pos0 + e0, tf.path, "json", int(seps[k]) + 1, int(seps[k + 1]), e0,
+                                       e1 - e0))
             return n
-        starts, end = J.line_starts(tf.path, remaining)
-        n = len(starts)
-        for l0 in range(0, n, size):
+        cuts, n, end = J.line_cuts(tf.path, size, remaining)
+        for k, l0 in enumerate(range(0, n, size)):
             l1 = min(n, l0 + size)
-            specs.append(TableSpec(ctx.index, pos0 + l0, tf.path, "jsonl", int(starts[l0]),
-                                   int(starts[l1]) if l1 < n else end, l0, l1 - l0))
+            specs.append(TableSpec(ctx.index, pos0 + l0, tf.path, "jsonl", int(cuts[k]),
+                                   int(cuts[k + 1]) if k + 1 < len(cuts) else end, l0, l1 - l0))
         return n
 
     # -- reading ---------------------------------------------------------------
