@@ -9,7 +9,8 @@ ablation loader) resolves references the same way.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -32,7 +33,7 @@ def ref_source(ref: Mapping[str, Any]):
         raise M.MediaError("missing", "media reference has neither uri nor bytes")
     if container_scheme(uri) is not None:
         return read_container(uri)
-    return uri[7:] if uri.startswith("file://") else uri
+    return uri.removeprefix("file://")
 
 
 def ref_location(ref: Mapping[str, Any]) -> str | None:
@@ -42,7 +43,7 @@ def ref_location(ref: Mapping[str, Any]) -> str | None:
         return None
     if container_scheme(uri) is not None:
         return container_path(uri)
-    return uri[7:] if uri.startswith("file://") else uri
+    return uri.removeprefix("file://")
 
 
 def _is_pdf_page(ref: Mapping[str, Any]) -> bool:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 
 def jpeg(img, quality: int = 85) -> bytes:
@@ -51,8 +51,7 @@ def llava_json(path: Path, rows: list, *, lines: bool = False, indent: int | Non
     """A LLaVA annotation file: one JSON array (``json.dump``), or JSON Lines."""
     with open(path, "w") as fh:
         if lines:
-            for r in rows:
-                fh.write(json.dumps(r) + "\n")
+            fh.writelines(json.dumps(r) + "\n" for r in rows)
         else:
             json.dump(rows, fh, indent=indent)
     return path
