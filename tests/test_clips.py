@@ -396,3 +396,29 @@ def test_clips_and_ocr_are_identical_on_both_engines(tmp_path, ray_session):
     a, b = (json.loads((tmp_path / d / "manifest.json").read_text()) for d in ("local", "ray"))
     assert a["sources"] == b["sources"] and a["sources"]["clips"]["kept"] == 6
     assert [s["sha256"] for s in a["shards"]] == [s["sha256"] for s in b["shards"]]
+
+
+def test_collator_reads_a_clip_from_inside_it(tmp_path):
+    """The training collator (and so the ablations) plans SmolVLM's sampling on the clip and reads file indices."""
+    import tokenization
+    from tokenization.base_tokenizer import train_bpe
+    from tokenization.collate import SmolVLMCollator
+
+    concat_video(tmp_path / "a.mp4")
+    s = tokenization.get_strategy("smolvlm-256m")
+    asked: list[np.ndarray] = []
+
+    def reader(ref, indices):
+        asked.append(np.asarray(indices))
+        return M.read_video_frames(ref["uri"], indices)
+
+    words = ["the", "clip", "shows", "a", "scene", "of", "photos", "panning", "left"] * 30
+    col = SmolVLMCollator(s, train_bpe([" ".join(words)], vocab_size=300), video_reader=reader)
+    ref = {"uri": str(tmp_path / "a.mp4"), "kind": "video", "frames": 30, "fps": 10.0, "duration": 3.0,
+           "start_s": 2.0, "end_s": 5.0}
+    row = {"id": "c", "images": [], "media": [ref],
+           "turns": [{"role": "user", "content": "What happens?"}, {"role": "assistant", "content": "a scene"}]}
+    batch = col([row])
+    plan = s.plan_video(30, 10.0, 3.0)
+    assert asked[0].tolist() == [20 + i for i in plan.indices]  # within frames 20-49 of the file
+    assert batch["pixel_values"].shape[1] == plan.frames
