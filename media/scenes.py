@@ -330,7 +330,10 @@ def sample_video(
 
     idx, frames = draw(first, count)
     if not clip and tail_repeats(frames) and info["frames"] > 1:
-        true = decodable_frames(src, float(info["fps"] or 0.0), int(info["frames"]))
+        try:
+            true = decodable_frames(src, float(info["fps"] or 0.0), int(info["frames"]))
+        except MediaError:  # the tail does not decode either: keep what the samples gave
+            true = int(info["frames"])
         if 0 < true < int(info["frames"]):
             info = {**info, "frames_header": int(info["frames"]), "duration_header": info["duration"], "frames": true,
                     "duration": true / float(info["fps"]) if info["fps"] else info["duration"]}
