@@ -54,6 +54,8 @@ class DecodeNeeds:
     pages: int = 0  # PDF pages rendered from the first (-1: every page)
     page_side: int | None = None  # longer side of those renders (RGB)
     page_text: bool = False  # the PDF's page list with its text layer
+    check_pages: int = 0  # PDF pages rendered to prove they draw (-1: every page), at check_side (analyzers)
+    check_side: int | None = None
     video_frames: tuple[int, ...] = ()  # sample counts (evenly spaced, first and last included)
     video_side: int | None = None  # longer side of the decoded frames
 
@@ -68,6 +70,8 @@ class DecodeNeeds:
             full_pixels=self.full_pixels or other.full_pixels, byte_digest=self.byte_digest or other.byte_digest,
             keep_bytes=self.keep_bytes or other.keep_bytes, max_pixels=min(budgets) if budgets else None,
             pages=pages, page_side=top(self.page_side, other.page_side), page_text=self.page_text or other.page_text,
+            check_pages=-1 if -1 in (self.check_pages, other.check_pages) else max(self.check_pages, other.check_pages),
+            check_side=top(self.check_side, other.check_side),
             video_frames=tuple(sorted(set(self.video_frames) | set(other.video_frames))),
             video_side=top(self.video_side, other.video_side),
         )
@@ -81,7 +85,7 @@ class DecodeNeeds:
         if kind == "video":
             return bool(self.video_frames) or self.byte_digest
         if kind == "pdf":
-            return self.page_text or self.pages != 0 or self.byte_digest
+            return self.page_text or self.pages != 0 or self.check_pages != 0 or self.byte_digest
         return bool(self.grey_side or self.rgb_side or self.full_pixels or self.byte_digest or self.keep_bytes)
 
 
@@ -219,11 +223,16 @@ def _decode_pdf(src: Any, needs: DecodeNeeds, out: DecodedMedia) -> None:
     try:
         pages = pdf_pages(doc, text=needs.page_text)
         out.pages = pages
-        todo = pages if needs.pages == -1 else pages[: needs.pages]
-        for pg in todo if needs.page_side else ():
+        for pg in pages:
+            # each page once, at the largest side any consumer wants it (the blank-page check's pages and
+            # the hashed pages can differ)
+            want = max((s for n, s in ((needs.pages, needs.page_side), (needs.check_pages, needs.check_side))
+                        if s and (n == -1 or pg.index < n)), default=None)
+            if want is None:
+                continue
             side = max(pg.width_pt, pg.height_pt, 1e-6)
             try:
-                out.renders[pg.index] = render_pdf_page(doc, pg.index, dpi=72.0 * needs.page_side / side, mode="RGB")
+                out.renders[pg.index] = render_pdf_page(doc, pg.index, dpi=72.0 * want / side, mode="RGB")
             except MediaError as exc:
                 out.renders[pg.index] = exc
     finally:

@@ -40,8 +40,8 @@ class DocumentAnalyzer(Operator):
         self.cfg = cfg
         self.dpi = float(dpi)
         pages = {"none": 0, "first": 1}.get(cfg.render_check, -1)
-        self.shared = with_needs(shared, DecodeNeeds(grey_side=_CHECK_SIDE, page_text=True, pages=pages,
-                                                     page_side=_CHECK_SIDE if pages else None))
+        self.shared = with_needs(shared, DecodeNeeds(grey_side=_CHECK_SIDE, page_text=True, check_pages=pages,
+                                                     check_side=_CHECK_SIDE if pages else None))
 
     def __call__(self, table: pa.Table) -> pa.Table:
         n = table.num_rows
