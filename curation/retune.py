@@ -20,6 +20,9 @@ The rules, which make the result the one a fresh ``curate`` with the new thresho
   are null) and is not compared against the kept rows (``undeduped`` counts them). A kept row that
   represented a cluster and is now dropped leaves its twins in the ledger (``orphaned`` counts the
   clusters). When either count matters, run ``curate`` with the new recipe: it re-hashes and re-resolves.
+- **Model operators keep their verdicts.** Rows a model operator (``curation/enrich``: language,
+  heads, CLIP score, top-fraction cutoffs) dropped stay dropped, and a row brought back is not
+  re-scored by them (its model scores never existed).
 - **Only thresholds.** Fields that change how a score is *measured* (``analysis_side``,
   ``sample_frames``, n-gram sizes, ...) or anything outside ``filters:`` are refused with the field named.
 
@@ -43,6 +46,7 @@ from curation.filters import operator_columns, source_operators
 from curation.filters.common import STAGE_FILTER
 from curation.filters.document import DocumentFilter
 from curation.filters.image import ImageFilter
+from curation.filters.text import TextQuality
 from curation.filters.video import VideoFilter
 from curation.operators import DECISION_COLUMNS, DROP_DETAIL, DROP_REASON, DROP_STAGE, split_decided
 from curation.recipe import Recipe, TextFilters, parse_recipe
@@ -53,6 +57,10 @@ from manifests.writer import ManifestWriter
 
 #: ledger stages whose rows are re-judged (every other stage keeps its verdict)
 RETUNED_STAGES = (STAGE_FILTER,)
+#: the operators re-run: thresholds over stored scores, and text checks that re-score the stored text.
+#: Model operators (curation/enrich) that also drop at stage ``filter`` keep their verdicts: their
+#: top-fraction cutoffs are global and their scores need models.
+RETUNED_OPS = (ImageFilter, DocumentFilter, VideoFilter, TextQuality)
 #: stages whose verdict stands unless the new thresholds drop the row earlier, at a filter
 DEDUP_STAGES = ("dedup", "decontaminate")
 #: stages that drop a row before any score of it exists
@@ -78,6 +86,15 @@ SECTIONS_OF_KIND = {
 
 
 # --------------------------------------------------------------------------- thresholds as data
+
+
+#: ledger reasons those operators write (n-gram reasons as their prefix: ``max_top_ngram_frac.2``)
+FILTER_REASONS = frozenset(k for keys in RETUNABLE.values() for k in keys) | {"missing_text"}
+
+
+def _reason_root(reasons: pa.ChunkedArray) -> pa.ChunkedArray:
+    """``max_top_ngram_frac.2`` -> ``max_top_ngram_frac`` (other reasons unchanged)."""
+    return pc.replace_substring_regex(reasons, pattern=r"\..*$", replacement="")
 
 
 def threshold_checks(recipe: Recipe | Mapping[str, Any], kind: str) -> list[dict[str, Any]]:
@@ -349,7 +366,8 @@ def _retune_source(recipe: Recipe, idx: int | None, kept: pa.Table, led: pa.Tabl
         return kept, conform(led, lschema, strict=False), stats
     led = led.append_column("_lrow", pa.array(np.arange(led.num_rows, dtype=np.int64)))
     if v2:
-        refilter = pc.fill_null(pc.is_in(stage, pa.array(RETUNED_STAGES)), False)
+        refilter = pc.fill_null(pc.and_(pc.is_in(stage, pa.array(RETUNED_STAGES)),
+                                        pc.is_in(_reason_root(led.column("reason")), pa.array(sorted(FILTER_REASONS)))), False)
         # a duplicate passed every filter once; if the new thresholds fail it, a fresh curate drops it at the filter
         deduped = pc.fill_null(pc.is_in(stage, pa.array(DEDUP_STAGES)), False)
     else:
@@ -368,7 +386,7 @@ def _retune_source(recipe: Recipe, idx: int | None, kept: pa.Table, led: pa.Tabl
     lrow = np.concatenate([np.full(n_kept, -1), again.column("_lrow").to_numpy(), twins.column("_lrow").to_numpy()])
 
     ops = source_operators(recipe, idx)
-    filt = [j for j, op in enumerate(ops) if getattr(op, "stage", None) in RETUNED_STAGES]
+    filt = [j for j, op in enumerate(ops) if isinstance(op, RETUNED_OPS)]
     survivors = cand
     gone_parts: list[pa.Table] = []
     for j in filt:

@@ -56,13 +56,15 @@ def loosening(m: "Manifest", examples: int = 6) -> LooseningView:
     led = m.ledger()
     if not checks or "modality" not in led.column_names:  # no recipe, or a v1 ledger without scores
         return LooseningView([], checks)
-    from curation.retune import retune
+    from curation.retune import RETUNABLE, retune
 
     filt = led.filter(pc.equal(led.column("stage"), "filter"))
     seen: dict[tuple[str, str], dict[str, Any]] = {}
     for source, src_checks in checks.items():
         mine = filt.filter(pc.equal(filt.column("source"), source))
         for c in src_checks:
+            if c.get("section") not in RETUNABLE:  # model thresholds (enrich.*): re-run curate to change them
+                continue
             rows = mine.filter(pc.equal(mine.column("reason"), c["key"]))
             if rows.num_rows == 0 or c["column"] not in rows.column_names:
                 continue
