@@ -31,6 +31,8 @@ MEDIA_TYPE = pa.struct(
         pa.field("fps", pa.float64()),
         pa.field("frames", pa.int64()),
         pa.field("rotation", pa.int16()),  # degrees of display rotation metadata (video)
+        pa.field("start_s", pa.float64()),  # a clip: its span on the source video, seconds [start_s, end_s)
+        pa.field("end_s", pa.float64()),  # (duration and frames then describe the clip, not the file)
     ]
 )
 

@@ -136,6 +136,29 @@ def thumb_uri(ref: Mapping[str, Any], size: int = THUMB) -> str | None:
     return data_uri(pics[0]) if pics else None
 
 
+def ocr_strip_uris(media: list[Mapping[str, Any]] | None, lines: list[Mapping[str, Any]] | None,
+                   size: int = THUMB) -> list[str]:
+    """A row's first pages with its OCR line boxes drawn (``ocr_lines`` boxes are in each page entry's pixels)."""
+    from PIL import Image, ImageDraw
+
+    out = []
+    for i, ref in enumerate([r for r in (media or []) if r][:STRIP_ITEMS]):
+        pics = jpegs(ref, "thumb", size)
+        if not pics:
+            continue
+        img = Image.open(io.BytesIO(pics[0])).convert("RGB")
+        page = ref.get("page") if ref.get("page") is not None else i
+        boxes = [ln["box"] for ln in lines or () if ln and ln.get("page") == page and ln.get("box")]
+        if boxes and ref.get("width") and ref.get("height"):
+            sx, sy = img.width / float(ref["width"]), img.height / float(ref["height"])
+            draw = ImageDraw.Draw(img)
+            for x0, y0, x1, y1 in boxes:
+                draw.rectangle([x0 * sx, y0 * sy, max(x0 * sx + 1, x1 * sx), max(y0 * sy + 1, y1 * sy)],
+                               outline=(220, 30, 30))
+        out.append(data_uri(_encode(img)))
+    return out
+
+
 def strip_uris(media: list[Mapping[str, Any]] | None, size: int = STRIP) -> list[str]:
     """Pictures for a row's strip: its first pages/images, or a video's evenly spaced frames."""
     media = [r for r in (media or []) if r]
