@@ -198,3 +198,41 @@ def test_threshold_checks_are_the_recipes(corpus):
     text = [c for c in threshold_checks(rec, "text") if c["column"] == "score_top_2gram"]
     assert text and text[0]["min_words"] == 50
     assert copy.deepcopy(checks) == checks
+
+
+def test_model_operator_verdicts_stand(corpus, tmp_path):
+    """A row a model operator dropped at stage filter (a top-fraction cutoff) is not brought back by retune."""
+    from manifests import ManifestWriter
+
+    old = open_manifest(run_job(load_recipe(_recipe(corpus, dedup=False)), tmp_path / "old", engine="local", quiet=True).out)
+    led = old.ledger()
+    tiny = pc.equal(led.column("reason"), "min_side")
+    reason = pc.if_else(tiny, pa.scalar("clip_score_top_fraction"), led.column("reason"))
+    led = led.set_column(led.column_names.index("reason"), "reason", reason)
+    w = ManifestWriter(tmp_path / "relabelled", old.schema)
+    w.write(old.table())
+    w.write_dropped(led)
+    w.commit(recipe=old.info["recipe"], sources={n: {"read": s["read"]} for n, s in old.info["sources"].items()})
+    r = retune(open_manifest(tmp_path / "relabelled"), filters={"image": {"min_side": 8, "max_low_info": 1.0}})
+    assert sum(r.sources["photos"]["brought_back"].values()) == 1, "only the flat photo: the relabelled row stays"
+    kept = r.ledger.filter(pc.equal(r.ledger.column("reason"), "clip_score_top_fraction"))
+    assert kept.num_rows == 1
+
+
+def test_curate_with_a_mixture_prints_both_share_tables(tmp_path, capsys):
+    import json
+
+    rows = [{"id": f"a{i}", "text": f"alpha document number {i} " * 6} for i in range(12)]
+    (tmp_path / "a.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    (tmp_path / "b.jsonl").write_text("\n".join(json.dumps({**r, "id": "b" + r["id"]}) for r in rows))
+    (tmp_path / "r.yaml").write_text("""\
+sources:
+  - {name: alpha, kind: text, path: a.jsonl, text_column: text, id_column: id}
+  - {name: bravo, kind: text, path: b.jsonl, text_column: text, id_column: id}
+mixture: {seed: 0, by: samples, total: 16, weights: {alpha: 0.75, bravo: 0.25}}
+""")
+    assert cli_main(["curate", str(tmp_path / "r.yaml"), "--out", str(tmp_path / "out"), "--engine", "local", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    by_source = out.split("by source:")[1].split("by modality:")[0]
+    assert "alpha" in by_source and "75.0%" in by_source and "bravo" in by_source
+    assert "text" in out.split("by modality:")[1] and "100.0%" in out.split("by modality:")[1]
