@@ -158,7 +158,7 @@ class TaskSource:
         return got
 
     def video_frames(self, sample: RawSample, indices: Sequence[int]) -> np.ndarray:
-        """uint8 [n, H, W, 3] frames at ``indices`` (cached per index set)."""
+        """uint8 [n, H, W, 3] frames at ``indices`` of the video file (a clip's are shifted to its start by the collator)."""
         key = (sample.id, tuple(int(i) for i in indices))
         got = self._frames.get(key)
         if got is None:

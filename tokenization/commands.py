@@ -90,10 +90,19 @@ def _head(prompt: str, full: bool, image_token: str = "<image>") -> str:
 
 def plan_file(path: Path, strategy: Any, counter: Any, full_prompt: bool = False) -> dict[str, Any]:
     """The plan of one image or video file (header/metadata probes only, no full decode)."""
-    from media import VIDEO_EXTENSIONS, image_info, probe_video
+    from media import VIDEO_EXTENSIONS, MediaError, image_info, probe_video
 
     if path.suffix.lower() in VIDEO_EXTENSIONS:
         meta = probe_video(path)
+        from media.scenes import decodable_frames
+
+        # a header can overstate the frames (a truncated AVI): one seek to its claimed end tells
+        try:
+            true = decodable_frames(path, meta["fps"], meta["frames"]) if meta["frames"] > 1 else meta["frames"]
+        except MediaError:  # a broken tail: plan on the header, as the decoders will fail there anyway
+            true = meta["frames"]
+        if 0 < true < meta["frames"]:
+            meta = {**meta, "frames": true, "duration": true / meta["fps"]}
         plan = strategy.plan_video(meta["frames"], meta["fps"], meta["duration"] or None)
         prompt = plan.prompt
         d = {"path": str(path), "kind": "video", "width": meta["width"], "height": meta["height"],

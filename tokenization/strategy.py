@@ -314,11 +314,12 @@ class Strategy:
 
         return plan_video(self, total_frames, native_fps, duration)
 
-    def load_video(self, path: Any, *, normalize: bool = True) -> "Any":
-        """Decode the sampled frames of a video (decord, PyAV fallback) into one tile each."""
+    def load_video(self, path: Any, *, normalize: bool = True, start_s: float | None = None,
+                   end_s: float | None = None) -> "Any":
+        """Decode the sampled frames of a video, or of its clip [start_s, end_s), into one tile each."""
         from tokenization.video import load_video
 
-        return load_video(self, path, normalize=normalize)
+        return load_video(self, path, normalize=normalize, start_s=start_s, end_s=end_s)
 
 
 # ---- construction & validation ---------------------------------------------------------------

@@ -97,6 +97,8 @@ class DocumentAnalyzer(Operator):
         if self.cfg.render_check != "none" and pages:
             todo = pages[:1] if self.cfg.render_check == "first" else pages
             for pg in todo:
+                if pg.index not in got.renders:  # left to the OCR stage, which renders and scores it once
+                    continue
                 img = got.page_image(pg.index)  # rendered once by the shared decode (RGB); raises if it did not draw
                 if pg.index == 0:
                     low = low_info_score(np.asarray(img.convert("L")))

@@ -24,6 +24,8 @@ VIDEO_SCORES: dict[str, pa.DataType] = {
     "score_min_side": pa.int32(),  # display pixels
     "score_max_side": pa.int32(),
     "score_motion": pa.float64(),  # median over consecutive sampled frames of the mean |grey difference|, 0-255
+    "score_static": pa.float64(),  # fraction of consecutive sampled frame pairs that differ by under 1 grey level
+    "score_low_info": pa.float64(),  # 1 - min(1, grey std / 32) of the sampled frame with most contrast: 1 = black/flat
 }
 
 
@@ -45,6 +47,9 @@ class VideoAnalyzer(Operator):
         smin = np.full(n, -1, np.int64)
         smax = np.full(n, -1, np.int64)
         motion = np.full(n, np.nan)
+        static = np.full(n, np.nan)
+        low = np.full(n, np.nan)
+        metas = table.column("meta").to_pylist() if "meta" in table.column_names else None
         failures: dict[int, tuple[str, str]] = {}
         positions = row_positions(table)
         for i, items in enumerate(media):
@@ -69,15 +74,24 @@ class VideoAnalyzer(Operator):
                         format=item.get("format") or str(path).rsplit(".", 1)[-1].lower())
             dur[i], fps[i] = info["duration"], info["fps"]
             smin[i], smax[i] = min(info["width"], info["height"]), max(info["width"], info["height"])
+            if "frames_header" in info and metas is not None:  # the header overstated the frames: keep its claim in meta
+                metas[i] = _with_header(metas[i], info)
             grey = frames.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
             # median over consecutive pairs: encoder warm-up or one scene cut do not make a still video "move"
-            motion[i] = float(np.median(np.abs(np.diff(grey, axis=0)).mean(axis=(1, 2)))) if len(grey) > 1 else 0.0
+            steps = np.abs(np.diff(grey, axis=0)).mean(axis=(1, 2)) if len(grey) > 1 else np.zeros(0)
+            motion[i] = float(np.median(steps)) if steps.size else 0.0
+            static[i] = float((steps < 1.0).mean()) if steps.size else 1.0
+            low[i] = float(max(0.0, 1.0 - float(grey.reshape(len(grey), -1).std(axis=1).max(initial=0.0)) / 32.0))
         table = put_media(table, media)
         table = set_column(table, "score_duration_s", pa.array(dur, mask=np.isnan(dur)))
         table = set_column(table, "score_fps", pa.array(fps, mask=np.isnan(fps)))
         table = set_column(table, "score_min_side", pa.array(smin, mask=smin < 0).cast(pa.int32()))
         table = set_column(table, "score_max_side", pa.array(smax, mask=smax < 0).cast(pa.int32()))
         table = set_column(table, "score_motion", pa.array(motion, mask=np.isnan(motion)))
+        table = set_column(table, "score_static", pa.array(static, mask=np.isnan(static)))
+        table = set_column(table, "score_low_info", pa.array(low, mask=np.isnan(low)))
+        if metas is not None:
+            table = set_column(table, "meta", pa.array(metas, pa.string()))
         return drop_rows(table, failures, self.stage)
 
 
@@ -90,4 +104,15 @@ class VideoFilter(ThresholdFilter):
         ("score_min_side", ">=", "min_side"),
         ("score_max_side", "<=", "max_side"),
         ("score_motion", ">=", "min_motion"),
+        ("score_static", "<=", "max_static"),
+        ("score_low_info", "<=", "max_low_info"),
     )
+
+
+def _with_header(meta: str | None, info: dict) -> str:
+    """The row's meta JSON plus the container header's frame count and duration (when they overstate)."""
+    import json
+
+    d = json.loads(meta) if meta else {}
+    d.update(frames_header=int(info["frames_header"]), duration_header=float(info["duration_header"] or 0.0))
+    return json.dumps(d, ensure_ascii=False, sort_keys=True)
