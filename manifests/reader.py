@@ -139,8 +139,12 @@ class Manifest:
         lf = self.lazy()
         return (lf.select(columns) if columns else lf).collect()
 
-    def to_pandas(self):
-        return self.table().to_pandas()
+    def to_pandas(self, *, signatures: bool = False):
+        """The kept rows as a pandas DataFrame (``sig_*`` hashes only when asked: pandas cannot hold lists of fixed-size binary)."""
+        table = self.table(columns=self.reader_columns(signatures))
+        if signatures:
+            table = table.cast(_pandas_safe(table.schema))
+        return table.to_pandas()
 
     def reader_columns(self, signatures: bool = False) -> list[str]:
         """Columns the HF/Ray/torch readers hand out: ``sig_*`` dedup hashes only when asked."""
@@ -257,6 +261,18 @@ class Manifest:
         from manifests.loosen import loosening
 
         return loosening(self, examples=examples)
+
+
+def _pandas_safe(schema: pa.Schema) -> pa.Schema:
+    """``fixed_size_binary`` (also inside lists) as plain ``binary``, which pandas converts."""
+    def fix(t: pa.DataType) -> pa.DataType:
+        if pa.types.is_fixed_size_binary(t):
+            return pa.binary()
+        if pa.types.is_list(t) or pa.types.is_large_list(t):
+            return pa.list_(fix(t.value_type))
+        return t
+
+    return pa.schema([pa.field(f.name, fix(f.type), f.nullable) for f in schema])
 
 
 def repeat_indices(table: pa.Table) -> pa.Array:

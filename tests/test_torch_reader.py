@@ -137,6 +137,7 @@ def test_hf_torch_format_images_and_repeat(sig_mixture: Path):
     batch = t[:4]
     assert batch["tokens"].tolist() == [10, 11, 2, 50]
     hf.to_pandas()  # pandas formatting no longer trips over fixed_size_binary
+    assert m.to_pandas().shape[0] == 4 and "sig_pixels" in m.to_pandas(signatures=True).columns
 
 
 def test_torch_tensor_decode_collates_in_a_dataloader(sig_mixture: Path):
