@@ -9,6 +9,7 @@ risk, not a crafted one.
 from __future__ import annotations
 
 import os
+import threading
 
 import numpy as np
 import xxhash
@@ -26,14 +27,33 @@ def digest(data: bytes | memoryview) -> bytes:
     return xxhash.xxh3_128_digest(data)
 
 
+#: digests of files already hashed by this process, by (path, size, mtime): the clips of one video
+#: (curation.clips) are rows of their own but one file, read once
+_FILE_DIGESTS: dict[tuple[str, int, int], bytes] = {}
+_FILE_DIGESTS_MAX = 1024
+_FILE_DIGESTS_LOCK = threading.Lock()
+
+
 def file_digest(path: str | os.PathLike, kind: str = "video") -> bytes:
     """XXH3-128 of a file, streamed (videos can be large); counted as one read of ``kind``."""
+    p = os.fspath(path)
+    st = os.stat(p)
+    key = (p, st.st_size, st.st_mtime_ns)
+    with _FILE_DIGESTS_LOCK:
+        hit = _FILE_DIGESTS.get(key)
+    if hit is not None:
+        return hit
     h = xxhash.xxh3_128()
-    with open(path, "rb") as fh:
+    with open(p, "rb") as fh:
         for block in iter(lambda: fh.read(_BLOCK), b""):
             h.update(block)
     count("read", kind)
-    return h.digest()
+    out = h.digest()
+    with _FILE_DIGESTS_LOCK:
+        if len(_FILE_DIGESTS) >= _FILE_DIGESTS_MAX:
+            _FILE_DIGESTS.pop(next(iter(_FILE_DIGESTS)))
+        _FILE_DIGESTS[key] = out
+    return out
 
 
 def pixel_digest(arr: np.ndarray) -> bytes:
