@@ -224,3 +224,23 @@ def test_open_clip_checkpoints_load_without_the_open_clip_package(models, tmp_pa
         (oc / f).unlink()
     with pytest.raises(Exception, match="no tokenizer files"):
         ImageEmbedder.check(r.enrich["embed"], r, "enrich.embed", 0)
+
+
+def test_the_model_reads_the_chains_one_decode(models, tmp_path):
+    """With embed, analyzers, semantic and image dedup in the chain, every image is still read and decoded once."""
+    from media import counters
+
+    model_corpus(tmp_path / "corpus")
+    (tmp_path / "r.yaml").write_text(
+        "sources:\n  - {name: pairs, kind: image_text, path: corpus/pairs, format: files, chunk_size: 5}\n"
+        "  - {name: photos, kind: images, path: corpus/photos, chunk_size: 4}\n"
+        "filters:\n  image: {min_side: 8, max_low_info: null}\n"
+        f"enrich:\n  embed: {{model: {models / 'clip'}, batch_size: 4}}\n"
+        "dedup: {exact: true, image: {}, semantic: {enabled: true}}\n")
+    counters.reset()
+    with counters.counting() as counts:
+        res = run_job(load_recipe(tmp_path / "r.yaml"), tmp_path / "out", engine="local", quiet=True)
+    assert counts == {"read.image": 18, "decode.image": 18}, counts
+    assert res.read == 18
+    kept = _rows(tmp_path / "out")
+    assert kept.column("emb_image").null_count == 0 and "_pix_embed" not in kept.column_names

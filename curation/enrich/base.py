@@ -100,6 +100,11 @@ class Enricher(Operator):
         ``op`` the keep condition. What manifest.json records and histograms draw."""
         return []
 
+    def before(self, shared: Any) -> list[Operator]:
+        """Operators the chain runs just before this one, in the CPU stage (e.g. cutting model inputs from
+        the chain's shared decode ``shared``); none by default."""
+        return []
+
     def applies(self, source: Any) -> bool:
         """Whether this operator runs on a source (by kind and the section's ``sources`` list)."""
         if source.kind not in self.kinds:

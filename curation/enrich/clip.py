@@ -34,6 +34,8 @@ from manifests.errors import RecipeError
 EMB_IMAGE = "emb_image"
 SCORE_CLIP = "score_clip"
 EMB_TYPE = pa.list_(pa.float16())
+#: private column: the uint8 model input cut in the CPU stage (ImagePixels) for the model stage
+PIX = "_pix_embed"
 STAGE_EMBED = "embed"
 
 
@@ -72,6 +74,10 @@ class ImageEmbedder(Enricher):
             raise RecipeError("this open_clip folder has no tokenizer files (tokenizer.json): add them, or set "
                               "score_text: false to embed images only", field=f"{field}.model")
 
+    def before(self, shared: Any) -> list[Any]:
+        """In a chain: the CPU half that cuts model inputs from the shared decode (one decode per image)."""
+        return [ImagePixels(self.cfg, self.recipe, shared)]
+
     def setup(self) -> None:
         import torch
 
@@ -90,31 +96,20 @@ class ImageEmbedder(Enricher):
 
     # -- pixels ---------------------------------------------------------------
     def pixels(self, ref: dict) -> np.ndarray:
-        """One image as the model's normalised float32 [3, H, W] (MediaError when it cannot be decoded)."""
-        from PIL import Image
-
+        """One image decoded here (the operator used on its own, outside a chain): normalised float32 [3, H, W]."""
         import media as M
         from media.refs import ref_source
 
-        h, w = self.pp.size
-        short_target = self.pp.shortest_edge or max(h, w)
         max_side = None
         if ref.get("width") and ref.get("height"):
             short, long_ = sorted((int(ref["width"]), int(ref["height"])))
-            # the reduced decode keeps the short side at or above the model's input side
-            max_side = max(h, w) if self.pp.shortest_edge is None else math.ceil(short_target * long_ / max(1, short)) + 1
-            max_side = max(max_side, max(h, w))
+            max_side = decode_side(self.pp, long_ / max(1, short))
         _, img = M.decode_image(ref_source(ref), max_side=max_side, mode="RGB")
-        if self.pp.shortest_edge is not None:
-            iw, ih = img.size
-            scale = short_target / min(iw, ih)
-            nw, nh = max(w, round(iw * scale)), max(h, round(ih * scale))
-            img = img.resize((nw, nh), resample=Image.Resampling(self.pp.resample))
-            left, top = (nw - w) // 2, (nh - h) // 2
-            img = img.crop((left, top, left + w, top + h))
-        else:
-            img = img.resize((w, h), resample=Image.Resampling(self.pp.resample))
-        arr = np.asarray(img, dtype=np.float32).transpose(2, 0, 1) / 255.0
+        return self.normalize(model_crop(img, self.pp))
+
+    def normalize(self, crop: np.ndarray) -> np.ndarray:
+        """uint8 [H, W, 3] model input -> normalised float32 [3, H, W]."""
+        arr = crop.astype(np.float32).transpose(2, 0, 1) / 255.0
         return (arr - self._mean) / self._std
 
     # -- model ----------------------------------------------------------------
@@ -167,16 +162,22 @@ class ImageEmbedder(Enricher):
         has = np.zeros(n, bool)
         score = np.full(n, np.nan, np.float32)
         failures: dict[int, tuple[str, str]] = {}
-        rows = [(i, next((m for m in (items or ()) if m.get("kind") in ("image", "page")
-                          and (m.get("format") or "").upper() != "PDF"), None)) for i, items in enumerate(media)]
+        rows = [(i, first_image(items)[1]) for i, items in enumerate(media)]
         rows = [(i, ref) for i, ref in rows if ref is not None]
         step = self.cfg.batch_size
         import media as M
 
+        h, w = self.pp.size
+        given = table.column(PIX).to_pylist() if PIX in table.column_names else None
         for start in range(0, len(rows), step):
             part = rows[start:start + step]
             arrays, at = [], []
             for i, ref in part:
+                if given is not None:  # the model input the CPU stage cut from the shared decode
+                    if given[i] is not None:
+                        arrays.append(self.normalize(np.frombuffer(given[i], np.uint8).reshape(h, w, 3)))
+                        at.append(i)
+                    continue
                 try:
                     arrays.append(self.pixels(ref))
                     at.append(i)
@@ -194,8 +195,96 @@ class ImageEmbedder(Enricher):
                 t = self.embed_texts([texts[i] for i in with_text])
                 wt = np.asarray(with_text)
                 score[wt] = np.einsum("nd,nd->n", emb[wt], t)
+        if given is not None:
+            table = table.drop_columns([PIX])
         table = set_column(table, EMB_IMAGE, embedding_array(emb, has))
         table = set_column(table, SCORE_CLIP, pa.array(score, pa.float32(), mask=np.isnan(score)))
+        return drop_rows(table, failures, self.stage)
+
+
+def first_image(items: Optional[list]) -> tuple[int, Optional[dict]]:
+    """(index, reference) of a row's first raster image or document-image page; (-1, None) without one."""
+    for j, m in enumerate(items or ()):
+        if m.get("kind") in ("image", "page") and (m.get("format") or "").upper() != "PDF":
+            return j, m
+    return -1, None
+
+
+def decode_side(pp: Any, aspect: float = 2.0) -> int:
+    """Longer side of the decode a model input is cut from: its short side reaches the model's side.
+
+    For CLIP's resize-short-side-then-crop that is ``side * aspect``; the shared
+    decode (which fixes one size for every image of a chunk) uses aspect 2, so
+    only images more than twice as long as wide are upscaled a little.
+    """
+    h, w = pp.size
+    if pp.shortest_edge is None:
+        return max(h, w)
+    return max(max(h, w), math.ceil(pp.shortest_edge * aspect) + 1)
+
+
+def model_crop(img: Any, pp: Any) -> np.ndarray:
+    """The model's input cut from an RGB image: uint8 [H, W, 3] (resize + centre crop, or resize)."""
+    from PIL import Image
+
+    h, w = pp.size
+    if pp.shortest_edge is not None:
+        iw, ih = img.size
+        scale = pp.shortest_edge / min(iw, ih)
+        nw, nh = max(w, round(iw * scale)), max(h, round(ih * scale))
+        img = img.resize((nw, nh), resample=Image.Resampling(pp.resample))
+        left, top = (nw - w) // 2, (nh - h) // 2
+        img = img.crop((left, top, left + w, top + h))
+    else:
+        img = img.resize((w, h), resample=Image.Resampling(pp.resample))
+    return np.asarray(img.convert("RGB"), dtype=np.uint8)
+
+
+class ImagePixels(Enricher):
+    """The CPU half of ``embed``: cuts each row's model input from the chain's shared decode.
+
+    Runs in the fused CPU stage before the model stage, so every image is
+    decoded once (with the analyzers and dedup signatures) and only the
+    uint8 model input (``_pix_embed``, H*W*3 bytes) travels to the model's
+    actors. An image the shared decode could not use is dropped here at stage
+    ``embed`` with the decoder's reason.
+    """
+
+    Config = EmbedConfig
+    section = "embed_pixels"
+    stage = STAGE_EMBED
+    own_stage = False
+    kinds = ("images", "image_text")
+
+    cfg: EmbedConfig
+
+    def __init__(self, cfg: EmbedConfig, recipe: Any, shared: Any = None) -> None:
+        super().__init__(cfg, recipe)
+        self.shared = shared
+
+    def setup(self) -> None:
+        from curation.enrich.models import describe_model, preprocess_spec
+        from media.decoded import DecodeNeeds, with_needs
+
+        self.pp = preprocess_spec(describe_model(self.cfg.path(self.recipe, "model"), "enrich.embed.model"))
+        self.shared = with_needs(self.shared, DecodeNeeds(rgb_side=decode_side(self.pp)))
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        media = table.column("media").to_pylist()
+        pos = table.column("_pos").to_pylist() if "_pos" in table.column_names else [None] * table.num_rows
+        out: list[Optional[bytes]] = [None] * table.num_rows
+        failures: dict[int, tuple[str, str]] = {}
+        for i, items in enumerate(media):
+            j, ref = first_image(items)
+            if ref is None:
+                continue
+            got = self.shared.get(pos[i], j, ref)
+            if got.error is not None or got.rgb is None:
+                err = got.error
+                failures[i] = (err.reason, err.detail) if err is not None else ("undecodable", "no RGB decode")
+                continue
+            out[i] = model_crop(got.rgb, self.pp).tobytes()
+        table = set_column(table, PIX, pa.array(out, pa.binary()))
         return drop_rows(table, failures, self.stage)
 
 

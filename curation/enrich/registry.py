@@ -5,8 +5,9 @@ Each value is ``"module.path:ClassName"`` naming a :class:`curation.enrich.base.
 ``Config`` (the pydantic model of its section) and its resources (``num_cpus``,
 ``num_gpus``, ``batch_size``, ``concurrency``). A recipe configures it as
 ``enrich: {<name>: {...}}``; operators run in the order of this mapping, after
-the filters and before dedup signatures and token counts. Adding a model
-operator is one module plus one line here.
+the filters, dedup signatures and token counts (which read the chain's shared
+decode in the first CPU stage). Adding a model operator is one module plus one
+line here.
 """
 from __future__ import annotations
 

@@ -41,11 +41,11 @@ def source_operators(recipe: Recipe, index: int) -> list[Any]:
         ops = [TextQuality(f.text)]
     else:
         ops = [VideoAnalyzer(f.video, shared), VideoFilter(f.video)]
-    if recipe.enrich:  # model operators (curation/enrich): after the filters, before signatures and tokens
-        from curation.enrich import enrich_operators
-
-        ops.extend(enrich_operators(recipe, index))
     ops.extend(plugin_operators(recipe, shared))
+    if recipe.enrich:  # model operators (curation/enrich) last: everything reading the shared decode stays before
+        from curation.enrich import enrich_operators  # the first model stage, in the stage that decoded
+
+        ops.extend(enrich_operators(recipe, index, shared))
     return [DecodeMedia(shared), *ops]
 
 
