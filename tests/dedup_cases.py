@@ -411,25 +411,27 @@ def remux(src: Path, dst: Path) -> Path:
     return dst
 
 
-def video_cases(sources: list[Path], out: Path) -> list[tuple[str, str, str, Path]]:
-    """(id, class, group, path): per source a re-mux, the same frames at another fps (metadata), a re-encode
-    at half the frame rate, copies trimmed at the start and at the end; and two clips that share a scene
-    (the first 60% and the last 60%: a third of each is the same footage), which are distinct."""
+def video_cases(sources: list[Path], out: Path, groups: list[str] | None = None) -> list[tuple[str, str, str, Path]]:
+    """(id, class, group, path): per source a re-encode, its re-mux into MKV, the same frames at another fps
+    (metadata only: other timestamps and duration), a re-encode at half the frame rate, copies with 10% trimmed
+    at the start or at the end; and two clips that share a scene (the first 60% and the last 60%: a third
+    of each is the same footage), which are distinct from each other."""
     out.mkdir(parents=True, exist_ok=True)
     cases = []
     for k, src in enumerate(sources):
         g = f"v{k}"
+        group = groups[k] if groups else g  # the copies' group (the source's own family, when it is in the set)
         frames, fps = _decode_all(src)
         n = len(frames)
         base = encode_video(frames, out / f"{g}.mp4", fps)
-        cases.append((g, "original", g, base))
-        cases.append((f"{g}~remux", "remux", g, remux(base, out / f"{g}-remux.mkv")))
+        cases.append((g, "reencode", group, base))
+        cases.append((f"{g}~remux", "remux", group, remux(base, out / f"{g}-remux.mkv")))
         other = 23.976 if abs(fps - 30) < 1 else 30.0
-        cases.append((f"{g}~fps_metadata", "fps_metadata", g, encode_video(frames, out / f"{g}-fps.mp4", other)))
-        cases.append((f"{g}~half_fps", "reencode_half_fps", g, encode_video(frames[::2], out / f"{g}-half.mp4", fps / 2, "mpeg4")))
+        cases.append((f"{g}~fps_metadata", "fps_metadata", group, encode_video(frames, out / f"{g}-fps.mp4", other)))
+        cases.append((f"{g}~half_fps", "reencode_half_fps", group, encode_video(frames[::2], out / f"{g}-half.mp4", fps / 2, "mpeg4")))
         cut = max(1, n // 10)
-        cases.append((f"{g}~trim_start", "trim_start", g, encode_video(frames[cut:], out / f"{g}-trim-start.mp4", fps)))
-        cases.append((f"{g}~trim_end", "trim_end", g, encode_video(frames[:-cut], out / f"{g}-trim-end.mp4", fps)))
+        cases.append((f"{g}~trim_start", "trim_start", group, encode_video(frames[cut:], out / f"{g}-trim-start.mp4", fps)))
+        cases.append((f"{g}~trim_end", "trim_end", group, encode_video(frames[:-cut], out / f"{g}-trim-end.mp4", fps)))
         a, b = int(n * 0.6), int(n * 0.4)
         cases.append((f"{g}-scene-a", "shared_scene", f"{g}-scene-a", encode_video(frames[:a], out / f"{g}-scene-a.mp4", fps)))
         cases.append((f"{g}-scene-b", "shared_scene", f"{g}-scene-b", encode_video(frames[b:], out / f"{g}-scene-b.mp4", fps)))

