@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from curation.export import EXPORTERS, export_manifest
-from manifests import ManifestWriter, build_schema, make_id, open_manifest
+from manifests import ManifestWriter, build_schema, make_id
 from manifests.cli import main as cli
 
 
