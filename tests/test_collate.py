@@ -302,3 +302,25 @@ def test_rows_without_assistant_tokens_are_dropped_and_counted(base_tokenizer):
     assert batch["input_ids"].shape[0] == 1 and col.counters["no_labels"] == 1
     keep = SmolVLMCollator(s, base_tokenizer, keep_unlabelled=True)
     assert keep(rows)["input_ids"].shape[0] == 2
+
+
+def test_video_clip_references_sample_within_the_clip(base_tokenizer, tmp_path):
+    s = tokenization.get_strategy("smolvlm-256m")
+    vid = _video(tmp_path / "v.mp4", frames=40, rate=10)
+    asked = []
+
+    def reader(ref, indices):
+        asked.append(indices.tolist())
+        from media import read_video_frames
+
+        return read_video_frames(ref["uri"], indices)
+
+    col = SmolVLMCollator(s, base_tokenizer, video_reader=reader)
+    clip = {"uri": str(vid), "kind": "video", "fps": 10.0, "start_s": 1.0, "end_s": 2.5}
+    row = {"id": "clip", "media": [clip], "turns": [{"role": "user", "content": "?"}, {"role": "assistant", "content": "the cat"}]}
+    batch = col([row])
+    plan = s.plan_video(15, 10.0, 1.5)
+    assert asked == [(10 + np.asarray(plan.indices)).tolist()]
+    assert batch["pixel_values"].shape[1] == plan.frames
+    text = col.tokenizer.decode(batch["input_ids"][0].tolist(), skip_special_tokens=False)
+    assert plan.prompt in text  # timestamps relative to the clip's start, as the model sees the clip

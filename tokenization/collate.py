@@ -256,7 +256,8 @@ class SmolVLMCollator:
     - ``add_generation_prompt``/``drop_last_assistant`` (``for_generation=True`` sets both):
       prompts for decoding, without the answer and without labels.
     - ``video_reader(ref, indices) -> uint8 [n, H, W, 3]``: where video frames come from
-      (default: :func:`media.read_video_frames` on the reference). Indices are on the file:
+      (default: :func:`media.read_video_frames` on the reference); indices are frames of the
+      file (a clip's offset included). Indices are on the file:
       a clip's are already shifted to its ``start_s``.
     - ``flat_pixels``: ``pixel_values`` as the real tiles only, [sum of tiles, 3, T, T] in
       placeholder order, with ``tiles_per_sample`` [B] instead of ``pixel_attention_mask``
@@ -353,15 +354,21 @@ class SmolVLMCollator:
 
         try:
             total, fps, duration = ref.get("frames"), ref.get("fps"), ref.get("duration")
-            if not total or not fps:
+            start_s, end_s = ref.get("start_s"), ref.get("end_s")
+            if not fps or (not total and start_s is None):
                 from media import probe_video
 
                 meta = probe_video(source())
-                total, fps, duration = meta["frames"], meta["fps"], meta.get("duration")
+                fps = fps or meta["fps"]
+                if start_s is None:
+                    total, duration = meta["frames"], meta.get("duration")
+            # a clip (start_s/end_s on the reference): SmolVLM's sampling runs within it, decoded at its offset
+            first = int(round(float(start_s) * float(fps))) if start_s is not None else 0
+            if start_s is not None and end_s is not None and (not total or not duration):
+                total = int(round(float(end_s) * float(fps))) - first
+                duration = float(end_s) - float(start_s)
             plan = plan_video(self.strategy, int(total), float(fps), duration or None)
-            from media.scenes import clip_offset
-
-            indices = clip_offset(ref) + np.asarray(plan.indices)  # a clip's plan is relative to its start_s
+            indices = first + np.asarray(plan.indices)
             if self.video_reader is not None:
                 frames = self.video_reader(ref, indices)
             else:
