@@ -124,6 +124,14 @@ def test_thresholds_drop_exactly_the_rows_they_should(models, tmp_path):
     lines = enrich_checks(load_recipe(recipe), "pairs", info["extra"]["enrich"])
     assert {(c["key"], c["column"]) for c in lines} == {("clip_score_top_fraction", "score_clip"),
                                                         ("min_aesthetic", "score_aesthetic"), ("max_nsfw", "score_nsfw")}
+    from manifests.plots import dropping_scores
+    from manifests.reader import open_manifest
+
+    m = open_manifest(tmp_path / "out")
+    assert "score_clip" in dropping_scores(m)  # the notebook's m.hist() draws it by default
+    fig = m.hist("score_clip")
+    cut = th[0]["value"]
+    assert any(abs(line.get_xdata()[0] - cut) < 1e-9 for ax in fig.axes for line in ax.get_lines())
     # language: the German note goes, English and French stay
     notes = kept.filter(pa.compute.equal(kept.column("source"), "notes"))
     assert sorted(notes.column("lang").to_pylist()) == ["en", "en", "fr"]
