@@ -200,10 +200,11 @@ def test_smolcurate_readers_read_an_export_back(mixture, tmp_path, fmt):
         assert ids[make_id("caps", "b")]["turns"] == [{"role": "user", "content": "<image>"}, {"role": "assistant", "content": "a blue square"}]
         im = ids[make_id("vqa", "c")]["media"]
         assert len(im) == 2
-    else:  # the webdataset reader reads image-caption samples: one image and a .txt
-        assert {make_id("caps", "a"), make_id("caps", "b")} <= set(ids)
+    else:  # the webdataset reader reads samples with images: captions (.txt) and turns (from the .json)
+        assert {make_id("caps", "a"), make_id("caps", "b"), make_id("vqa", "c")} <= set(ids)
         assert ids[make_id("caps", "a")]["text"] == "a red photo"
         assert ids[make_id("caps", "b")]["text"] == "a blue square"
+        assert ids[make_id("vqa", "c")]["turns"] == orig["turns"] and len(ids[make_id("vqa", "c")]["media"]) == 2
     from media.refs import decode_image_ref
 
     back = decode_image_ref(ids[make_id("caps", "b")]["media"][0])
