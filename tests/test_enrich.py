@@ -252,3 +252,36 @@ def test_the_model_reads_the_chains_one_decode(models, tmp_path):
     assert res.read == 18
     kept = _rows(tmp_path / "out")
     assert kept.column("emb_image").null_count == 0 and "_pix_embed" not in kept.column_names
+
+
+@pytest.mark.slow
+def test_a_model_job_killed_mid_run_resumes_to_the_same_manifest(models, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    model_corpus(tmp_path / "corpus", n_pairs=24)
+    text = _recipe(tmp_path, models, "dedup: {exact: true, semantic: {enabled: true, eps: 0.001}}\n").read_text()
+    (tmp_path / "r.yaml").write_text(text.replace("chunk_size: 5", "chunk_size: 1"))
+    repo = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, "-m", "manifests.cli", "curate", str(tmp_path / "r.yaml"), "--engine", "local", "--quiet"]
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(cmd + ["--out", str(out)], cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline and len(list((out / ".staging").glob("chunk-*.json"))) < 4 and proc.poll() is None:
+            time.sleep(0.01)
+        assert proc.poll() is None, "the job finished before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not (out / "manifest.json").exists()
+    done = subprocess.run(cmd + ["--out", str(out)], cwd=repo, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "resumed after" in done.stdout
+    run_job(load_recipe(tmp_path / "r.yaml"), tmp_path / "clean", engine="local", quiet=True)
+    for sub in ("data", "dropped"):
+        assert _rows(out, sub).equals(_rows(tmp_path / "clean", sub)), sub
