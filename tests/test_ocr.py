@@ -157,3 +157,18 @@ def test_each_page_is_rendered_once(scan, tmp_path):
         kept, _ = _curate(paths, document)
         assert counters.snapshot().get("decode.pdf", 0) == renders, (paths, document)
         assert all(r["score_low_info"] is not None and r["score_low_info"] < 0.9 for r in kept.to_pylist())
+
+
+def test_ocr_with_dedup_keeps_media_signatures_in_the_decoding_stage(scan, tmp_path):
+    """OCR is its own stage: page hashes are computed before it, from the one shared decode."""
+    from curation.engine import run_job
+    from media import counters
+
+    recipe = parse_recipe({"sources": [{"name": "d", "kind": "document", "path": str(scan)}],
+                           "document": {"ocr": "auto"}, "dedup": {"exact": True}})
+    names = [type(op).__name__ for op in source_operators(recipe, 0)]
+    assert names.index("MediaSignatures") < names.index("PageOcr") < names.index("TextSignatures")
+    counters.reset()
+    run_job(recipe, tmp_path / "m", engine="local", quiet=True)
+    # one read and one 256-px render in the decoding stage (check + page hash), one read and render by OCR
+    assert counters.snapshot() == {"decode.pdf": 2, "read.pdf": 2}

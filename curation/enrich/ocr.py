@@ -110,9 +110,10 @@ class PageOcr(Enricher):
         super().__init__(cfg, recipe)
         self.num_gpus = 0.0  # onnxruntime on CPU
         self._engine = None
-        if shared is not None and cfg.ocr != "never":
+        if shared is not None and cfg.ocr != "never" and (recipe is None or recipe.dedup_config() is None):
             # the pages OCR reads are rendered here, once, at the OCR dpi: the shared decode skips their
-            # thumbnail-size check render, and this operator scores page 0 (score_low_info) from its render
+            # thumbnail-size check render, and this operator scores page 0 (score_low_info) from its render.
+            # With dedup, page hashes need that small render in the decoding stage, so it stays
             from media.decoded import DecodeNeeds, with_needs
 
             with_needs(shared, DecodeNeeds(ocr_pages=(cfg.min_chars, cfg.max_pages or 0, cfg.ocr == "always")))
