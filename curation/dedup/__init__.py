@@ -41,7 +41,9 @@ from curation.dedup.signatures import (
     signature_operators,
 )
 from curation.dedup.unionfind import UnionFind, connected_components
-from curation.dedup.video import video_distance, video_hashes
+from curation.dedup.verify import compare as verify_thumbnails
+from curation.dedup.verify import verify_thumb
+from curation.dedup.video import align_sequences, video_distance, video_hashes
 
 __all__ = [
     "DedupConfig",
@@ -55,6 +57,7 @@ __all__ = [
     "TextSignatures",
     "UnionFind",
     "VideoConfig",
+    "align_sequences",
     "band_keys",
     "candidate_probability",
     "chroma_moments",
@@ -75,6 +78,8 @@ __all__ = [
     "shingle_sets",
     "signature_columns",
     "signature_operators",
+    "verify_thumb",
+    "verify_thumbnails",
     "video_distance",
     "video_hashes",
 ]

@@ -16,7 +16,9 @@ Memory stays bounded because no step holds every signature:
    the n-gram sets (or the signature estimate) with an external join: edges
    are grouped by the file of one endpoint, its payload is attached, regrouped
    by the file of the other endpoint, and compared. One file's texts are in
-   memory at a time.
+   memory at a time. Image candidates (pHash within the distance) are
+   confirmed the same way on their verification thumbnails
+   (:mod:`~curation.dedup.imageverify`).
 4. **Clusters.** Union-find over the verified edges only; the representative of
    each cluster follows the documented rank; the answer lists only rows that
    are in a cluster or contaminated.
