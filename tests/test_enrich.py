@@ -285,3 +285,25 @@ def test_a_model_job_killed_mid_run_resumes_to_the_same_manifest(models, tmp_pat
     run_job(load_recipe(tmp_path / "r.yaml"), tmp_path / "clean", engine="local", quiet=True)
     for sub in ("data", "dropped"):
         assert _rows(out, sub).equals(_rows(tmp_path / "clean", sub)), sub
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("engine", ["local", "ray"])
+def test_weights_that_fail_to_load_in_a_worker_are_one_line(models, tmp_path, capsys, engine, request):
+    import shutil
+
+    if engine == "ray":
+        request.getfixturevalue("ray_session")
+
+    broken = tmp_path / "broken"
+    shutil.copytree(models / "clip", broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:200])  # passes the driver's checks, fails to load
+    model_corpus(tmp_path / "corpus")
+    (tmp_path / "r.yaml").write_text("sources:\n  - {name: p, kind: image_text, path: corpus/pairs, format: files}\n"
+                                     f"enrich:\n  embed: {{model: {broken}}}\n")
+    code = cli_main(["curate", str(tmp_path / "r.yaml"), "--out", str(tmp_path / "out"), "--engine", engine,
+                     "--workers", "1", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert "enrich.embed.model:" in err and "cannot be loaded" in err

@@ -65,7 +65,7 @@ class _StageActor:
 
         out: list[dict[str, Any]] = []
         for rec in batch.to_pylist():
-            if _USER_ERROR in str(rec.get("counts") or ""):  # an earlier stage's user error travels on unchanged
+            if _USER_ERROR in json.loads(rec.get("counts") or "{}"):  # an earlier stage's user error travels on
                 out.append(rec if not self.LAST else {"counts": rec["counts"]})
                 continue
             try:

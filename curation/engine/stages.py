@@ -57,6 +57,13 @@ def _op_name(op: Any) -> str:
     return getattr(op, "section", None) or type(op).__name__
 
 
+def _registry_rank(name: str) -> int:
+    from curation.enrich.registry import ENRICHERS
+
+    names = list(ENRICHERS)
+    return names.index(name) if name in names else len(names)
+
+
 def split_chain(ops: list[Any], own_names: list[str]) -> list[list[Any]]:
     """Cut one source's chain into the job's slots: cpu:0, own[0], cpu:1, own[1], ..., cpu:n."""
     slots: list[list[Any]] = [[] for _ in range(2 * len(own_names) + 1)]
@@ -74,16 +81,12 @@ def split_chain(ops: list[Any], own_names: list[str]) -> list[list[Any]]:
 def stage_layout(recipe: Recipe) -> tuple[list[StageSpec], list[list[list[Any]]]]:
     """The job's stages and, per source, its operators in each stage (instances, not set up)."""
     chains = [source_operators(recipe, i) for i in range(len(recipe.sources))]
-    own_names: list[str] = []
-    own_ops: dict[str, Any] = {}
+    own_ops: dict[str, Any] = {}  # first appearance; every chain lists model operators in registry order
     for chain in chains:
         for op in chain:
             if _own(op) and _op_name(op) not in own_ops:
                 own_ops[_op_name(op)] = op
-    # keep chain order (registry order): the first source that has an operator decides its place
-    order = {name: min(next((k for k, op in enumerate(c) if _own(op) and _op_name(op) == name), 10**9) for c in chains)
-             for name in own_ops}
-    own_names = sorted(own_ops, key=lambda n: (order[n], list(own_ops).index(n)))
+    own_names = sorted(own_ops, key=_registry_rank)
     per_source = [split_chain(chain, own_names) for chain in chains]
     stages: list[StageSpec] = []
     for j in range(2 * len(own_names) + 1):

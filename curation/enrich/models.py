@@ -97,13 +97,19 @@ def load_model(info: ModelInfo, device: str) -> tuple[Any, Any]:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    if info.format == "open_clip":
-        from curation.enrich.openclip import load_open_clip
+    try:
+        if info.format == "open_clip":
+            from curation.enrich.openclip import load_open_clip
 
-        model, tokenizer = load_open_clip(Path(info.path))
-    else:
-        model = AutoModel.from_pretrained(info.path, local_files_only=True, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(info.path, local_files_only=True)
+            model, tokenizer = load_open_clip(Path(info.path))
+        else:
+            model = AutoModel.from_pretrained(info.path, local_files_only=True, dtype=torch.float32)
+            tokenizer = AutoTokenizer.from_pretrained(info.path, local_files_only=True)
+    except RecipeError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - truncated weights, bad tokenizer files: the recipe's model is unusable
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RecipeError(f"{info.path!r} cannot be loaded: {first}", field="enrich.embed.model") from None
     model.eval().to(device)
     return model, tokenizer
 
