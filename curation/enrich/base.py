@@ -81,17 +81,18 @@ class Enricher(Operator):
             self.num_gpus = 1.0 if cfg.device == "cuda" else 0.0
 
     @classmethod
-    def check(cls, cfg: EnrichConfig, recipe: Any, field: str, gpus: int) -> None:
+    def check(cls, cfg: EnrichConfig, recipe: Any, field: str, gpus: Optional[int] = None) -> None:
         """Reject bad input before any work starts (override; call super for the device check).
 
-        ``gpus``: GPUs the engine's workers can use (the Ray cluster's, or this machine's).
+        ``gpus``: GPUs the engine's workers can use (the Ray cluster's, or this machine's); None: unknown,
+        so ``device: cuda`` is not checked.
         """
         if cfg.sources is not None:
             names = {s.name for s in recipe.sources}
             for j, name in enumerate(cfg.sources):
                 if name not in names:
                     raise RecipeError(f"no source named {name!r}", field=f"{field}.sources[{j}]")
-        if cfg.device == "cuda" and gpus < 1:
+        if cfg.device == "cuda" and gpus is not None and gpus < 1:
             raise RecipeError("device is cuda but the engine sees no GPU (use auto or cpu)", field=f"{field}.device")
 
     @classmethod

@@ -9,8 +9,14 @@ from manifests.errors import RecipeError
 
 def check_enrich(recipe: Any, gpus: int) -> None:
     """Every enrich section's bad-input check, before any work starts (RecipeError naming the field)."""
+    import inspect
+
     for name, cfg in recipe.enrich.items():
-        enricher_class(name).check(cfg, recipe, f"enrich.{name}", gpus)
+        cls = enricher_class(name)
+        if "gpus" in inspect.signature(cls.check).parameters:
+            cls.check(cfg, recipe, f"enrich.{name}", gpus)
+        else:  # an operator whose check does not ask what the engine offers
+            cls.check(cfg, recipe, f"enrich.{name}")
     dd = recipe.dedup_config()
     if dd is not None and dd.semantic.enabled and "embed" not in recipe.enrich:
         raise RecipeError("semantic dedup needs an enrich.embed section (it clusters its embeddings)",
