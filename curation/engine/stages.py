@@ -58,10 +58,13 @@ def _op_name(op: Any) -> str:
 
 
 def _registry_rank(name: str) -> int:
+    """Position of a model stage (a section name, or an operator class name) in the enrich registry."""
     from curation.enrich.registry import ENRICHERS
 
-    names = list(ENRICHERS)
-    return names.index(name) if name in names else len(names)
+    for k, (section, target) in enumerate(ENRICHERS.items()):
+        if name in (section, target.rpartition(":")[2]):
+            return k
+    return len(ENRICHERS)
 
 
 def split_chain(ops: list[Any], own_names: list[str]) -> list[list[Any]]:
