@@ -1,6 +1,6 @@
 """Collation throughput against transformers' SmolVLMProcessor on the same rows, and greedy packing speed, one run.
 
-    python benchmarks/bench_collate.py [--preset smolvlm-256m] [--rows 96] [--batch 8] [--workers 2] [--rounds 2] [--quick]
+    python benchmarks/bench_collate.py [--preset smolvlm-256m] [--rows 48] [--batch 8] [--workers 2] [--rounds 2] [--quick]
 
 1. Collated samples/s through a torch DataLoader (``--workers`` processes, the
    same rows, the same batch size) with ``SmolVLMCollator`` as ``collate_fn``,
@@ -125,7 +125,7 @@ def throughput(rows, collate, batch: int, workers: int) -> float:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="smolvlm-256m")
-    ap.add_argument("--rows", type=int, default=96)
+    ap.add_argument("--rows", type=int, default=48)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--lengths", type=int, default=1_000_000)
