@@ -324,3 +324,16 @@ def test_video_clip_references_sample_within_the_clip(base_tokenizer, tmp_path):
     assert batch["pixel_values"].shape[1] == plan.frames
     text = col.tokenizer.decode(batch["input_ids"][0].tolist(), skip_special_tokens=False)
     assert plan.prompt in text  # timestamps relative to the clip's start, as the model sees the clip
+
+
+def test_tokenizer_truncation_settings_do_not_cut_samples(base_tokenizer):
+    from tokenizers import Tokenizer
+
+    s = tokenization.get_strategy("smolvlm-256m", do_split=False)
+    tok = Tokenizer.from_str(base_tokenizer.to_str())
+    tok.enable_truncation(16)
+    rows = [{"id": "r", "images": [noise(20, 20)], "text": "the cat sat on the mat"}]
+    got = SmolVLMCollator(s, tok)(rows)
+    want = SmolVLMCollator(s, base_tokenizer)(rows)
+    assert torch.equal(got["input_ids"], want["input_ids"]) and got["input_ids"].shape[1] > 64
+    assert tok.truncation is not None  # the caller's tokenizer is left as it was

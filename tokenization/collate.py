@@ -159,6 +159,12 @@ def resolve_tokenizer(tokenizer: Any, strategy: Strategy) -> TokenizerSpec:
         )
     if any(base.token_to_id(t) is None for t in strategy.special_tokens()):
         base = strategy.build_tokenizer(base)
+    if base.truncation is not None or base.padding is not None:
+        # a tokenizer.json may carry truncation/padding settings; the processor disables them, and so do we
+        # (on a copy): max_length is the collator's to apply, with its own policy
+        base = Tokenizer.from_str(base.to_str())
+        base.no_truncation()
+        base.no_padding()
     pad_id = None
     for cand in ([pad] if pad else []) + ["<|endoftext|>", "<pad>", "<|pad|>", variables.get("eos_token")]:
         if cand and base.token_to_id(cand) is not None:
