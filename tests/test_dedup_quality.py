@@ -190,3 +190,14 @@ def test_frame_k_only_without_align():
     aligned = align_sequences(a[None], b[None], 8, 8, f, f, 8)[0][0]
     plain = align_sequences(a[None], b[None], 8, 8, f, f, 8, (1.0,))[0][0]
     assert aligned >= 0.75 > plain
+
+
+def test_alignment_absorbs_a_wrong_frame_count():
+    """The issue's re-mux: same 270 frames, but one container's metadata implies 300 (other fps, other
+    duration), so its samples run past the end and clamp to the last frame."""
+    rng = np.random.default_rng(6)
+    video = _seqs(rng, 270, rate=0.7)
+    right = video[np.round(np.linspace(0, 269, 8)).astype(int)]
+    wrong = video[np.minimum(np.round(np.linspace(0, 299, 8)).astype(int), 269)]
+    f = np.zeros((1, 8), bool)
+    assert align_sequences(right[None], wrong[None], 8, 8, f, f, 8)[0][0] >= 0.75

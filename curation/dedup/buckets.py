@@ -96,10 +96,7 @@ def _color_matrix(col: pa.ChunkedArray, length: int) -> np.ndarray:
 def _verify_perceptual(kind: int, cfg: DedupConfig, seq: np.ndarray, lens: np.ndarray, color: np.ndarray | None,
                        flat: np.ndarray, p: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(accepted mask, distance) for candidate pairs (p, q) of one partition's perceptual records."""
-    same_len = lens[p] == lens[q]
-    dist = np.bitwise_count(seq[p] ^ seq[q]).astype(np.int64)  # [pairs, L]
     pos = np.arange(seq.shape[1])[None, :]
-    inside = pos < lens[p][:, None]
     if kind == K_VHASH:
         # frame sequences are aligned (offsets and length scales: trims, retimed copies), see video.py
         fa = ((flat[p][:, None] >> pos.astype(np.uint64)) & U64(1)).astype(bool)
@@ -114,6 +111,9 @@ def _verify_perceptual(kind: int, cfg: DedupConfig, seq: np.ndarray, lens: np.nd
             ok[sel] = frac >= cfg.video.frame_fraction
             shown[sel] = np.nan_to_num(mean, nan=0.0)
         return ok, shown
+    same_len = lens[p] == lens[q]
+    dist = np.bitwise_count(seq[p] ^ seq[q]).astype(np.int64)  # [pairs, L]
+    inside = pos < lens[p][:, None]
     within = np.where(inside, dist <= cfg.image.max_distance, True).all(axis=1)
     ok = same_len & within
     if color is not None:

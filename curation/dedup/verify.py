@@ -62,7 +62,7 @@ MAX_RMS = 0.5
 MAX_TILE_LOSS = 0.2
 TILE_LOSS_SLOPE = 5.0
 CS_C = 0.02  # stabilizer of the tile contrast-structure term (normalized units squared)
-PAIR_BATCH = 512  # pairs aligned per numpy pass (memory ~ PAIR_BATCH * 14 windows * side^2 * 4 bytes * 3)
+PAIR_BATCH = 256  # pairs aligned per numpy pass (peak ~150 MB: 14 windows and 13 alignments of 48x48 float32 each)
 
 
 def verify_thumb(img: Image.Image) -> np.ndarray:
