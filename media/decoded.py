@@ -56,6 +56,9 @@ class DecodeNeeds:
     page_text: bool = False  # the PDF's page list with its text layer
     check_pages: int = 0  # PDF pages rendered to prove they draw (-1: every page), at check_side (analyzers)
     check_side: int | None = None
+    #: pages an OCR stage renders itself, once, at its own dpi (curation.enrich.ocr): (min_chars, max_pages or 0,
+    #: always). Those pages are not rendered here; the OCR stage scores them instead
+    ocr_pages: tuple[int, int, bool] | None = None
     video_frames: tuple[int, ...] = ()  # sample counts (evenly spaced, first and last included)
     video_side: int | None = None  # longer side of the decoded frames
 
@@ -72,6 +75,7 @@ class DecodeNeeds:
             pages=pages, page_side=top(self.page_side, other.page_side), page_text=self.page_text or other.page_text,
             check_pages=-1 if -1 in (self.check_pages, other.check_pages) else max(self.check_pages, other.check_pages),
             check_side=top(self.check_side, other.check_side),
+            ocr_pages=self.ocr_pages or other.ocr_pages,
             video_frames=tuple(sorted(set(self.video_frames) | set(other.video_frames))),
             video_side=top(self.video_side, other.video_side),
         )
@@ -223,12 +227,13 @@ def _decode_pdf(src: Any, needs: DecodeNeeds, out: DecodedMedia) -> None:
     try:
         pages = pdf_pages(doc, text=needs.page_text)
         out.pages = pages
+        skip = ocr_rendered_pages(pages, needs.ocr_pages)
         for pg in pages:
             # each page once, at the largest side any consumer wants it (the blank-page check's pages and
             # the hashed pages can differ)
             want = max((s for n, s in ((needs.pages, needs.page_side), (needs.check_pages, needs.check_side))
                         if s and (n == -1 or pg.index < n)), default=None)
-            if want is None:
+            if want is None or pg.index in skip:
                 continue
             side = max(pg.width_pt, pg.height_pt, 1e-6)
             try:
@@ -237,6 +242,15 @@ def _decode_pdf(src: Any, needs: DecodeNeeds, out: DecodedMedia) -> None:
                 out.renders[pg.index] = exc
     finally:
         doc.close()
+
+
+def ocr_rendered_pages(pages: list[PdfPage], rule: tuple[int, int, bool] | None) -> set[int]:
+    """Indices of the pages an OCR stage will render (its text layer is too short, or ``always``), in page order."""
+    if not rule:
+        return set()
+    min_chars, max_pages, always = rule
+    todo = [pg.index for pg in pages if always or len(pg.text.strip()) < min_chars]
+    return set(todo[:max_pages] if max_pages else todo)
 
 
 def _decode_video(src: Any, needs: DecodeNeeds, out: DecodedMedia, ref: Mapping[str, Any] | None = None) -> None:

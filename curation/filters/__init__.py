@@ -36,7 +36,8 @@ def source_operators(recipe: Recipe, index: int) -> list[Any]:
     elif src.kind == "image_text":
         ops = [ImageAnalyzer(f.image, embed, shared), ImageFilter(f.image), TextQuality(f.image_text)]
     elif src.kind == "document":
-        ops = [DocumentAnalyzer(f.document, src.dpi, shared), *ocr_operators(recipe, index), DocumentFilter(f.document)]
+        ops = [DocumentAnalyzer(f.document, src.dpi, shared), *ocr_operators(recipe, index, shared),
+               DocumentFilter(f.document)]
     elif src.kind == "text":
         ops = [TextQuality(f.text)]
     else:
@@ -46,17 +47,33 @@ def source_operators(recipe: Recipe, index: int) -> list[Any]:
         from curation.enrich import enrich_operators  # the first model stage, in the stage that decoded
 
         ops.extend(enrich_operators(recipe, index, shared))
-    return [DecodeMedia(shared), *ops]
+    return _decode_readers_first([DecodeMedia(shared), *ops])
 
 
-def ocr_operators(recipe: Recipe, index: int) -> list[Any]:
+def _decode_readers_first(ops: list[Any]) -> list[Any]:
+    """Operators that read the shared decode moved ahead of the first own-stage operator (OCR, models).
+
+    An own-stage operator runs in its own worker pool, so a CPU stage after it
+    holds no decode: media signatures placed there (after OCR, which must precede
+    the document filter) would decode every input again. Relative order is kept.
+    """
+    first = next((k for k, op in enumerate(ops) if getattr(op, "own_stage", False)), None)
+    if first is None:
+        return ops
+    late = [op for op in ops[first:] if getattr(op, "shared", None) is not None and not getattr(op, "own_stage", False)]
+    if not late:
+        return ops
+    return ops[:first] + late + [op for op in ops[first:] if not any(op is m for m in late)]
+
+
+def ocr_operators(recipe: Recipe, index: int, shared: SharedDecode | None = None) -> list[Any]:
     """OCR of scans (recipe ``document: {ocr: auto|always}``), between the analyzer and the filter."""
     doc = recipe.document
     if doc is None or doc.ocr == "never" or (doc.sources is not None and recipe.sources[index].name not in doc.sources):
         return []
     from curation.enrich.ocr import PageOcr
 
-    return [PageOcr(doc, recipe)]
+    return [PageOcr(doc, recipe, shared)]  # renders the pages it reads once (the shared decode skips them)
 
 
 def plugin_operators(recipe: Recipe, shared: SharedDecode | None = None) -> list[Any]:
