@@ -190,6 +190,10 @@ def test_frame_k_only_without_align():
     aligned = align_sequences(a[None], b[None], 8, 8, f, f, 8)[0][0]
     plain = align_sequences(a[None], b[None], 8, 8, f, f, 8, (1.0,))[0][0]
     assert aligned >= 0.75 > plain
+    from curation.dedup import video_distance
+
+    d = video_distance(a, b)
+    assert d["aligned_fraction"] == aligned and d["fraction"] == plain
 
 
 def test_alignment_absorbs_a_wrong_frame_count():

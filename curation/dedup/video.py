@@ -1,10 +1,12 @@
 """Video fingerprints: pHashes of frames sampled evenly from the first to the last frame.
 
 Sampling by position in the stream (not by seconds) makes a re-encode, a new
-container or a muted copy line up frame for frame even when their container
-durations differ by an audio tail. Two videos are near duplicates when at
-least ``frame_fraction`` of the aligned, non-flat frames are within
-``max_distance`` bits (see :func:`video_distance`).
+container, other fps metadata or a muted copy line up frame for frame even
+when their container durations differ. Two videos are near duplicates when,
+under the best alignment (:func:`align_sequences`: start offsets and length
+scales, for trimmed copies and frame counts that are off), at least
+``frame_fraction`` of the mapped video's non-flat frames are within
+``max_distance`` bits of the other's (see :func:`video_distance`).
 """
 from __future__ import annotations
 
@@ -29,14 +31,17 @@ def video_distance(
     a: np.ndarray, b: np.ndarray, max_distance: int = 8, detail_a: np.ndarray | None = None,
     detail_b: np.ndarray | None = None, min_detail: float = 4.0,
 ) -> dict:
-    """Aligned-frame comparison of two frame-hash sequences: per-frame distances, matched fraction, mean distance."""
+    """Comparison of two frame-hash sequences: frame k against frame k (``frames``, ``fraction``, ``mean``) and
+    under the best alignment (``aligned_fraction``, ``aligned_mean``: what resolve decides on)."""
     a = np.asarray(a, dtype=np.uint64)
     b = np.asarray(b, dtype=np.uint64)
-    if a.shape != b.shape:
-        return {"frames": [], "fraction": 0.0, "mean": float("nan"), "comparable": False}
-    d = hamming(a, b)
     flat_a = np.zeros(a.shape, bool) if detail_a is None else np.asarray(detail_a) < min_detail
     flat_b = np.zeros(b.shape, bool) if detail_b is None else np.asarray(detail_b) < min_detail
+    af, am = align_sequences(a[None], b[None], a.size, b.size, flat_a[None], flat_b[None], max_distance)
+    aligned = {"aligned_fraction": float(af[0]), "aligned_mean": float(am[0])}
+    if a.shape != b.shape:
+        return {"frames": [], "fraction": 0.0, "mean": float("nan"), "comparable": False, **aligned}
+    d = hamming(a, b)
     counted = ~(flat_a & flat_b)
     both = ~flat_a & ~flat_b
     matched = both & (d <= max_distance)
@@ -46,6 +51,7 @@ def video_distance(
         "fraction": frac,
         "mean": float(d[both].mean()) if both.any() else float("nan"),
         "comparable": True,
+        **aligned,
     }
 
 
