@@ -67,7 +67,7 @@ def _check_entries(m: Manifest, entries: list[dict], schema: pa.Schema, what: st
             raise ManifestError(f"{what} {rel} schema differs from the manifest schema")
         if table.num_rows != entry["rows"]:
             raise ManifestError(f"{what} {rel} has {table.num_rows} rows, manifest.json says {entry['rows']}")
-        grouped = table.group_by("source").aggregate([([], "count_all")])
+        grouped = table.group_by("source", use_threads=False).aggregate([([], "count_all")])  # see writer._group_counts
         for s, n in zip(grouped.column("source").to_pylist(), grouped.column("count_all").to_pylist()):
             counts[s] = counts.get(s, 0) + n
     return counts

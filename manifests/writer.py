@@ -186,7 +186,9 @@ def _public(entry: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _group_counts(table: pa.Table, keys: list[str]) -> Counter:
-    grouped = table.select(keys).group_by(keys).aggregate([([], "count_all")])
+    # serial: these tables are one shard, and Arrow's threaded hash aggregate fails ("thread index N is out of
+    # range") once a library in the process (Ray Data's Parquet reader) has resized Arrow's CPU pool
+    grouped = table.select(keys).group_by(keys, use_threads=False).aggregate([([], "count_all")])
     cols = [grouped.column(k).to_pylist() for k in keys]
     return Counter(dict(zip(zip(*cols), grouped.column("count_all").to_pylist())))
 

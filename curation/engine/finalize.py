@@ -215,7 +215,7 @@ def write_manifest(
         read[name] += staging.counts(k)["read"]
         kept_n[name] += kept.num_rows
         if led.num_rows:
-            grouped = led.group_by(["stage", "reason"]).aggregate([([], "count_all")])
+            grouped = led.group_by(["stage", "reason"], use_threads=False).aggregate([([], "count_all")])  # see writer._group_counts
             for st, rs, n in zip(*(grouped.column(c).to_pylist() for c in ("stage", "reason", "count_all"))):
                 reasons[name][(st, rs)] = reasons[name].get((st, rs), 0) + n
         data.add(kept.drop_columns([c for c in kept.column_names if c.startswith("_")]))
