@@ -105,7 +105,7 @@ def _split_duplicates(kept: pa.Table, dup: pa.Table | None) -> tuple[pa.Table, p
         return kept, STAGED_LEDGER_SCHEMA.empty_table()
     n = kept.num_rows
     left = pa.table({"id": kept.column("id"), "_row": pa.array(np.arange(n, dtype=np.int64))})
-    joined = left.join(dup, keys="id", join_type="left outer").sort_by("_row")
+    joined = left.join(dup, keys="id", join_type="left outer", use_threads=False).sort_by("_row")  # see writer._group_counts
     cluster_type = dup.schema.field("dup_cluster").type if "dup_cluster" in dup.column_names else pa.string()
     cluster = joined.column("dup_cluster") if "dup_cluster" in joined.column_names else pa.nulls(n, cluster_type)
     reason = joined.column("reason") if "reason" in joined.column_names else pa.nulls(n, pa.string())
