@@ -158,7 +158,7 @@ def test_scores_and_hashes_match_the_values_before_the_shared_decode(realdata, m
     for key, old in before.items():
         new = now[key]
         doc = key.startswith("docs/")
-        assert set(new) == set(old), key
+        assert set(old) <= set(new), key  # scores added since (e.g. a video's low-info) are not compared
         for col in EXACT:
             assert new.get(col) == old.get(col), (key, col)
         ref = hashed_before[key]
