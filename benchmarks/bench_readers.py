@@ -108,9 +108,11 @@ def write_shards(folder: Path, shards: int, per_shard: int, image_bytes: int | N
 
 
 def _curate_read(recipe) -> tuple[int, float]:
-    """(rows, seconds) to plan and read every chunk of source 0 (no operators)."""
-    from curation.readers import plan_source, read_chunk
+    """(rows, seconds) to plan and read every chunk of source 0 (no operators; reader modules imported first)."""
+    from curation.readers import READERS, plan_source, read_chunk, reader_class
 
+    for name in READERS:
+        reader_class(name)
     t0 = time.perf_counter()
     plan = plan_source(recipe, 0)
     rows = sum(read_chunk(recipe, spec).num_rows for spec in plan.chunks)
