@@ -77,7 +77,9 @@ def synthetic_table(source: str, modality: str, n: int, rng: np.random.Generator
         "frames": pa.array(frames, pa.int64()) if frames is not None else pa.nulls(m, pa.int64()),
         "rotation": pa.nulls(m, pa.int16()),
     }
-    structs = pa.StructArray.from_arrays(list(children.values()), fields=list(MEDIA_TYPE))
+    # fields this generator does not model (clip spans, ...) are null, whatever the schema adds later
+    arrays = [children.get(f.name, pa.nulls(m, f.type)) for f in MEDIA_TYPE]
+    structs = pa.StructArray.from_arrays(arrays, fields=list(MEDIA_TYPE))
     media = pa.ListArray.from_arrays(offsets, structs)
     if hi == 0:
         media = pa.nulls(n, pa.list_(MEDIA_TYPE))
