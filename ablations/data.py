@@ -317,7 +317,7 @@ class Batch:
 class SampleSet:
     """Encoded samples of one split (through the run's SmolVLMCollator); uint8 tiles cached within the byte budget."""
 
-    def __init__(self, data: "RunData", samples: list[RawSample]) -> None:
+    def __init__(self, data: "RunData", samples: list[RawSample], full_loss: bool = False) -> None:
         self.data = data
         self.samples: list[RawSample] = []
         self.encoded: list[Encoded] = []
@@ -343,8 +343,11 @@ class SampleSet:
                 continue
             labelled = np.flatnonzero(enc.labels != IGNORE_INDEX)
             prompt_len = int(labelled[0]) if labelled.size else len(enc)
+            labels = enc.labels
+            if full_loss:  # loss=full: every text token is a label (image tokens, markers and padding never are)
+                labels = np.where(np.isin(enc.input_ids, data.collator._never_label), IGNORE_INDEX, enc.input_ids)
             self.samples.append(raw)
-            self.encoded.append(Encoded(enc.input_ids, enc.labels, prompt_len, int(enc.tiles.shape[0]), raw.answer))
+            self.encoded.append(Encoded(enc.input_ids, labels, prompt_len, int(enc.tiles.shape[0]), raw.answer))
             self._pixels.put(len(self.samples) - 1, enc.tiles, enc.tiles.nbytes)
 
     def __len__(self) -> int:
@@ -404,7 +407,7 @@ class RunData:
         self.pad_id = tok.token_to_id(PAD_TOKEN)
         self.stop_ids = frozenset(i for i in (tok.token_to_id(EOU_TOKEN), self.pad_id) if i is not None)
         self._by_id: dict[str, RawSample] = {}
-        self.train = SampleSet(self, source.train)
+        self.train = SampleSet(self, source.train, full_loss=settings.loss == "full")  # validation: answer tokens only
         self.val = SampleSet(self, source.val)
         if len(self.train) == 0 or len(self.val) == 0:
             raise UserError(

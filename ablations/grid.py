@@ -82,6 +82,9 @@ class RunSettings(_Strict):
     frame_averaging: int = Field(1, ge=1, description="average this many consecutive frames into one frame's tokens")
     intro_outro: bool = Field(True, description="media intro/outro text around images and videos")
     system_prompt: bool = Field(False, description="SmolVLM's system prompt in front of every sample")
+    loss: Literal["completion", "full"] = Field(
+        "completion", description="training labels: the answer only (completion) or every text token (full); validation is always on the answer"
+    )
     # model
     width: int = Field(128, ge=8, description="LM width")
     depth: int = Field(2, ge=1, description="LM blocks")
@@ -162,12 +165,46 @@ class Experiment(_Strict):
     task: Optional[TaskSpec] = None
     base: dict[str, Any] = Field(default_factory=dict, description="overrides of the grid's base settings")
     axes: Axes = Field(default_factory=Axes)  # type: ignore[valid-type]
+    points: Optional[list[dict[str, Any]]] = Field(
+        None, description="explicit grid points (axis -> value), instead of the cartesian product of axes: "
+        "for arms that change two settings together, such as r=4 with more steps at equal compute"
+    )
     seeds: Optional[list[int]] = None
 
     @field_validator("task", mode="before")
     @classmethod
     def _task_str(cls, v: Any) -> Any:
         return _task_shorthand(v)
+
+    @model_validator(mode="after")
+    def _points(self) -> "Experiment":
+        if self.points is None:
+            return self
+        if any(v is not None for v in self.axes.model_dump().values()):
+            raise ValueError(f"experiment {self.name!r}: use axes or points, not both")
+        if not self.points:
+            raise ValueError(f"experiment {self.name!r}: points needs at least one point")
+        keys = list(self.points[0])
+        for i, point in enumerate(self.points):
+            unknown = [k for k in point if k not in AXIS_NAMES]
+            if unknown:
+                raise ValueError(f"experiment {self.name!r}: points[{i}]: unknown axis {unknown[0]!r}; axes are: {', '.join(AXIS_NAMES)}")
+            if list(point) != keys:
+                raise ValueError(f"experiment {self.name!r}: points[{i}] sets {sorted(point)}, points[0] sets {sorted(keys)}; every point sets the same fields")
+        return self
+
+
+class Finding(_Strict):
+    """A claim of the paper tested by a paired comparison of two points of one experiment, seed by seed."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    claim: str = Field(description="the paper's finding, in words")
+    experiment: str
+    metric: str = Field(description="a results metric (exact_match, char_accuracy, val_loss, mean_train_loss, ...)")
+    direction: Literal["higher", "lower"] = Field(description="the side of arm - baseline the paper predicts for metric")
+    arm: dict[str, Any] = Field(description="axis values of the arm the paper favours")
+    baseline: dict[str, Any] = Field(description="axis values of the arm it is compared with")
+    why: str = Field("", description="why the design gives the finding room to show, and what scale it would need otherwise")
 
 
 class Grid(_Strict):
@@ -180,6 +217,7 @@ class Grid(_Strict):
     axes: Axes = Field(default_factory=Axes)  # type: ignore[valid-type]
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     experiments: list[Experiment] = Field(default_factory=list)
+    findings: list[Finding] = Field(default_factory=list, description="paired comparisons written to findings.md")
 
     @field_validator("task", mode="before")
     @classmethod
@@ -199,6 +237,8 @@ class Grid(_Strict):
                     raise ValueError(f"experiment {e.name!r} has no task and the grid names none")
         elif self.task is None:
             raise ValueError("a grid needs a task (read, locate, count, caption or a manifest path)")
+        if len({f.name for f in self.findings}) != len(self.findings):
+            raise ValueError("finding names must be unique")
         return self
 
     def experiment_list(self) -> list[Experiment]:
@@ -206,6 +246,33 @@ class Grid(_Strict):
         if self.experiments:
             return self.experiments
         return [Experiment(name=_slug(self.name), task=self.task, axes=self.axes, seeds=self.seeds)]
+
+    def check_findings(self, points: Sequence["RunPoint"]) -> None:
+        """Every finding names an experiment, a known metric, and arms that each match exactly one point of it."""
+        from ablations.report import METRICS
+
+        names = {e.name for e in self.experiment_list()}
+        for i, f in enumerate(self.findings):
+            where = f"findings[{i}]"
+            if f.experiment not in names:
+                raise RecipeError(f"unknown experiment {f.experiment!r}; experiments are: {', '.join(sorted(names))}",
+                                  field=f"{where}.experiment")
+            if f.metric not in METRICS:
+                raise RecipeError(f"unknown metric {f.metric!r}; metrics are: {', '.join(METRICS)}", field=f"{where}.metric")
+            mine = [p for p in points if p.experiment == f.experiment]
+            found = {}
+            for side in ("arm", "baseline"):
+                values = getattr(f, side)
+                ids = {p.point_id for p in mine if all(p.axis_values.get(k, _MISSING) == v for k, v in values.items())}
+                if len(ids) != 1:
+                    raise RecipeError(f"{values} matches {len(ids)} points of experiment {f.experiment!r}; it must match one",
+                                      field=f"{where}.{side}")
+                found[side] = ids.pop()
+            if found["arm"] == found["baseline"]:
+                raise RecipeError("arm and baseline are the same point", field=f"{where}.arm")
+
+
+_MISSING = object()
 
 
 def _slug(name: str) -> str:
@@ -323,15 +390,22 @@ def expand(grid: Grid, overrides: dict[str, Any] | None = None) -> list[RunPoint
                 task = TaskSpec.model_validate({**task.model_dump(), **set_task})
             except ValidationError as exc:
                 raise _error_under(exc, "--set task") from None
-        names = list(axes)
-        for combo in itertools.product(*(axes[n] for n in names)) if names else [()]:
+        if exp.points is not None:
+            names = list(exp.points[0])
+            combos: Any = [tuple(p[n] for n in names) for p in exp.points]
+            if len(set(map(repr, combos))) != len(combos):
+                raise RecipeError("repeated point", field=f"{where_exp}points")
+        else:
+            names = list(axes)
+            combos = itertools.product(*(axes[n] for n in names)) if names else [()]
+        for combo in combos:
             values = dict(zip(names, combo))
             for seed in seeds:
                 try:
                     settings = RunSettings.model_validate({**base, **exp.base, **set_base, **values, "seed": seed})
                 except ValidationError as exc:
                     top = exc.errors()[0]["loc"][:1]
-                    raise _error_under(exc, f"{where_exp}{'axes' if top and top[0] in values else 'base'}") from None
+                    raise _error_under(exc, f"{where_exp}{('points' if exp.points is not None else 'axes') if top and top[0] in values else 'base'}") from None
                 try:
                     settings.check()
                 except RecipeError as exc:

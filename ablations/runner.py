@@ -7,6 +7,7 @@ Layout of ``--out``::
     tokenizers/bpe-<V>.json   base BPE trained on the task text, shared by runs
     runs/<run_id>/            config.json, tokenizer.json, checkpoint.pt, predictions.jsonl, result.json
     results.parquet, runs.parquet, results.md, loss_curves.png, accuracy_vs_visual_tokens.png
+    findings.md, findings.json, findings/<name>.png   (grids with a ``findings`` section)
 
 Everything that can be wrong with the grid (unknown axis, r not dividing the
 patch grid, a manifest without usable rows, a missing backbone folder) raises
@@ -26,6 +27,7 @@ import torch
 from ablations.backbones import Backbones, build_model
 from ablations.data import RunData, TaskSource, base_tokenizer, ensure_chat_tokens
 from ablations.grid import Grid, RunPoint, RunSettings, TaskSpec, expand, load_grid, parse_overrides
+from ablations.findings import write_findings
 from ablations.report import write_report
 from ablations.tasks import GENERATORS, generate_task, task_key
 from ablations.train import resolve_device, train_one
@@ -57,6 +59,7 @@ def plan(grid_path: str | Path, opts: AblationOptions) -> tuple[Grid, Path, list
     """Parse, expand and check a grid against the options; nothing is written."""
     grid, base_dir = load_grid(grid_path)
     points = expand(grid, parse_overrides(opts.overrides))
+    grid.check_findings(points)
     if opts.only:
         points = [p for p in points if any(s in p.run_id for s in opts.only)]
         if not points:
@@ -135,7 +138,10 @@ def run_grid(
                 result = train_one(point, data_factory, model_factory, out / "runs" / point.run_id, dev, progress)
                 trained[run_hash(point)] = result
                 results.append(result)
-            write_report(out, results, _header(grid, grid_path, sources, results), plots=i == len(points))
+            header = _header(grid, grid_path, sources, results)
+            write_report(out, results, header, plots=i == len(points))
+            if grid.findings:  # rewritten after every run, so a killed grid still leaves a report of what finished
+                write_findings(out, grid, results, header, plots=i == len(points))
     finally:
         torch.set_num_threads(threads_before)
     return out
