@@ -251,7 +251,7 @@ def test_reduced_findings_grid_writes_a_complete_report(tmp_path):
         assert e["seeds"] == [0, 1]
         assert (out / "findings" / f"{f.name}.png").stat().st_size > 1000
         for side in ("arm", "baseline"):
-            assert set(e["cost"][side]["samples_per_s"]) == {0, 1}
+            assert set(e["cost"][side]["samples_per_s"]) == {"0", "1"}  # JSON keys: seeds as text
     assert text.count("| visual tok/sample |") == 6
     # shared baselines trained once
     assert len(list((out / "runs").iterdir())) == len({run_hash(p) for p in points})
