@@ -57,6 +57,14 @@ class Manifest:
     """A committed manifest directory. Cheap to open: nothing but manifest.json is read until asked."""
 
     def __init__(self, path: str | os.PathLike) -> None:
+        from manifests import storage
+
+        #: where the manifest lives: its URI on an object store (read through a verified local mirror), else the path
+        self.uri = os.fspath(path) if storage.is_uri(path) else None
+        if self.uri is not None:
+            from manifests.remote import mirror
+
+            path = mirror(self.uri)
         self.path = Path(path).resolve()
         self.info: dict[str, Any] = read_manifest_json(self.path)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import datetime as _dt
+import json
 import os
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -18,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from manifests import storage
 from manifests.errors import ManifestError
 from manifests.fsutil import atomic_write, atomic_write_json, canonical_hash, sha256_file
 from manifests.schema import CORE_SCHEMA, FORMAT_VERSION, LEDGER_VERSION, conform, ledger_schema, schema_to_json
@@ -56,10 +58,19 @@ class ManifestWriter:
 
     def __init__(self, out_dir: str | os.PathLike, schema: pa.Schema | None = None, *, overwrite: bool = False,
                  ledger: pa.Schema | None = None) -> None:
-        self.out = Path(out_dir)
         self.schema = schema if schema is not None else CORE_SCHEMA
         #: v2 ledger: decision columns plus the row's core and extension columns (see schema.ledger_schema)
         self.ledger_schema = ledger if ledger is not None else ledger_schema(self.schema)
+        self._data: dict[int, dict[str, Any]] = {}
+        self._ledger: dict[int, dict[str, Any]] = {}
+        self._committed = False
+        #: the manifest's URI on an object store (None: a local directory); shards are written to a local
+        #: scratch folder, uploaded to content-addressed keys and removed, manifest.json is put last
+        self.remote: str | None = os.fspath(out_dir).rstrip("/") if storage.is_uri(out_dir) else None
+        if self.remote is not None:
+            self._open_remote(overwrite)
+            return
+        self.out = Path(out_dir)
         if self.out.exists() and not self.out.is_dir():
             raise ManifestError(f"{self.out} exists and is not a directory")
         manifest_file = self.out / MANIFEST_FILE
@@ -71,9 +82,18 @@ class ManifestWriter:
             (self.out / sub).mkdir(parents=True, exist_ok=True)
             for stale in (self.out / sub).glob("part-*.parquet"):
                 stale.unlink()
-        self._data: dict[int, dict[str, Any]] = {}
-        self._ledger: dict[int, dict[str, Any]] = {}
-        self._committed = False
+
+    def _open_remote(self, overwrite: bool) -> None:
+        import tempfile
+
+        assert self.remote is not None
+        storage.check_writable(self.remote)
+        mf = storage.join(self.remote, MANIFEST_FILE)
+        if storage.exists(mf):
+            if not overwrite:
+                raise ManifestError(f"{self.remote} already holds a manifest; pass overwrite=True (--overwrite) to replace it")
+            storage.remove(mf)  # from here on the prefix is no manifest: never a mix of old and new shards
+        self.out = Path(tempfile.mkdtemp(prefix="smolcurate-shards-"))
 
     # -- shards -------------------------------------------------------------
     def write(self, table: pa.Table, index: int | None = None) -> str | None:
@@ -99,11 +119,18 @@ class ManifestWriter:
         rel = f"{sub}/{shard_name(index)}"
         path = self.out / rel
         write_parquet_atomic(table, path)
+        digest = sha256_file(path)
+        nbytes = path.stat().st_size
+        if self.remote is not None:
+            # a unique key per content: a reader holding an older manifest.json never reads a shard rewritten under it
+            rel = f"{sub}/{shard_name(index)[:-len('.parquet')]}-{digest[:16]}.parquet"
+            storage.put_file(path, storage.join(self.remote, rel))
+            path.unlink()
         registry[index] = {
             "path": rel,
             "rows": table.num_rows,
-            "bytes": path.stat().st_size,
-            "sha256": sha256_file(path),
+            "bytes": nbytes,
+            "sha256": digest,
             "_table_summary": _summarize(table, sub),
         }
         return rel
@@ -176,9 +203,28 @@ class ManifestWriter:
             "ledger": [_public(self._ledger[i]) for i in sorted(self._ledger)],
             "extra": dict(extra) if extra else {},
         }
+        if self.remote is not None:
+            # the commit point: one PUT, create-only (S3 If-None-Match), after every shard is uploaded
+            storage.write_bytes(storage.join(self.remote, MANIFEST_FILE),
+                                json.dumps(info, indent=2, sort_keys=False, default=str).encode(), create_only=True)
+            self._committed = True
+            self._collect_garbage(info)
+            import shutil
+
+            shutil.rmtree(self.out, ignore_errors=True)
+            return self.remote  # type: ignore[return-value]
         atomic_write_json(self.out / MANIFEST_FILE, info)
         self._committed = True
         return self.out
+
+    def _collect_garbage(self, info: Mapping[str, Any]) -> None:
+        """Remove shard keys of older manifests under the prefix (after the commit, so a crash loses nothing)."""
+        assert self.remote is not None
+        live = {e["path"] for e in list(info["shards"]) + list(info["ledger"])}
+        for sub in (DATA_DIR, LEDGER_DIR):
+            for name in storage.list_names(storage.join(self.remote, sub)):
+                if name.startswith("part-") and f"{sub}/{name}" not in live:
+                    storage.remove(storage.join(self.remote, sub, name))
 
 
 def _public(entry: Mapping[str, Any]) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from curation.enrich.checks import check_enrich, enrich_record, model_fingerprin
 from curation.engine.staging import Staging
 from curation.readers import SourcePlan, plan_source, spec_inputs
 from curation.recipe import Recipe
+from manifests import storage
 from manifests.errors import UserError
 from manifests.fsutil import canonical_hash
 from manifests.writer import MANIFEST_FILE
@@ -26,7 +27,7 @@ Engine = Literal["ray", "local"]  # names in curation.engine.registry.ENGINES
 
 @dataclass
 class JobResult:
-    out: Path
+    out: Path | str  # a URI for an output on an object store
     engine: str
     workers: int
     sources: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -64,14 +65,18 @@ def _job_identity(recipe: Recipe, plans: list[SourcePlan]) -> dict[str, Any]:
     return identity
 
 
-def _complete(out: Path, identity: dict[str, Any]) -> dict[str, Any] | None:
-    """The manifest.json already in ``out`` when it records this very job, else None."""
-    mf = out / MANIFEST_FILE
-    if not mf.is_file():
+def _complete(out: Path | str, identity: dict[str, Any]) -> dict[str, Any] | None:
+    """The manifest.json already in ``out`` (a folder or a URI) when it records this very job, else None."""
+    if storage.is_uri(out):
+        raw = storage.read_bytes(storage.join(out, MANIFEST_FILE))
+    else:
+        mf = Path(out) / MANIFEST_FILE
+        raw = mf.read_bytes() if mf.is_file() else None
+    if raw is None:
         return None
     try:
-        info = json.loads(mf.read_text())
-    except (OSError, json.JSONDecodeError):
+        info = json.loads(raw)
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         return None
     job = (info.get("extra") or {}).get("job") or {}
     return info if job.get("identity") == canonical_hash(identity) else None
@@ -89,9 +94,15 @@ def run_job(
 ) -> JobResult:
     """Curate ``recipe`` into a manifest at ``out_dir``; resumable after a kill at any point."""
     t0 = time.perf_counter()
-    out = Path(out_dir).resolve()
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out} exists and is not a folder", field="--out")
+    remote = storage.is_uri(out_dir)
+    out: Path | str
+    if remote:  # an object store: the bucket, the credentials and write access are checked before anything runs
+        out = os.fspath(out_dir).rstrip("/")
+        storage.check_writable(out)
+    else:
+        out = Path(out_dir).resolve()
+        if out.exists() and not out.is_dir():
+            raise UserError(f"{out} exists and is not a folder", field="--out")
     eng = get_engine(engine)
     if workers is not None and workers < 1:
         raise UserError("must be at least 1", field="--workers")
@@ -105,13 +116,14 @@ def run_job(
         for d in done_info.get("drops", []):
             sources[d["source"]]["reasons"][(d["stage"], d["reason"])] = d["count"]
         return JobResult(out, engine, workers or 1, sources, time.perf_counter() - t0, skipped=True)
-    if (out / MANIFEST_FILE).exists() and not overwrite:
+    if (storage.exists(storage.join(out, MANIFEST_FILE)) if remote else (Path(out) / MANIFEST_FILE).exists()) and not overwrite:
         raise UserError(f"{out} already holds a different manifest; pass --overwrite to replace it", field="--out")
 
     n_workers = eng.start(ray_address, workers)
     check_enrich(recipe, eng.gpus())  # model paths, head sizes, device: cuda: before anything is written
     stages = stage_layout(recipe)[0]
-    out.mkdir(parents=True, exist_ok=True)
+    if not remote:
+        Path(out).mkdir(parents=True, exist_ok=True)
     staging = Staging(out)
     staging.prepare(identity, overwrite)
     specs: list[tuple[int, dict]] = []
@@ -139,6 +151,7 @@ def run_job(
     finally:
         bar.close()
 
+    staging.pull()  # on an object store: the chunks the workers staged, into this process's scratch folder
     missing = [k for k, _ in specs if k not in staging.finished()]
     if missing:  # pragma: no cover - an engine returned without finishing (should raise instead)
         raise RuntimeError(f"{len(missing)} chunks did not finish (first: {missing[0]})")

@@ -48,7 +48,7 @@ class _StageActor:
         from curation.recipe import parse_recipe
 
         recipe = parse_recipe(json.loads(self.RECIPE_JSON), self.BASE_DIR, check_paths=False)
-        self.runner = StageRunner(recipe, Staging(self.OUT_DIR), self.INDEX, self.LAST)
+        self.runner = StageRunner(recipe, Staging(self.OUT_DIR, keep_local=False), self.INDEX, self.LAST)
 
     def _one(self, rec: dict[str, Any]) -> dict[str, Any]:
         if self.INDEX == 0:
@@ -164,7 +164,7 @@ class RayEngine:
         info: dict[str, Any] = {"stages": [s.as_dict() | p for s, p in zip(stages, plan)]}
         if not pending:
             return info
-        out_dir = str(staging.root.parent)
+        out_dir = str(staging.out)  # a folder or an object-store URI: each actor stages to it
         items = [{"chunk": k, "spec": json.dumps(spec)} for k, spec in pending]
         ds = ray.data.from_items(items, override_num_blocks=len(items))
         with warnings.catch_warnings():

@@ -1,0 +1,173 @@
+"""Curating to an s3:// output (moto server) gives the manifest the same job writes to disk; readers, validate, inspect."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from curation import synth
+from curation.engine.job import run_job
+from curation.recipe import load_recipe
+from manifests import open_manifest
+from manifests.validate import validate
+from tests.s3_fixtures import s3, s3_server  # noqa: F401
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture()
+def corpus(tmp_path: Path, monkeypatch) -> Path:
+    monkeypatch.setenv("SMOLCURATE_CACHE", str(tmp_path / "cache"))
+    synth.write_bad_inputs(tmp_path / "bad")
+    lines = "\n".join(json.dumps({"text": f"sentence {i % 5} of a longer text body"}) for i in range(40))
+    (tmp_path / "t.jsonl").write_text(lines + "\n")
+    (tmp_path / "r.yaml").write_text("""\
+sources:
+  - {name: photos, kind: images, path: bad/images, chunk_size: 3}
+  - {name: notes, kind: text, path: t.jsonl, chunk_size: 9}
+dedup: {exact: true}
+output: {shard_rows: 7}
+""")
+    return tmp_path
+
+
+def _same(local: Path, uri: str) -> None:
+    a = json.loads((local / "manifest.json").read_text())
+    m = open_manifest(uri)
+    b = m.info
+    assert a["sources"] == b["sources"] and a["totals"] == b["totals"] and a["recipe_hash"] == b["recipe_hash"]
+    for key in ("shards", "ledger"):
+        assert [(s["rows"], s["bytes"], s["sha256"]) for s in a[key]] == [(s["rows"], s["bytes"], s["sha256"]) for s in b[key]]
+    assert open_manifest(local).table().equals(m.table())
+    assert open_manifest(local).ledger().equals(m.ledger())
+
+
+def test_curate_to_s3_equals_local_and_readers_work(corpus, s3):
+    bucket = s3.bucket()
+    uri = f"s3://{bucket}/runs/one"
+    recipe = load_recipe(corpus / "r.yaml")
+    run_job(recipe, corpus / "local", engine="local", quiet=True)
+    res = run_job(recipe, uri, engine="local", quiet=True)
+    assert res.out == uri
+    keys = s3.keys(bucket)
+    assert "runs/one/manifest.json" in keys and not any("/.staging/" in k for k in keys)  # staging removed after commit
+    assert all(k.rsplit("-", 1)[-1] != "00000.parquet" for k in keys if k.endswith(".parquet"))  # content-addressed keys
+    _same(corpus / "local", uri)
+    m = open_manifest(uri)
+    assert m.uri == uri and len(m) > 0
+    assert m.to_polars().height == len(m)
+    local = open_manifest(corpus / "local")
+    assert m.to_hf(images=False).to_list() == local.to_hf(images=False).to_list()
+    assert sum(1 for _ in m.to_torch()) == sum(1 for _ in local.to_torch()) > 0
+    validate(uri, check_media=False)
+    # a rerun sees the committed job and does nothing; --overwrite replaces it and leaves no stale shard keys
+    assert run_job(recipe, uri, engine="local", quiet=True).skipped
+    run_job(recipe, uri, engine="local", quiet=True, overwrite=True)
+    assert s3.keys(bucket) == keys
+
+
+def test_cli_curate_validate_inspect_on_s3_and_bad_outputs(corpus, s3, capsys):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cli = [sys.executable, "-m", "smolcurate"] if (ROOT / "smolcurate").is_dir() else [str(Path(sys.executable).parent / "smolcurate")]
+    bucket = s3.bucket()
+    uri = f"s3://{bucket}/cli"
+    run = lambda *a: subprocess.run([*cli, *a], env=env, capture_output=True, text=True, timeout=300)  # noqa: E731
+    p = run("curate", str(corpus / "r.yaml"), "--out", uri, "--engine", "local", "--quiet")
+    assert p.returncode == 0, p.stderr
+    assert run("validate", uri).returncode == 0
+    p = run("inspect", uri)
+    assert p.returncode == 0 and "photos" in p.stdout
+    # bad outputs: one line, exit 2, nothing written
+    p = run("curate", str(corpus / "r.yaml"), "--out", "s3://no-such-bucket/x", "--engine", "local", "--quiet")
+    assert p.returncode == 2 and "bucket 'no-such-bucket' does not exist" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    before = s3.keys(bucket)
+    bad_env = {k: v for k, v in env.items() if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")}
+    p = subprocess.run([*cli, "curate", str(corpus / "r.yaml"), "--out", f"s3://{bucket}/nocreds", "--engine", "local", "--quiet"],
+                       env=bad_env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 2 and "no valid credentials" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    assert "testing-secret" not in p.stderr
+    assert s3.keys(bucket) == before
+
+
+def _cli() -> list[str]:
+    return [sys.executable, "-m", "manifests.cli"]
+
+
+def test_kill_and_resume_on_s3(tmp_path, s3, monkeypatch):
+    """SIGKILL mid-job on an s3:// output: no manifest.json; the rerun resumes from the staged chunks in the bucket."""
+    import signal
+    import time
+
+    monkeypatch.setenv("SMOLCURATE_CACHE", str(tmp_path / "cache"))
+    img = tmp_path / "imgs"
+    img.mkdir()
+    for i in range(40):
+        synth.photo_like(i, (320, 240)).save(img / f"{i:03d}.png")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("sources:\n  - {name: a, kind: images, path: imgs, chunk_size: 1}\noutput: {shard_rows: 16}\n")
+    bucket = s3.bucket()
+    uri = f"s3://{bucket}/killed"
+    cmd = [*_cli(), "curate", str(recipe), "--engine", "local", "--quiet", "--out", uri]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    markers = lambda: [k for k in s3.keys(bucket, "killed/.staging/") if k.rsplit("/", 1)[-1].startswith("chunk-")]  # noqa: E731
+    deadline = time.time() + 180
+    try:
+        while time.time() < deadline and len(markers()) < 4 and proc.poll() is None:
+            time.sleep(0.05)
+        assert proc.poll() is None, "the job finished before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    finished = len(markers())
+    assert 4 <= finished < 40
+    assert "killed/manifest.json" not in s3.keys(bucket)  # never a partial manifest
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert f"resumed after {finished} finished chunks" in done.stdout
+    run_job(load_recipe(recipe), tmp_path / "clean", engine="local", quiet=True)
+    _same(tmp_path / "clean", uri)
+    assert not [k for k in s3.keys(bucket) if "/.staging/" in k]
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_ray_engine_to_s3_equals_local(corpus, s3):
+    """The Ray engine (its own embedded Ray in a subprocess, 2 workers) staging chunks to the bucket."""
+    bucket = s3.bucket()
+    uri = f"s3://{bucket}/ray"
+    run_job(load_recipe(corpus / "r.yaml"), corpus / "local", engine="local", quiet=True)
+    p = subprocess.run([*_cli(), "curate", str(corpus / "r.yaml"), "--out", uri, "--engine", "ray", "--workers", "2",
+                        "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "ray engine, 2 worker(s)" in p.stdout
+    _same(corpus / "local", uri)
+
+
+def test_mixture_from_and_to_s3_and_export_from_s3(corpus, s3, tmp_path):
+    from curation.export import export_manifest
+    from curation.mixing import build_mixture, load_mixture
+
+    bucket = s3.bucket()
+    src = f"s3://{bucket}/curated"
+    recipe = load_recipe(corpus / "r.yaml")
+    run_job(recipe, corpus / "local", engine="local", quiet=True)
+    run_job(recipe, src, engine="local", quiet=True)
+    mix = tmp_path / "mix.yaml"
+    mix.write_text(f"inputs: [{src}]\ntotal: 20\nseed: 3\nweights: {{notes: 1}}\nallow_shortfall: true\n")
+    local_mix = tmp_path / "mix-local.yaml"
+    local_mix.write_text(f"inputs: [{corpus / 'local'}]\ntotal: 20\nseed: 3\nweights: {{notes: 1}}\nallow_shortfall: true\n")
+    out = f"s3://{bucket}/mixed"
+    res = build_mixture(load_mixture(mix), out)
+    assert res.path == out
+    ref = build_mixture(load_mixture(local_mix), tmp_path / "mixed-local")
+    assert open_manifest(out).table().equals(ref.manifest().table())
+    validate(out, check_media=False)
+    exported = export_manifest(src, "jsonl", tmp_path / "export")
+    assert exported is not None and any((tmp_path / "export").iterdir())
