@@ -21,7 +21,7 @@ import numpy as np
 
 from ablations.grid import Finding, Grid
 from ablations.report import METRICS, _ema
-from ablations.stats import compare
+from ablations.stats import MIN_PAIRS, compare
 
 #: cost columns of every finding, in order (CUDA peak only where a run had one)
 COST = ("visual_tokens", "seq_len", "samples_per_s", "peak_rss_mb", "rss_growth_mb", "cuda_peak_mb", "wall_s")
@@ -88,7 +88,7 @@ def findings_markdown(grid: Grid, evaluated: Sequence[dict[str, Any]], header: s
         f"Paired differences are `arm - baseline` per seed (same seed: same initialization and batch order); "
         f"the interval is a percentile bootstrap of their mean ({RESAMPLES} resamples, generator seed {BOOTSTRAP_SEED}). "
         "*reproduced*: the 95% interval excludes 0 on the side the paper predicts; *reversed*: on the other side; "
-        "*inconclusive*: it contains 0, or fewer than 2 seeds paired."
+        f"*inconclusive*: it contains 0, or fewer than {MIN_PAIRS} seeds paired."
     )
     lines += ["", "| finding | metric | paper's arm | baseline | arm | baseline | difference | 95% interval | seeds | verdict |",
               "|---|---|---|---|---|---|---|---|---|---|"]

@@ -19,8 +19,8 @@ import numpy as np
 
 Direction = Literal["higher", "lower"]
 
-#: fewest paired seeds a verdict other than inconclusive needs
-MIN_PAIRS = 2
+#: fewest paired seeds a verdict other than inconclusive needs (with 2, the percentile interval is the range of the two)
+MIN_PAIRS = 3
 
 
 @dataclass(frozen=True)
