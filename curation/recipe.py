@@ -374,7 +374,11 @@ class Recipe(_Strict):
 
     # -- derived -----------------------------------------------------------
     def resolve(self, path: str) -> str:
-        """A recipe path made absolute against the recipe's folder (``~`` expanded)."""
+        """A recipe path made absolute against the recipe's folder (``~`` expanded); a URI (s3://...) as given."""
+        from manifests.storage import is_uri
+
+        if is_uri(path):
+            return path
         p = os.path.expanduser(path)
         if not os.path.isabs(p) and self.base_dir:
             p = os.path.join(self.base_dir, p)
@@ -476,6 +480,19 @@ def check_recipe_paths(recipe: Recipe) -> None:
             field = f"sources[{i}].path" + (f"[{j}]" if isinstance(src.path, list) else "")
             full = recipe.resolve(raw)
             expanded = expand_braces(full)
+            from manifests import storage
+
+            if storage.is_uri(full):  # an object store: the bucket, the credentials and the objects, checked now
+                if expanded != [full]:
+                    absent = next((e for e in expanded if storage.info(e) is None), None)
+                    if absent is not None:
+                        raise RecipeError(f"{raw!r}: {absent.rsplit('/', 1)[-1]} does not exist", field=field)
+                elif glob.has_magic(full):
+                    if not storage.glob(full):
+                        raise RecipeError(f"no objects match {raw!r}", field=field)
+                elif not storage.exists(full):
+                    raise RecipeError(f"{raw!r} does not exist", field=field)
+                continue
             if expanded != [full]:  # a shard range: every shard must exist
                 absent = next((e for e in expanded if not os.path.lexists(e)), None)
                 if absent is not None:

@@ -62,6 +62,10 @@ def join(base: str | os.PathLike, *parts: str) -> str:
     return "/".join([s.rstrip("/"), *(p.strip("/") for p in parts if p)])
 
 
+class StoreUnavailable(UserError):
+    """Transient errors outlasted the retries: the chunk fails (the job stays resumable), the input is not dropped."""
+
+
 def _env_key() -> tuple:
     return tuple(os.environ.get(k) for k in _ENV_KEYS)
 
@@ -155,7 +159,7 @@ def user_error(uri: str, exc: BaseException, doing: str) -> UserError:
     if kind == "denied":
         return UserError(f"{uri}: access denied while {doing} (the credentials lack permission)", field="storage")
     if kind == "transient":
-        return UserError(f"{uri}: store unavailable while {doing} after {RETRIES} tries ({type(exc).__name__})",
+        return StoreUnavailable(f"{uri}: store unavailable while {doing} after {RETRIES} tries ({type(exc).__name__})",
                          field="storage")
     code = _code(exc)
     return UserError(f"{uri}: {doing} failed ({code or type(exc).__name__}: {_first_line(exc)[:160]})", field="storage")
@@ -285,3 +289,43 @@ def check_writable(uri: str) -> None:
     probe = join(uri, f".smolcurate-probe-{uuid.uuid4().hex[:12]}")
     write_bytes(probe, b"")
     remove(probe)
+
+
+# --------------------------------------------------------------------------- reading sources in place
+
+#: read-ahead of a ranged read: a tar header scan or one member costs a request of about this size, never the object
+RANGE_BLOCK = 1 << 18
+
+
+def open_range(uri: str, block_size: int = RANGE_BLOCK):
+    """A seekable binary file on the object: each read is an HTTP range request (``block_size`` read-ahead)."""
+    fs, p = filesystem(uri)
+    return retrying(lambda: fs.open(p, "rb", block_size=block_size, cache_type="readahead"), uri, "opening")
+
+
+def info(uri: str) -> dict[str, Any] | None:
+    """Size and version tag (ETag / generation / mtime) of an object; None when it does not exist."""
+    fs, p = filesystem(uri)
+    return retrying(lambda: fs.info(p), uri, "reading", missing_ok=True)
+
+
+def isdir(uri: str) -> bool:
+    fs, p = filesystem(uri)
+    return bool(retrying(lambda: fs.isdir(p), uri, "listing"))
+
+
+def glob(uri: str) -> list[str]:
+    """Full URIs of the objects matching a glob (``**`` recursive), sorted."""
+    fs, p = filesystem(uri)
+    scheme = uri.split("://", 1)[0]
+    found = retrying(lambda: fs.glob(p), uri, "listing", missing_ok=True) or []
+    return sorted(f"{scheme}://{x}" for x in found if not fs.isdir(x))
+
+
+def version_tag(uri: str) -> str:
+    """What identifies this version of an object in a plan fingerprint (a changed object re-runs the job)."""
+    meta = info(uri)
+    if meta is None:
+        return "missing"
+    tag = meta.get("ETag") or meta.get("etag") or meta.get("generation") or meta.get("LastModified") or meta.get("mtime")
+    return f"{meta.get('size')}\0{tag}"

@@ -112,10 +112,7 @@ def scan_tar(path: str, start: int = 0, stop: int | None = None) -> TarScan:
     ustar headers are parsed directly; long names and PAX headers go through
     ``tarfile``.
     """
-    try:
-        size = os.path.getsize(path)
-    except OSError as exc:
-        raise _os_error(exc, path) from None
+    size = _size(path)
     if size > 0:
         with _open(path) as fh:
             fast = _scan_plain(fh, start, stop, size)
@@ -157,7 +154,38 @@ def scan_tar(path: str, start: int = 0, stop: int | None = None) -> TarScan:
     return TarScan(members, end, problem, cut)
 
 
+def _is_store(path: str) -> bool:
+    from manifests.storage import is_uri
+
+    return is_uri(path)
+
+
+def _size(path: str) -> int:
+    if _is_store(path):
+        from manifests.storage import info
+
+        meta = info(path)
+        if meta is None:
+            raise MediaError("missing", f"{path}: no such object")
+        return int(meta["size"])
+    try:
+        return os.path.getsize(path)
+    except OSError as exc:
+        raise _os_error(exc, path) from None
+
+
 def _open(path: str):
+    """The shard as a seekable file: a local file, or an object read by HTTP ranges (never downloaded whole)."""
+    if _is_store(path):
+        from manifests.errors import UserError
+        from manifests.storage import StoreUnavailable, open_range
+
+        try:
+            return open_range(path)
+        except StoreUnavailable:
+            raise  # the store is down, not the input bad: the chunk fails and the rerun resumes
+        except UserError as exc:
+            raise MediaError("unreadable", str(exc)) from None
     try:
         return open(path, "rb")
     except OSError as exc:
@@ -191,7 +219,7 @@ def iter_members(path: str, members: list[TarMember]) -> Iterator[tuple[TarMembe
     """(member, data) for members in shard order, from one open file."""
     if not members:
         return
-    with open(path, "rb") as fh:
+    with _open(path) as fh:
         for m in members:
             fh.seek(m.offset)
             data = fh.read(m.size)
@@ -201,13 +229,18 @@ def iter_members(path: str, members: list[TarMember]) -> Iterator[tuple[TarMembe
 # --------------------------------------------------------------------------- URIs
 
 
+def _where(path: str) -> str:
+    # a shard on an object store is quoted whole (tar://s3%3A%2F%2Fbucket%2Fkey?...), a local one as an absolute path
+    return quote(path, safe="") if _is_store(path) else quote(os.path.abspath(path))
+
+
 def tar_uri(shard: str, member: str, offset: int, size: int) -> str:
-    return f"{TAR_SCHEME}://{quote(os.path.abspath(shard))}?offset={offset}&size={size}#{quote(member, safe='/')}"
+    return f"{TAR_SCHEME}://{_where(shard)}?offset={offset}&size={size}#{quote(member, safe='/')}"
 
 
 def parquet_uri(path: str, row: int, column: str, item: int | None = None) -> str:
     q = f"row={row}&column={quote(column, safe='')}" + (f"&item={item}" if item is not None else "")
-    return f"{PARQUET_SCHEME}://{quote(os.path.abspath(path))}?{q}"
+    return f"{PARQUET_SCHEME}://{_where(path)}?{q}"
 
 
 def container_scheme(uri: str) -> str | None:
@@ -221,14 +254,15 @@ def container_scheme(uri: str) -> str | None:
 
 
 def container_path(uri: str) -> str:
-    """The shard or Parquet file a container reference points into."""
-    return unquote(urlsplit(uri).path)
+    """The shard or Parquet file a container reference points into (a local path or an object-store URI)."""
+    parts = urlsplit(uri)
+    return unquote(parts.netloc + parts.path)
 
 
 def read_container(uri: str) -> bytes:
     """The bytes a container reference names (MediaError with a ledger reason otherwise)."""
     parts = urlsplit(uri)
-    path = unquote(parts.path)
+    path = unquote(parts.netloc + parts.path)
     q = {k: v[0] for k, v in parse_qs(parts.query).items()}
     try:
         if parts.scheme == TAR_SCHEME:

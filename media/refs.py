@@ -33,6 +33,21 @@ def ref_source(ref: Mapping[str, Any]):
         raise M.MediaError("missing", "media reference has neither uri nor bytes")
     if container_scheme(uri) is not None:
         return read_container(uri)
+    from manifests.storage import is_uri
+
+    if is_uri(uri):  # an object on a store (s3://...): its bytes, read with the store's credentials and retries
+        from manifests.errors import UserError
+        from manifests.storage import StoreUnavailable, read_bytes
+
+        try:
+            data = read_bytes(uri)
+        except StoreUnavailable:
+            raise  # the store is down, not the input bad: the chunk fails and the rerun resumes
+        except UserError as exc:
+            raise M.MediaError("unreadable", str(exc)) from None
+        if data is None:
+            raise M.MediaError("missing", f"{uri}: no such object")
+        return data
     return uri.removeprefix("file://")
 
 

@@ -24,7 +24,7 @@ InputLike = Union[str, os.PathLike, Any]  # a path or an opened manifests.reader
 class MixtureResult:
     """What a build produced: the output folder (None for a dry run), the plan, and the provenance record."""
 
-    path: Path | None
+    path: Path | str | None  # a URI when written to an object store
     plan: MixturePlan
     provenance: dict[str, Any]
 
@@ -187,7 +187,9 @@ def build_mixture(
         sources={name: {"available": n} for name, n in source_rows.items()},
         extra={"mixture": record},
     )
-    return MixtureResult(path=Path(path), plan=plan, provenance=record)
+    from manifests.storage import is_uri
+
+    return MixtureResult(path=path if is_uri(path) else Path(path), plan=plan, provenance=record)  # a URI stays one
 
 
 def _source_rows(plan: MixturePlan) -> dict[str, int]:

@@ -261,6 +261,10 @@ def load_mixture(path: str | os.PathLike) -> MixtureConfig:
 
 
 def _resolve_input(item: Any, base: Path) -> Any:
+    from manifests.storage import is_uri
+
+    if isinstance(item, str) and is_uri(item) or isinstance(item, dict) and is_uri(str(item.get("path", ""))):
+        return item  # a manifest on an object store (s3://...): no folder to resolve against
     if isinstance(item, str):
         return str((base / item).resolve()) if not Path(item).is_absolute() else item
     if isinstance(item, dict) and isinstance(item.get("path"), str) and not Path(item["path"]).is_absolute():

@@ -125,6 +125,11 @@ class Fingerprint:
         self._h = hashlib.sha256(f"{kind}\0{fmt}\n".encode())
 
     def file(self, path: str, label: str | None = None) -> None:
+        from manifests.storage import is_uri, version_tag
+
+        if is_uri(path):  # an object: its size and ETag (generation) stand for size and mtime
+            self._h.update(f"{label or path}\0{version_tag(path)}\n".encode())
+            return
         try:
             st = os.stat(path)
             self._h.update(f"{label or path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())

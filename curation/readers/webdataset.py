@@ -61,11 +61,20 @@ class ShardSpec(ChunkSpec):
 
 def expand_shards(patterns: list[str]) -> list[str]:
     """Shard paths for brace ranges, globs, folders (their ``*.tar``) and files, sorted per pattern, deduplicated."""
+    from manifests import storage
+
     out: list[str] = []
     for pat in patterns:
         names = expand_braces(pat)
         if names != [pat]:
             out.extend(p for name in names for p in expand_shards([name]))
+        elif storage.is_uri(pat):  # shards on an object store: listed, never downloaded (read by byte range)
+            if glob.has_magic(pat):
+                out.extend(p for p in storage.glob(pat))
+            elif storage.isdir(pat):
+                out.extend(storage.glob(storage.join(pat, "**", "*.tar")))
+            elif storage.exists(pat):
+                out.append(pat)
         elif glob.has_magic(pat):
             out.extend(sorted(p for p in glob.glob(pat, recursive=True) if os.path.isfile(p)))
         elif os.path.isdir(pat):
@@ -74,6 +83,30 @@ def expand_shards(patterns: list[str]) -> list[str]:
             out.append(pat)
     seen: set[str] = set()
     return [p for p in out if not (p in seen or seen.add(p))]
+
+
+def _common_root(shards: list[str]) -> str:
+    """The folder (or URI prefix) every shard lives under: labels are relative to it."""
+    from manifests.storage import is_uri
+
+    if any(is_uri(p) for p in shards):
+        folders = [p.rsplit("/", 1)[0] for p in shards]
+        parts = [f.split("/") for f in folders]
+        common = []
+        for col in zip(*parts):
+            if len(set(col)) != 1:
+                break
+            common.append(col[0])
+        return "/".join(common)
+    return os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in shards])
+
+
+def _label(shard: str, root: str) -> str:
+    from manifests.storage import is_uri
+
+    if is_uri(shard):
+        return shard[len(root):].lstrip("/") if root and shard.startswith(root + "/") else shard
+    return os.path.relpath(os.path.abspath(shard), root)
 
 
 def split_name(name: str) -> tuple[str, str]:
@@ -109,7 +142,7 @@ class WebDatasetReader(Reader):
         shards = expand_shards(list(ctx.paths))
         if not shards:
             raise ctx.error("no tar shards found")
-        root = os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in shards])
+        root = _common_root(shards)
         fp = Fingerprint(ctx.kind, self.name)
         specs: list[ChunkSpec] = []
         pos0 = 0
@@ -118,7 +151,7 @@ class WebDatasetReader(Reader):
             fp.file(shard)
             if remaining is not None and remaining <= 0:
                 break
-            label = os.path.relpath(os.path.abspath(shard), root)
+            label = _label(shard, root)
             scan = scan_tar(shard)
             groups = group(scan.members)
             tail = 1 if scan.problem and (scan.cut_member is None or not groups
