@@ -37,3 +37,13 @@ mixture:
     got = dict(zip(counts["source"].to_list(), counts["n"].to_list()))
     assert got == {"alpha": 30, "bravo": 10}
     assert mix.info["extra"]["mixture"]["inputs"][0]["path"] == str(out.resolve())
+
+    # running the finished job again leaves both manifests as they are, instead of refusing the mixture
+    before = (tmp_path / "out-mixture" / "manifest.json").read_bytes()
+    assert cli_main(["curate", str(tmp_path / "recipe.yaml"), "--out", str(out), "--engine", "local", "--quiet"]) == 0
+    assert (tmp_path / "out-mixture" / "manifest.json").read_bytes() == before
+    # a changed recipe is still refused without --overwrite
+    text = (tmp_path / "recipe.yaml").read_text().replace("total: 40", "total: 30")
+    (tmp_path / "recipe.yaml").write_text(text)
+    assert cli_main(["curate", str(tmp_path / "recipe.yaml"), "--out", str(out), "--engine", "local", "--quiet"]) == 2
+    assert "already holds" in capsys.readouterr().err

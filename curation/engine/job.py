@@ -199,7 +199,26 @@ def run_recipe_mixture(recipe: Recipe, curated_out: str | os.PathLike, mix_out: 
 
     curated = Path(curated_out).resolve()
     target = Path(mix_out) if mix_out else curated.with_name(f"{curated.name}-mixture")
+    if not overwrite:
+        # a re-run of a finished job: the mixture already written from the same plan is kept as it is
+        planned = build_mixture(recipe.mixture, target, inputs=[curated], dry_run=True)
+        if _same_mixture(target, planned.provenance):
+            planned.path = target
+            return planned
     return build_mixture(recipe.mixture, target, inputs=[curated], overwrite=overwrite)
+
+
+def _same_mixture(target: Path, record: dict[str, Any]) -> bool:
+    """Whether ``target`` already holds a committed mixture with this very provenance record."""
+    mf = target / MANIFEST_FILE
+    if not mf.is_file():
+        return False
+    try:
+        stored = json.loads(mf.read_text()).get("extra", {}).get("mixture")
+    except (OSError, ValueError):
+        return False
+    return json.dumps(stored, sort_keys=True, default=str) == json.dumps(
+        json.loads(json.dumps(record, default=str)), sort_keys=True, default=str)
 
 
 def format_summary(result: JobResult) -> str:
