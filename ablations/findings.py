@@ -141,7 +141,7 @@ def plot_finding(results: Sequence[dict[str, Any]], finding: Finding, e: dict[st
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharex=True, sharey=True)  # same scales: a plateau compares
     cmap = plt.get_cmap("tab10")
     for ax, side in zip(axes, ("baseline", "arm")):
         runs = arm_runs(results, finding, side)
