@@ -66,3 +66,22 @@ def test_transient_errors_retry_with_a_bound():
     with pytest.raises(UserError, match="unavailable"):
         storage.retrying(always, "s3://b/k", "reading", sleep=slept.append)
     assert len(calls) == storage.RETRIES
+
+
+def test_unwritable_outputs_are_one_line_errors(monkeypatch):
+    from botocore.exceptions import ClientError
+
+    denied = ClientError({"Error": {"Code": "AccessDenied", "Message": "Access Denied"}}, "PutObject")
+    err = storage.user_error("s3://b/out", denied, "writing")
+    assert str(err) == "storage: s3://b/out: access denied while writing (the credentials lack permission)"
+    assert storage.classify(ClientError({"Error": {"Code": "SlowDown"}}, "PutObject")) == "transient"
+    assert storage.classify(FileNotFoundError("x")) == "missing"
+    # a scheme whose filesystem package is not installed (gcsfs is not a dependency)
+    import fsspec
+
+    def no_class(scheme):
+        raise ImportError(f"Install {scheme}fs to access this protocol")
+
+    monkeypatch.setattr(fsspec, "get_filesystem_class", no_class)
+    with pytest.raises(UserError, match=r"gs:// needs a filesystem package"):
+        storage.check_writable("gs://b/out")
