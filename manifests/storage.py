@@ -329,3 +329,26 @@ def version_tag(uri: str) -> str:
         return "missing"
     tag = meta.get("ETag") or meta.get("etag") or meta.get("generation") or meta.get("LastModified") or meta.get("mtime")
     return f"{meta.get('size')}\0{tag}"
+
+
+def find(uri: str, recursive: bool = True) -> list[str]:
+    """Full URIs of every object under a prefix (recursively by default), sorted."""
+    fs, p = filesystem(uri)
+    scheme = uri.split("://", 1)[0]
+    found = retrying(lambda: fs.find(p, maxdepth=None if recursive else 1), uri, "listing", missing_ok=True) or []
+    return sorted(f"{scheme}://{x}" for x in found)
+
+
+def common_prefix(uris: list[str]) -> str:
+    """The longest folder-like prefix (``scheme://bucket/a/b``) that every URI lives under."""
+    parts = [u.rsplit("/", 1)[0].split("/") for u in uris]
+    common: list[str] = []
+    for col in zip(*parts):
+        if len(set(col)) != 1:
+            break
+        common.append(col[0])
+    return "/".join(common)
+
+
+def relative(uri: str, root: str) -> str:
+    return uri[len(root):].lstrip("/") if root and uri.startswith(root.rstrip("/") + "/") else uri

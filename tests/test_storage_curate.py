@@ -233,3 +233,37 @@ def test_tar_on_s3_is_scanned_and_read_by_byte_range(tmp_path, s3, monkeypatch):
     last = scan.members[-1]
     assert read_member(uri, last.offset, last.size) == b"last"
     assert 0 < sum(fetched) < 2 << 20, fetched  # headers and the member, not the 8 MiB in between
+
+
+def test_folder_sources_from_s3_equal_local(tmp_path, s3, monkeypatch):
+    """A folder of images (nested, one empty file) and a folder of .txt files, listed on s3://."""
+    monkeypatch.setenv("SMOLCURATE_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "data"
+    for sub in ("imgs/a", "notes"):
+        (root / sub).mkdir(parents=True)
+    for i in range(4):
+        synth.photo_like(i, (90, 70)).save(root / "imgs" / ("a" if i % 2 else "") / f"{i}.png")
+        (root / "notes" / f"{i}.txt").write_text(f"note number {i} with some words")
+    (root / "imgs" / "empty.png").write_bytes(b"")
+    bucket = s3.bucket()
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            s3.client().upload_file(str(p), bucket, f"data/{p.relative_to(root).as_posix()}")
+    body = """\
+sources:
+  - {name: photos, kind: images, path: %(r)s/imgs, chunk_size: 2}
+  - {name: notes, kind: text, path: %(r)s/notes}
+dedup: {exact: true}
+"""
+    (tmp_path / "local.yaml").write_text(body % {"r": "data"})
+    (tmp_path / "s3.yaml").write_text(body % {"r": f"s3://{bucket}/data"})
+    run_job(load_recipe(tmp_path / "s3.yaml"), f"s3://{bucket}/out", engine="local", quiet=True)
+    run_job(load_recipe(tmp_path / "local.yaml"), tmp_path / "local", engine="local", quiet=True)
+    a, b = open_manifest(f"s3://{bucket}/out"), open_manifest(tmp_path / "local")
+    assert a.info["sources"]["photos"]["read"] == 5 and a.info["totals"] == b.info["totals"]
+    ta, tb = a.table(), b.table()
+    assert ta.drop_columns(["media"]).equals(tb.drop_columns(["media"]))
+    assert [(r["uri"] or "").replace(f"s3://{bucket}/data", str(root)) for row in ta.column("media").to_pylist() for r in row] == \
+           [r["uri"] for row in tb.column("media").to_pylist() for r in row]
+    la, lb = a.ledger(), b.ledger()
+    assert la.select(["id", "stage", "reason"]).equals(lb.select(["id", "stage", "reason"]))

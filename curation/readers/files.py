@@ -75,7 +75,14 @@ def _walk(folder: str, extensions: frozenset[str], recursive: bool, out: list[st
 
 
 def enumerate_files(patterns: list[str], extensions: frozenset[str], recursive: bool = True) -> tuple[str, list[FileEntry]]:
-    """(root, entries sorted by relative path) for absolute ``patterns`` (folders, globs or files)."""
+    """(root, entries sorted by relative path) for absolute ``patterns`` (folders, globs or files).
+
+    Patterns on an object store (``s3://bucket/images/``) are listed there; entries keep their URIs.
+    """
+    from manifests import storage
+
+    if any(storage.is_uri(p) for p in patterns):
+        return _enumerate_objects(patterns, extensions, recursive)
     found: list[str] = []
     bases: list[str] = []
     seen_dirs: set[str] = set()
@@ -106,9 +113,61 @@ def enumerate_files(patterns: list[str], extensions: frozenset[str], recursive: 
     return root, [entries[k] for k in sorted(entries)]
 
 
+def _enumerate_objects(patterns: list[str], extensions: frozenset[str], recursive: bool) -> tuple[str, list[FileEntry]]:
+    from manifests import storage
+
+    found: list[str] = []
+    for pattern in patterns:
+        if not storage.is_uri(pattern):
+            raise ValueError(f"{pattern}: mix of local paths and object-store URIs in one source")
+        if glob.has_magic(pattern):
+            found += [u for u in storage.glob(pattern) if Path(u).suffix.lower() in extensions]
+        elif storage.isdir(pattern):
+            found += [u for u in storage.find(pattern, recursive) if Path(u).suffix.lower() in extensions]
+        else:
+            found.append(pattern)
+    if not found:
+        return "", []
+    root = storage.common_prefix([p.rstrip("/") + "/x" if storage.isdir(p) else p for p in patterns if not glob.has_magic(p)]
+                                 + found)
+    entries: dict[str, FileEntry] = {}
+    for u in found:
+        rel = storage.relative(u, root)
+        entries.setdefault(rel, FileEntry(rel=rel, path=u))
+    return root, [entries[k] for k in sorted(entries)]
+
+
+def _object_row(kind: str, path: str) -> tuple[list[dict] | None, str | None, tuple[str, str] | None] | None:
+    """The checks ``media.check_file`` makes on a local file, for an object: exists, not empty (None: go on)."""
+    from manifests import storage
+
+    meta = storage.info(path)
+    if meta is None:
+        return None, None, ("missing", f"{path}: no such object")
+    if not int(meta.get("size") or 0):
+        return None, None, ("zero_bytes", f"{path}: 0 bytes")
+    if kind == "text":
+        try:
+            return None, (storage.read_bytes(path) or b"").decode("utf-8-sig"), None
+        except UnicodeDecodeError as exc:
+            return None, None, ("invalid_utf8", f"{path}: {exc}")
+    return None
+
+
 def sidecar_text(path: str, suffixes: tuple[str, ...] = (".txt", ".caption")) -> tuple[str | None, str | None]:
     """(text, problem) of a same-stem text file next to ``path``; (None, None) when there is none."""
     stem = os.path.splitext(path)[0]
+    from manifests import storage
+
+    if storage.is_uri(path):
+        for suffix in suffixes:
+            data = storage.read_bytes(stem + suffix)
+            if data is not None:
+                try:
+                    return data.decode("utf-8"), None
+                except UnicodeDecodeError as exc:
+                    return None, f"invalid_utf8:{stem + suffix}: {exc}"
+        return None, None
     for suffix in suffixes:
         cand = stem + suffix
         if os.path.isfile(cand):
@@ -181,10 +240,17 @@ def _file_row(kind: str, rel: str, path: str) -> tuple[list[dict] | None, str | 
     """(media, text, failure) of one file."""
     if rel.endswith("/"):
         return None, None, ("unreadable", f"{path}: folder cannot be listed")
-    try:
-        M.check_file(path)
-    except M.MediaError as exc:
-        return None, None, (exc.reason, exc.detail)
+    from manifests.storage import is_uri
+
+    if is_uri(path):
+        early = _object_row(kind, path)
+        if early is not None:
+            return early
+    else:
+        try:
+            M.check_file(path)
+        except M.MediaError as exc:
+            return None, None, (exc.reason, exc.detail)
     suffix = Path(path).suffix.lower()
     if kind == "text":
         try:

@@ -64,8 +64,18 @@ def find_tables(paths: list[str], fmt: str, split: str | None) -> list[TableFile
     """Table files behind absolute recipe paths (globs already expanded by the caller)."""
     import glob
 
+    from manifests import storage
+
     out: list[TableFile] = []
     for pattern in paths:
+        if storage.is_uri(pattern):  # objects: a folder holds the tables its listing names by suffix
+            found = storage.glob(pattern) if glob.has_magic(pattern) else \
+                storage.find(pattern) if storage.isdir(pattern) else [pattern]
+            for m in found:
+                kind = _format_of(m, fmt) or (("jsonl" if fmt == "auto" else fmt) if m == pattern else None)
+                if kind:
+                    out.append(TableFile(m, kind))
+            continue
         matches = sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(pattern) else [pattern]
         for m in matches:
             if os.path.isdir(m):

@@ -87,26 +87,17 @@ def expand_shards(patterns: list[str]) -> list[str]:
 
 def _common_root(shards: list[str]) -> str:
     """The folder (or URI prefix) every shard lives under: labels are relative to it."""
-    from manifests.storage import is_uri
+    from manifests.storage import common_prefix, is_uri
 
     if any(is_uri(p) for p in shards):
-        folders = [p.rsplit("/", 1)[0] for p in shards]
-        parts = [f.split("/") for f in folders]
-        common = []
-        for col in zip(*parts):
-            if len(set(col)) != 1:
-                break
-            common.append(col[0])
-        return "/".join(common)
+        return common_prefix(shards)
     return os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in shards])
 
 
 def _label(shard: str, root: str) -> str:
-    from manifests.storage import is_uri
+    from manifests.storage import is_uri, relative
 
-    if is_uri(shard):
-        return shard[len(root):].lstrip("/") if root and shard.startswith(root + "/") else shard
-    return os.path.relpath(os.path.abspath(shard), root)
+    return relative(shard, root) if is_uri(shard) else os.path.relpath(os.path.abspath(shard), root)
 
 
 def split_name(name: str) -> tuple[str, str]:
