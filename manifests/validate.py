@@ -96,6 +96,12 @@ def _missing_media(m: Manifest) -> list[str]:
             if local in seen:
                 continue
             seen.add(local)
+            from manifests import storage
+
+            if storage.is_uri(local):  # a shard on an object store: one HEAD per shard
+                if not storage.exists(local):
+                    missing.append(uri)
+                continue
         elif parsed.scheme not in ("", "file") and len(parsed.scheme) > 1:
             continue  # remote URIs are not checked
         else:

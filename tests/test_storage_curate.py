@@ -205,6 +205,7 @@ def test_webdataset_shards_from_s3_equal_local(tmp_path, s3, monkeypatch):
     from media.refs import decode_image_ref  # what the torch reader and thumbnails call
 
     assert decode_image_ref(ma[0][0]).size == decode_image_ref(mb[0][0]).size == (96, 72)
+    validate(tmp_path / "from-s3")  # media checks: each shard object exists
     # a missing shard of the range is a one-line recipe error
     s3.client().delete_object(Bucket=bucket, Key="wds/shard-000001.tar")
     from manifests.errors import RecipeError
@@ -267,3 +268,27 @@ dedup: {exact: true}
            [r["uri"] for row in tb.column("media").to_pylist() for r in row]
     la, lb = a.ledger(), b.ledger()
     assert la.select(["id", "stage", "reason"]).equals(lb.select(["id", "stage", "reason"]))
+
+
+def test_recipe_mixture_section_on_s3(tmp_path, s3, monkeypatch):
+    """`curate --out s3://b/out` with a mixture: section writes s3://b/out-mixture; the rerun keeps both."""
+    from manifests.cli import main as cli_main
+
+    monkeypatch.setenv("SMOLCURATE_CACHE", str(tmp_path / "cache"))
+    rows = [{"id": f"a{i}", "text": f"alpha document number {i} " * (3 + i % 5)} for i in range(20)]
+    (tmp_path / "a.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    (tmp_path / "recipe.yaml").write_text("""\
+sources:
+  - {name: alpha, kind: text, path: a.jsonl, text_column: text, id_column: id}
+mixture: {seed: 3, by: samples, total: 30, weights: {alpha: 1.0}, max_epochs: 2}
+""")
+    bucket = s3.bucket()
+    out = f"s3://{bucket}/out"
+    args = ["curate", str(tmp_path / "recipe.yaml"), "--out", out, "--engine", "local", "--quiet"]
+    assert cli_main(args) == 0
+    mix = open_manifest(f"{out}-mixture")
+    assert mix.info["extra"]["mixture"]["inputs"][0]["path"] == out
+    assert int(mix.to_polars()["repeat"].sum()) == 30
+    before = s3.client().get_object(Bucket=bucket, Key="out-mixture/manifest.json")["Body"].read()
+    assert cli_main(args) == 0
+    assert s3.client().get_object(Bucket=bucket, Key="out-mixture/manifest.json")["Body"].read() == before

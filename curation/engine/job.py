@@ -197,8 +197,15 @@ def run_recipe_mixture(recipe: Recipe, curated_out: str | os.PathLike, mix_out: 
         return None
     from curation.mixing import build_mixture
 
-    curated = Path(curated_out).resolve()
-    target = Path(mix_out) if mix_out else curated.with_name(f"{curated.name}-mixture")
+    curated: Path | str
+    target: Path | str
+    if storage.is_uri(curated_out):  # on an object store: the sibling prefix <curated>-mixture
+        curated = os.fspath(curated_out).rstrip("/")
+        target = mix_out if mix_out and storage.is_uri(mix_out) else Path(mix_out) if mix_out else f"{curated}-mixture"
+    else:
+        curated = Path(curated_out).resolve()
+        target = mix_out if mix_out and storage.is_uri(mix_out) else Path(mix_out) if mix_out else \
+            curated.with_name(f"{curated.name}-mixture")
     if not overwrite:
         # a re-run of a finished job: the mixture already written from the same plan is kept as it is
         planned = build_mixture(recipe.mixture, target, inputs=[curated], dry_run=True)
@@ -208,13 +215,17 @@ def run_recipe_mixture(recipe: Recipe, curated_out: str | os.PathLike, mix_out: 
     return build_mixture(recipe.mixture, target, inputs=[curated], overwrite=overwrite)
 
 
-def _same_mixture(target: Path, record: dict[str, Any]) -> bool:
+def _same_mixture(target: Path | str, record: dict[str, Any]) -> bool:
     """Whether ``target`` already holds a committed mixture with this very provenance record."""
-    mf = target / MANIFEST_FILE
-    if not mf.is_file():
+    if storage.is_uri(target):
+        raw = storage.read_bytes(storage.join(target, MANIFEST_FILE))
+    else:
+        mf = Path(target) / MANIFEST_FILE
+        raw = mf.read_bytes() if mf.is_file() else None
+    if raw is None:
         return False
     try:
-        stored = json.loads(mf.read_text()).get("extra", {}).get("mixture")
+        stored = json.loads(raw).get("extra", {}).get("mixture")
     except (OSError, ValueError):
         return False
     return json.dumps(stored, sort_keys=True, default=str) == json.dumps(

@@ -213,7 +213,7 @@ def describe_input(item: InputManifest) -> dict[str, Any]:
 
     info = item.manifest.info
     return {
-        "path": str(item.path),
+        "path": getattr(item.manifest, "uri", None) or str(item.path),  # a URI for an input on an object store
         "fingerprint": item.manifest.fingerprint(),
         "manifest_sha256": sha256_file(item.path / MANIFEST_FILE),
         "recipe_hash": info.get("recipe_hash"),
