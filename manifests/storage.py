@@ -352,3 +352,14 @@ def common_prefix(uris: list[str]) -> str:
 
 def relative(uri: str, root: str) -> str:
     return uri[len(root):].lstrip("/") if root and uri.startswith(root.rstrip("/") + "/") else uri
+
+
+def open_input(path: str, block_size: int = 4 << 20):
+    """A binary file for reading a source: ``open(path, 'rb')`` locally, ranged reads on an object store.
+
+    Sequential scans (JSON lines) read ahead ``block_size`` per request; Parquet readers seek to the
+    footer and the row groups they need, so only those bytes are fetched.
+    """
+    if is_uri(path):
+        return open_range(path, block_size)
+    return open(path, "rb")

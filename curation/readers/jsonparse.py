@@ -20,6 +20,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.json as pj
 
+from manifests.storage import open_input
+
 BLOCK = 8 << 20
 _WS = np.zeros(256, bool)
 _WS[[9, 10, 13, 32]] = True
@@ -36,7 +38,7 @@ class Parsed:
 
 def first_byte(path: str) -> bytes:
     """The first non-whitespace byte of a file (b'' when there is none)."""
-    with open(path, "rb") as fh:
+    with open_input(path) as fh:
         while True:
             block = fh.read(1 << 16)
             if not block:
@@ -55,7 +57,7 @@ def line_cuts(path: str, every: int, limit: int | None = None) -> tuple[np.ndarr
     count = 1  # line starts seen (line 0 starts at byte 0)
     offset = last = 0
     stop_at = None
-    with open(path, "rb") as fh:
+    with open_input(path) as fh:
         while True:
             block = fh.read(BLOCK)
             if not block:
@@ -145,7 +147,7 @@ def array_separators(path: str, every: int = 1) -> tuple[np.ndarray, int]:
             last = int(found[-1])
         count += len(found)
 
-    with open(path, "rb") as fh:
+    with open_input(path) as fh:
         while not closed:
             raw = fh.read(BLOCK)
             if not raw:
@@ -182,13 +184,13 @@ def array_separators(path: str, every: int = 1) -> tuple[np.ndarray, int]:
 
 
 def _has_content(path: str, a: int, b: int) -> bool:
-    with open(path, "rb") as fh:
+    with open_input(path) as fh:
         fh.seek(a)
         return bool(fh.read(b - a).strip())
 
 
 def read_bytes(path: str, start: int, end: int) -> bytes:
-    with open(path, "rb") as fh:
+    with open_input(path) as fh:
         fh.seek(start)
         return fh.read(end - start)
 

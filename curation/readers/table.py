@@ -32,6 +32,7 @@ from curation.readers.tabular import (
     read_table_range,
     table_rows,
 )
+from manifests import storage
 from manifests.errors import RecipeError
 
 
@@ -72,7 +73,7 @@ class TableReader(Reader):
         out = []
         for tf in found:
             fmt = tf.format
-            if fmt == "jsonl" and os.path.isfile(tf.path):
+            if fmt == "jsonl" and (storage.is_uri(tf.path) or os.path.isfile(tf.path)):
                 fmt = json_layout(tf.path)
             if fmt in self.formats:
                 out.append(TableFile(tf.path, fmt))
@@ -199,7 +200,9 @@ def row_keys(table: pa.Table, id_column: str | None, hash_columns: list[str] | N
 def table_schema(tf: TableFile) -> pa.Schema:
     """The Arrow schema of a Parquet or Arrow table file (format detection reads only this)."""
     if tf.format == "parquet":
-        return pq.read_schema(tf.path)
+        from curation.readers.tabular import _parquet_source
+
+        return pq.read_schema(_parquet_source(tf.path))
     with pa.memory_map(tf.path) as src:
         try:
             return pa.ipc.open_stream(src).schema

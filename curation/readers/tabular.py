@@ -95,6 +95,13 @@ def find_tables(paths: list[str], fmt: str, split: str | None) -> list[TableFile
     return out
 
 
+def _parquet_source(path: str):
+    """A Parquet file to hand pyarrow: the path, or a ranged-read file for an object (footer + needed row groups)."""
+    from manifests.storage import is_uri, open_input
+
+    return open_input(path, 1 << 20) if is_uri(path) else path
+
+
 def _format_of(name: str, fmt: str) -> str | None:
     by_suffix = TABLE_SUFFIXES.get(Path(name).suffix.lower())
     if fmt == "auto":
@@ -107,7 +114,7 @@ def _format_of(name: str, fmt: str) -> str | None:
 
 def table_rows(tf: TableFile) -> int:
     if tf.format == "parquet":
-        return pq.ParquetFile(tf.path).metadata.num_rows
+        return pq.ParquetFile(_parquet_source(tf.path)).metadata.num_rows
     with pa.memory_map(tf.path) as src:
         reader = _arrow_reader(src)
         return sum(b.num_rows for b in reader)
@@ -128,7 +135,7 @@ def _arrow_reader(src):
 def read_table_range(tf: TableFile, row0: int, rows: int) -> pa.Table:
     """Rows [row0, row0+rows) of a Parquet or Arrow file, touching only the row groups/batches needed."""
     if tf.format == "parquet":
-        pf = pq.ParquetFile(tf.path)
+        pf = pq.ParquetFile(_parquet_source(tf.path))
         md = pf.metadata
         groups, base, first_base = [], 0, None
         for g in range(md.num_row_groups):
