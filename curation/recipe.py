@@ -509,6 +509,12 @@ def check_recipe_paths(recipe: Recipe) -> None:
     dd = recipe.dedup_config()
     if dd is not None:
         for j, a in enumerate(dd.against):
+            from manifests import storage
+
+            if storage.is_uri(a):  # a manifest on an object store (read through its local mirror)
+                if not storage.exists(storage.join(a, "manifest.json")):
+                    raise RecipeError(f"{a!r} is not a manifest (no manifest.json)", field=f"dedup.against[{j}]")
+                continue
             if not os.path.exists(a):
                 raise RecipeError(f"{a!r} does not exist", field=f"dedup.against[{j}]")
         for j, e in enumerate(dd.decontaminate):

@@ -317,3 +317,29 @@ sources:
     a, b = open_manifest(tmp_path / "from-s3"), open_manifest(tmp_path / "from-disk")
     assert a.info["totals"] == b.info["totals"] and a.info["totals"]["read"] == 50
     assert a.table().equals(b.table())
+
+
+def test_dedup_against_a_manifest_on_s3(tmp_path, s3, monkeypatch):
+    """`dedup.against: [s3://...]` drops what the same manifest on disk drops."""
+    monkeypatch.setenv("SMOLCURATE_CACHE", str(tmp_path / "cache"))
+    old = [{"id": f"o{i}", "text": f"an older sentence number {i} with words"} for i in range(10)]
+    new = old[:4] + [{"id": f"n{i}", "text": f"a fresh sentence number {i} here"} for i in range(6)]
+    (tmp_path / "old.jsonl").write_text("\n".join(json.dumps(r) for r in old))
+    (tmp_path / "new.jsonl").write_text("\n".join(json.dumps({**r, "id": "x" + r["id"]}) for r in new))
+    (tmp_path / "old.yaml").write_text("sources:\n  - {name: t, kind: text, path: old.jsonl, text_column: text, id_column: id}\n"
+                                       "dedup: {exact: true}\n")
+    bucket = s3.bucket()
+    run_job(load_recipe(tmp_path / "old.yaml"), f"s3://{bucket}/old", engine="local", quiet=True)
+    run_job(load_recipe(tmp_path / "old.yaml"), tmp_path / "old", engine="local", quiet=True)
+    body = "sources:\n  - {name: t, kind: text, path: new.jsonl, text_column: text, id_column: id}\ndedup: {exact: true, against: [%s]}\n"
+    (tmp_path / "a.yaml").write_text(body % f"s3://{bucket}/old")
+    (tmp_path / "b.yaml").write_text(body % (tmp_path / "old"))
+    run_job(load_recipe(tmp_path / "a.yaml"), tmp_path / "a", engine="local", quiet=True)
+    run_job(load_recipe(tmp_path / "b.yaml"), tmp_path / "b", engine="local", quiet=True)
+    la, lb = open_manifest(tmp_path / "a").ledger(), open_manifest(tmp_path / "b").ledger()
+    assert la.num_rows == 4 and la.select(["id", "stage", "reason"]).equals(lb.select(["id", "stage", "reason"]))
+    (tmp_path / "c.yaml").write_text(body % f"s3://{bucket}/nothing-here")
+    from manifests.errors import RecipeError
+
+    with pytest.raises(RecipeError, match=r"dedup.against\[0\]: .* is not a manifest"):
+        run_job(load_recipe(tmp_path / "c.yaml"), tmp_path / "c", engine="local", quiet=True)

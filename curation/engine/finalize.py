@@ -93,10 +93,21 @@ def run_dedup(recipe: Recipe, staging: Staging, nchunks: int, fixes: dict[int, p
             paths.append(str(path))
     workdir = staging.path("dedup")
     workdir.mkdir(parents=True, exist_ok=True)
-    result = resolve_duplicates(paths, cfg, list(cfg.against), list(cfg.eval_sets), workdir, map_fn)
+    result = resolve_duplicates(paths, cfg, [_local_manifest(a) for a in cfg.against], list(cfg.eval_sets), workdir, map_fn)
     result = result.select([c for c in ("id", "dup_cluster", "reason", "detail") if c in result.column_names])
     atomic_write(cached, lambda p: pq.write_table(result, p))
     return result
+
+
+def _local_manifest(path: str) -> str:
+    """A ``dedup.against`` manifest on an object store as its verified local mirror (manifests.remote)."""
+    from manifests.storage import is_uri
+
+    if not is_uri(path):
+        return path
+    from manifests.remote import mirror
+
+    return str(mirror(path))
 
 
 def _split_duplicates(kept: pa.Table, dup: pa.Table | None) -> tuple[pa.Table, pa.Table]:
