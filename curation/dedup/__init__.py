@@ -7,6 +7,9 @@ Two halves, matching the two halves of a curation job:
   ``against:`` manifests and ``decontaminate:`` eval sets) into clusters and
   drop decisions, partition by partition on disk.
 
+Each method (exact, pHash, MinHash, video, semantic) is one module under
+:mod:`curation.dedup.methods`, listed in its registry; the shared phases name none.
+
 The building blocks are usable on their own: :func:`phash_images`,
 :func:`minhash_signatures`, :func:`lsh_candidates`, :class:`UnionFind`.
 """

@@ -10,9 +10,10 @@ import pyarrow.parquet as pq
 
 from curation.dedup.config import EvalSetConfig
 from curation.dedup.layout import (
-    EXACT_KINDS, K_BYTES, K_MINHASH, KIND_NAMES, PERCEPTUAL_KINDS, RESULT_SCHEMA, ROLE_AGAINST, ROLE_NEW,
+    EXACT_KINDS, K_BYTES, RESULT_SCHEMA, ROLE_AGAINST, ROLE_NEW,
 )
 from curation.dedup.buckets import group_bounds
+from curation.dedup.methods import edge_kinds
 from curation.dedup.unionfind import UnionFind
 
 
@@ -66,7 +67,7 @@ def clusters(edges: pa.Table, work: Path, evals: list[EvalSetConfig]) -> pa.Tabl
             name = evals[int(evset[o])].label if evals else "eval"
             contaminated[nn] = (
                 f"contaminated:{name}",
-                _detail(None, KIND_NAMES[ck[o]], float(cdist[o]), str(evid[o]), ck[o]),
+                _detail(None, edge_kinds()[int(ck[o])].match, float(cdist[o]), str(evid[o]), ck[o]),
             )
 
     # clusters: representative by rank; existing (against) rows win, contaminated rows never represent
@@ -110,7 +111,7 @@ def clusters(edges: pa.Table, work: Path, evals: list[EvalSetConfig]) -> pa.Tabl
                 reason, detail = None, None
             else:
                 bk, bd, bn = best.get(nn, (K_BYTES, 0.0, rep))
-                reason, detail = "duplicate", _detail(rep, KIND_NAMES[bk], bd, bn, bk)
+                reason, detail = "duplicate", _detail(rep, edge_kinds()[int(bk)].match, bd, bn, bk)
             rows_out[nn] = [str(id_s[i]), rep, reason, detail]
     for nn, (reason, detail) in contaminated.items():
         if nn not in rows_out:
@@ -151,11 +152,6 @@ def _detail(rep: str | None, match: str, dist: float, neighbour: str, kind: int)
     if rep is not None:
         parts["rep"] = rep
     parts["match"] = match
-    if kind == K_MINHASH:
-        parts["jaccard"] = round(1.0 - dist, 4)
-    elif kind in PERCEPTUAL_KINDS:
-        parts["distance"] = round(dist, 2)
-    elif KIND_NAMES[kind] == "semantic":
-        parts["cosine"] = round(1.0 - dist, 4)
+    parts.update(edge_kinds()[int(kind)].detail(dist))
     parts["with"] = neighbour
     return json.dumps(parts, sort_keys=False)

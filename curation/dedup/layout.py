@@ -16,7 +16,6 @@ RESOLVE_VERSION = 2  # 2: image candidates verified in their own phase
 
 ROLE_NEW, ROLE_AGAINST, ROLE_EVAL = 0, 1, 2
 K_BYTES, K_PIXELS, K_TEXT, K_PHASH, K_VHASH, K_MINHASH, K_PIXEL_ITEM, K_PHASH_ITEM = range(8)
-KIND_NAMES = ("bytes", "pixels", "text", "phash", "vhash", "minhash", "pixels", "phash", "semantic")  # 8: curation.dedup.semantic
 EXACT_KINDS = (K_BYTES, K_PIXELS, K_TEXT, K_PIXEL_ITEM)
 PERCEPTUAL_KINDS = (K_PHASH, K_VHASH, K_PHASH_ITEM)
 #: kinds compared for dedup; the *_ITEM kinds exist only to meet evaluation images one by one

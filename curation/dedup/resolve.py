@@ -12,19 +12,19 @@ Memory stays bounded because no step holds every signature:
    come from sorting that file alone. Perceptual candidates are verified there
    (their hashes ride in the records); exact buckets give edges directly;
    MinHash candidates are written out for step 3.
-3. **Text verification.** MinHash candidates are checked by exact Jaccard of
-   the n-gram sets (or the signature estimate) with an external join: edges
-   are grouped by the file of one endpoint, its payload is attached, regrouped
-   by the file of the other endpoint, and compared. One file's texts are in
-   memory at a time. Image candidates (pHash within the distance) are
-   confirmed the same way on their verification thumbnails
-   (:mod:`~curation.dedup.imageverify`).
+3. **Method phases.** Each registered method (:mod:`curation.dedup.methods`)
+   may declare a resolve phase: it receives the candidates of its edge kinds
+   and returns verified edges, under its own marker. MinHash checks exact
+   Jaccard with an external join (:mod:`~curation.dedup.textverify`: one
+   file's texts in memory at a time), pHash confirms its candidates on
+   verification thumbnails (:mod:`~curation.dedup.imageverify`), semantic
+   dedup clusters embeddings. This module names no method.
 4. **Clusters.** Union-find over the verified edges only; the representative of
    each cluster follows the documented rank; the answer lists only rows that
    are in a cluster or contaminated.
 
 The phases live in :mod:`~curation.dedup.records` (1), :mod:`~curation.dedup.buckets`
-(2), :mod:`~curation.dedup.textverify` (3) and :mod:`~curation.dedup.clusters` (4);
+(2), the method modules (3) and :mod:`~curation.dedup.clusters` (4);
 this module drives them. Every choice is made from ids and signatures, never from row positions or
 partition numbers, so the result does not depend on how the input was split
 or on ``partitions``. Each phase leaves a marker, so a killed job resumes
@@ -48,10 +48,9 @@ from curation.dedup.clusters import clusters as _clusters
 from curation.dedup.config import DedupConfig, EvalSetConfig
 from curation.dedup.external import CARRY, iter_source, write_source
 from curation.dedup.inputs import SigFile, fingerprint, input_files
-from curation.dedup.imageverify import verify_images
-from curation.dedup.layout import K_MINHASH, RESULT_SCHEMA, ROLE_AGAINST, ROLE_EVAL, MapFn
+from curation.dedup.layout import EDGE_SCHEMA, RESULT_SCHEMA, ROLE_AGAINST, ROLE_EVAL, MapFn
+from curation.dedup.methods import ResolveContext, methods
 from curation.dedup.records import RecordBuilder, Scatter, node_table
-from curation.dedup.textverify import verify_text
 from manifests.errors import UserError
 from manifests.fsutil import atomic_write
 
@@ -183,32 +182,20 @@ def _resolve(signatures: Any, cfg: DedupConfig, against: list[str], evals: list[
 
     edges = dedupe_edges(pa.concat_tables([pq.read_table(p) for p in sorted((work / "edges").glob("edges-*.parquet"))]))
     cands = dedupe_by_kind(pa.concat_tables([pq.read_table(p) for p in sorted((work / "edges").glob("cands-*.parquet"))]))
-    is_text = pc.equal(cands.column("kind"), K_MINHASH)
-    # phase 3: text verification
-    if _done(work, "text", fp) and (work / "text-edges.parquet").is_file():
-        text_edges = pq.read_table(work / "text-edges.parquet")
-    else:
-        text_edges = verify_text(cands.filter(is_text), files, cfg, work, map_fn)
-        pq.write_table(text_edges, work / "text-edges.parquet")
-        _mark(work, "text", fp)
-    # phase 3b: image verification (pHash candidates only; none unless image.verify is on)
-    if _done(work, "images", fp) and (work / "image-edges.parquet").is_file():
-        image_edges = pq.read_table(work / "image-edges.parquet")
-    else:
-        image_edges = verify_images(cands.filter(pc.invert(is_text)), files, cfg, work)
-        pq.write_table(image_edges, work / "image-edges.parquet")
-        _mark(work, "images", fp)
-    text_edges = pa.concat_tables([text_edges, image_edges])
-    if cfg.semantic.enabled:  # SemDeDup over the embedding column (curation/dedup/semantic.py)
-        from curation.dedup.layout import ROLE_NEW
-        from curation.dedup.semantic import semantic_edges
-
-        if _done(work, "semantic", fp) and (work / "semantic-edges.parquet").is_file():
-            sem_edges = pq.read_table(work / "semantic-edges.parquet")
+    # phase 3: each method's own step (verification of its candidates, or its own edge search)
+    method_edges = [edges]
+    for method in methods():
+        phase = method.resolve
+        if phase is None or not phase.active(cfg):
+            continue
+        out = work / phase.output
+        if _done(work, phase.marker, fp) and out.is_file():
+            found = pq.read_table(out)
         else:
-            sem_edges = semantic_edges(files, cfg.semantic, work, map_fn, ROLE_NEW)
-            pq.write_table(sem_edges, work / "semantic-edges.parquet")
-            _mark(work, "semantic", fp)
-        text_edges = pa.concat_tables([text_edges, sem_edges.cast(text_edges.schema)])
-    all_edges = dedupe_edges(pa.concat_tables([edges, text_edges]))
+            mine = cands.filter(pc.is_in(cands.column("kind"), pa.array(phase.candidate_kinds, pa.int8())))
+            found = phase.run(ResolveContext(mine, files, cfg, work, map_fn))
+            pq.write_table(found, out)
+            _mark(work, phase.marker, fp)
+        method_edges.append(found.cast(EDGE_SCHEMA))
+    all_edges = dedupe_edges(pa.concat_tables(method_edges))
     return _clusters(all_edges, work, evals)

@@ -15,7 +15,10 @@ The method:
    cluster at a time). Partitions run through ``map_fn`` (Ray tasks on the Ray
    engine).
 
-The edges join the other methods' edges, so clusters, ``dup_cluster``, the
+This module is the whole method (registered in
+:mod:`curation.dedup.methods.registry`): its config, its resolve phase
+(``semantic``, run only when enabled) and its edge kind. The edges join the
+other methods' edges, so clusters, ``dup_cluster``, the
 ledger reason ``duplicate`` and the detail (``match: semantic``, with the
 cosine) come out as for every method. **Keep rule:** the shared rank of
 :mod:`curation.dedup.clusters`: an ``against`` row wins, then the largest
@@ -40,7 +43,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
-#: edge kind of a semantic match in the resolve stage's edge tables (see curation.dedup.layout)
+from curation.dedup.methods.base import DedupMethod, EdgeKind, ResolveContext, ResolvePhase
+
+#: edge kind of a semantic match in the resolve stage's edge tables (numbers below 8: curation.dedup.layout)
 K_SEMANTIC = 8
 
 
@@ -225,3 +230,19 @@ def semantic_edges(files: Sequence[Any], cfg: SemanticConfig, work: Path,
 
     outs = list(map_fn(run_partition, list(range(parts))))
     return pa.concat_tables([pq.read_table(o) for o in outs])
+
+
+def _resolve(ctx: ResolveContext) -> pa.Table:
+    from curation.dedup.layout import ROLE_NEW
+
+    return semantic_edges(ctx.files, ctx.config.semantic, ctx.work, ctx.map_fn, ROLE_NEW)
+
+
+METHOD = DedupMethod(
+    key="semantic",
+    config=SemanticConfig,
+    kinds={K_SEMANTIC: EdgeKind("semantic", "cosine", "similarity")},
+    resolve=ResolvePhase(marker="semantic", output="semantic-edges.parquet", run=_resolve,
+                         active=lambda cfg: cfg.semantic.enabled),
+    description="SemDeDup: k-means on image embeddings, cosine >= 1 - eps within a cluster",
+)
