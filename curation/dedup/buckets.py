@@ -1,4 +1,9 @@
-"""Phase 2 of resolve: one hash partition's buckets -> verified edges and MinHash candidates."""
+"""Phase 2 of resolve: one hash partition's buckets -> edges, and candidates for the methods' own phases.
+
+What a bucket of a kind means is the kind's declaration (:class:`curation.dedup.methods.EdgeKind`):
+a ``star`` (digests, LSH bands) or ``pairs`` checked by the kind's ``check``; matches that the
+method verifies later are written as candidates. No method is named here.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,11 +15,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curation.dedup.config import DedupConfig
-from curation.dedup.layout import (
-    EDGE_SCHEMA, EXACT_KINDS, GREY_CHROMA, K_MINHASH, K_VHASH, PAIR_CHUNK, PERCEPTUAL_KINDS, ROLE_EVAL, ROLE_NEW, U64,
-)
+from curation.dedup.layout import EDGE_SCHEMA, PAIR_CHUNK, ROLE_EVAL, ROLE_NEW
+from curation.dedup.methods import candidate_groups, edge_kinds, exact_kinds, kinds_where
 from curation.dedup.minhash import expand_pairs
-from curation.dedup.video import SCALES, align_sequences
 
 
 def group_bounds(*cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -93,42 +96,8 @@ def _color_matrix(col: pa.ChunkedArray, length: int) -> np.ndarray:
     return mat
 
 
-def _verify_perceptual(kind: int, cfg: DedupConfig, seq: np.ndarray, lens: np.ndarray, color: np.ndarray | None,
-                       flat: np.ndarray, p: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(accepted mask, distance) for candidate pairs (p, q) of one partition's perceptual records."""
-    pos = np.arange(seq.shape[1])[None, :]
-    if kind == K_VHASH:
-        # frame sequences are aligned (offsets and length scales: trims, retimed copies), see video.py
-        fa = ((flat[p][:, None] >> pos.astype(np.uint64)) & U64(1)).astype(bool)
-        fb = ((flat[q][:, None] >> pos.astype(np.uint64)) & U64(1)).astype(bool)
-        ok = np.zeros(p.size, dtype=bool)
-        shown = np.zeros(p.size, dtype=np.float32)
-        la, lb = lens[p], lens[q]
-        for x, y in {(int(u), int(v)) for u, v in zip(*np.unique(np.stack((la, lb)), axis=1))}:
-            sel = np.flatnonzero((la == x) & (lb == y))
-            frac, mean = align_sequences(seq[p[sel]], seq[q[sel]], x, y, fa[sel], fb[sel], cfg.video.max_distance,
-                                         SCALES if cfg.video.align else (1.0,))
-            ok[sel] = frac >= cfg.video.frame_fraction
-            shown[sel] = np.nan_to_num(mean, nan=0.0)
-        return ok, shown
-    same_len = lens[p] == lens[q]
-    dist = np.bitwise_count(seq[p] ^ seq[q]).astype(np.int64)  # [pairs, L]
-    inside = pos < lens[p][:, None]
-    within = np.where(inside, dist <= cfg.image.max_distance, True).all(axis=1)
-    ok = same_len & within
-    if color is not None:
-        ca, cb = color[p], color[q]
-        grey = (ca[..., 2] < GREY_CHROMA) | (cb[..., 2] < GREY_CHROMA)
-        cdist = np.hypot(ca[..., 0] - cb[..., 0], ca[..., 1] - cb[..., 1])
-        known = ~np.isnan(cdist)
-        color_ok = np.where(inside & known & ~grey, cdist <= cfg.image.max_chroma_distance, True).all(axis=1)
-        ok &= color_ok
-    shown = np.where(inside, dist, 0).max(axis=1)
-    return ok, shown.astype(np.float32)
-
-
 def process_partition(path: Path, cfg: DedupConfig) -> tuple[pa.Table, pa.Table]:
-    """Verified edges and MinHash candidate pairs of one partition file."""
+    """Edges and candidate pairs (for the methods' resolve phases) of one partition file."""
     t = pq.read_table(path)
     empty = EDGE_SCHEMA.empty_table()
     if t.num_rows == 0:
@@ -166,8 +135,11 @@ def process_partition(path: Path, cfg: DedupConfig) -> tuple[pa.Table, pa.Table]
     is_new = role == ROLE_NEW
     group_of = np.repeat(np.arange(starts.size), sizes)
 
-    # ---- exact and MinHash buckets: a star from the first dedup member (smallest id key)
-    star = np.isin(gkind, (*EXACT_KINDS, K_MINHASH)) & (sizes > 1)
+    kinds = edge_kinds()
+    star_kinds = kinds_where(lambda v: v.bucket == "star")
+    later = tuple(k for k, v in kinds.items() if v.verify_later(cfg))  # candidates, verified by a method phase
+    # ---- star buckets (digests, LSH bands): a star from the first dedup member (smallest id key)
+    star = np.isin(gkind, star_kinds) & (sizes > 1)
     if star.any():
         pos = np.flatnonzero(np.isin(group_of, np.flatnonzero(star)))
         g = group_of[pos]
@@ -180,19 +152,19 @@ def process_partition(path: Path, cfg: DedupConfig) -> tuple[pa.Table, pa.Table]
         sel = pos[is_d[pos] & (first_d[g] != pos) & (first_d[g] != big)]
         if sel.size:
             center = first_d[group_of[sel]]
-            target = np.isin(kind[sel], EXACT_KINDS)
+            target = ~np.isin(kind[sel], later)
             add(edges, node[center[target]], node[sel[target]], kind[sel[target]], 0.0, False)
             add(cands, node[center[~target]], node[sel[~target]], kind[sel[~target]], 0.0, False)
         # contamination: every new row in a bucket with an eval row
         has_e = first_e != big
         sel = pos[is_new[pos] & has_e[g]]
         if sel.size:
-            ex = np.isin(kind[sel], EXACT_KINDS)
+            ex = ~np.isin(kind[sel], later)
             add(edges, node[sel[ex]], node[first_e[group_of[sel[ex]]]], kind[sel[ex]], 0.0, True)
-            # MinHash: each new row against every eval row of the bucket (verified later)
+            # verified later (LSH bands): each new row against every eval row of the bucket
             mh = sel[~ex]
             if mh.size:
-                evals = pos[is_e[pos] & (kind[pos] == K_MINHASH)]
+                evals = pos[is_e[pos] & np.isin(kind[pos], later)]
                 eg = group_of[evals]
                 order_e = np.argsort(eg, kind="stable")
                 evals, eg = evals[order_e], eg[order_e]
@@ -201,10 +173,11 @@ def process_partition(path: Path, cfg: DedupConfig) -> tuple[pa.Table, pa.Table]
                 cnt = hi_i - lo_i
                 a = np.repeat(mh, cnt)
                 b = evals[np.repeat(lo_i, cnt) + (np.arange(cnt.sum()) - np.repeat(np.cumsum(cnt) - cnt, cnt))]
-                add(cands, node[a], node[b], K_MINHASH, 0.0, True)
+                add(cands, node[a], node[b], kind[a], 0.0, True)
 
-    # ---- perceptual buckets: every pair inside, verified here
-    perc = np.isin(gkind, PERCEPTUAL_KINDS) & (sizes > 1)
+    # ---- pair buckets (perceptual hashes): every pair inside, checked here by the kind's own check
+    pair_kinds = kinds_where(lambda v: v.bucket == "pairs")
+    perc = np.isin(gkind, pair_kinds) & (sizes > 1)
     if perc.any():
         seq_col = t.column("seq")
         length = int(pc.max(pc.list_value_length(seq_col)).as_py() or 1)
@@ -220,25 +193,31 @@ def process_partition(path: Path, cfg: DedupConfig) -> tuple[pa.Table, pa.Table]
             p, q, dd = p[keep], q[keep], dd[keep]
             if p.size == 0:
                 continue
-            for k in PERCEPTUAL_KINDS:
+            for k in pair_kinds:
                 m = kind[p] == k
                 if not m.any():
                     continue
-                ok, dist = _verify_perceptual(k, cfg, seq_mat, lens, color_mat, flat, p[m], q[m])
+                ok, dist = kinds[k].check(cfg, seq_mat, lens, color_mat, flat, p[m], q[m])
                 pm, qm, ddm = p[m][ok], q[m][ok], dd[m][ok]
-                # image matches are candidates until their thumbnails agree (imageverify.py)
-                add(cands if (k != K_VHASH and cfg.image.verify) else edges, node[pm], node[qm], k, dist[ok], ~ddm)
+                # e.g. image matches are candidates until their thumbnails agree (imageverify.py)
+                add(cands if k in later else edges, node[pm], node[qm], k, dist[ok], ~ddm)
     out_edges = pa.concat_tables(edges) if edges else empty
     out_cands = pa.concat_tables(cands) if cands else empty
     return dedupe_edges(out_edges), dedupe_by_kind(out_cands)
 
 
 def dedupe_by_kind(t: pa.Table) -> pa.Table:
-    """:func:`dedupe_edges` separately for MinHash and image candidates (each is verified by its own phase)."""
+    """:func:`dedupe_edges` separately for each resolve phase's candidates (each phase verifies its own)."""
     if t.num_rows == 0:
         return t
-    text = pc.equal(t.column("kind"), K_MINHASH)
-    return pa.concat_tables([dedupe_edges(t.filter(text)), dedupe_edges(t.filter(pc.invert(text)))])
+    groups = candidate_groups()
+    kind = t.column("kind")
+    parts = [dedupe_edges(t.filter(pc.is_in(kind, pa.array(g, pa.int8())))) for g in groups]
+    claimed = pa.array([k for g in groups for k in g], pa.int8())
+    rest = t.filter(pc.invert(pc.is_in(kind, claimed)))
+    if rest.num_rows:
+        parts.append(dedupe_edges(rest))
+    return pa.concat_tables(parts)
 
 
 def dedupe_edges(t: pa.Table) -> pa.Table:
@@ -249,7 +228,7 @@ def dedupe_edges(t: pa.Table) -> pa.Table:
     k = t.column("kind").to_numpy()
     d = t.column("dist").to_numpy()
     c = t.column("contam").to_numpy(zero_copy_only=False)
-    exact_first = (~np.isin(k, EXACT_KINDS)).astype(np.int8)
+    exact_first = (~np.isin(k, exact_kinds())).astype(np.int8)
     order = np.lexsort((k, d, exact_first, c, b, a))
     a, b, c = a[order], b[order], c[order]
     keep = np.ones(a.size, dtype=bool)

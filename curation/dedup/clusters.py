@@ -10,10 +10,10 @@ import pyarrow.parquet as pq
 
 from curation.dedup.config import EvalSetConfig
 from curation.dedup.layout import (
-    EXACT_KINDS, K_BYTES, RESULT_SCHEMA, ROLE_AGAINST, ROLE_NEW,
+    K_BYTES, RESULT_SCHEMA, ROLE_AGAINST, ROLE_NEW,
 )
 from curation.dedup.buckets import group_bounds
-from curation.dedup.methods import edge_kinds
+from curation.dedup.methods import edge_kinds, exact_kinds
 from curation.dedup.unionfind import UnionFind
 
 
@@ -57,7 +57,7 @@ def clusters(edges: pa.Table, work: Path, evals: list[EvalSetConfig]) -> pa.Tabl
         evset = aset[idx(ev)]
         evid = aid[idx(ev)]
         # strongest evidence per row: exact kinds, then smallest distance, then eval id
-        exact_first = (~np.isin(ck, EXACT_KINDS)).astype(np.int8)
+        exact_first = (~np.isin(ck, exact_kinds())).astype(np.int8)
         order = np.lexsort((evid.astype(str), cdist, exact_first, new))
         new_sorted = new[order]
         first = np.ones(order.size, dtype=bool)
@@ -139,7 +139,7 @@ def _best_match(a, b, kind, dist, aid, anode) -> dict[int, tuple[int, float, str
     k = np.concatenate((kind, kind))
     d = np.concatenate((dist, dist))
     oid = aid[np.searchsorted(anode, other)].astype(str)
-    exact_first = (~np.isin(k, EXACT_KINDS)).astype(np.int8)
+    exact_first = (~np.isin(k, exact_kinds())).astype(np.int8)
     order = np.lexsort((oid, d, exact_first, node))
     node, k, d, oid = node[order], k[order], d[order], oid[order]
     first = np.ones(node.size, dtype=bool)

@@ -15,13 +15,11 @@ U64 = np.uint64
 RESOLVE_VERSION = 2  # 2: image candidates verified in their own phase
 
 ROLE_NEW, ROLE_AGAINST, ROLE_EVAL = 0, 1, 2
+#: record and edge kind numbers (stored in the work directory). What a kind means -- its method, bucket
+#: rule, check and ledger naming -- is declared by the method that owns it (curation.dedup.methods);
+#: the *_ITEM kinds exist only to meet evaluation images one by one; 8 is curation.dedup.methods.semantic
 K_BYTES, K_PIXELS, K_TEXT, K_PHASH, K_VHASH, K_MINHASH, K_PIXEL_ITEM, K_PHASH_ITEM = range(8)
-EXACT_KINDS = (K_BYTES, K_PIXELS, K_TEXT, K_PIXEL_ITEM)
-PERCEPTUAL_KINDS = (K_PHASH, K_VHASH, K_PHASH_ITEM)
-#: kinds compared for dedup; the *_ITEM kinds exist only to meet evaluation images one by one
-DEDUP_KINDS = (K_BYTES, K_PIXELS, K_TEXT, K_PHASH, K_VHASH, K_MINHASH)
 TEXT_MODALITIES = ("text", "document")
-GREY_CHROMA = 0.1  # mean chroma magnitude below this: a greyscale rendition
 PAIR_CHUNK = 2_000_000  # candidate pairs verified per numpy pass
 
 RESULT_SCHEMA = pa.schema(

@@ -5,6 +5,7 @@ fingerprint and its resolve phase (see :mod:`curation.dedup.methods.base`);
 :mod:`curation.dedup.methods.registry` lists them, one line per method.
 """
 from curation.dedup.methods.base import DedupMethod, EdgeKind, RecordContext, ResolveContext, ResolvePhase
-from curation.dedup.methods.registry import METHODS, edge_kinds, methods
+from curation.dedup.methods.registry import METHODS, candidate_groups, edge_kinds, exact_kinds, kinds_where, methods
 
-__all__ = ["DedupMethod", "EdgeKind", "METHODS", "RecordContext", "ResolveContext", "ResolvePhase", "edge_kinds", "methods"]
+__all__ = ["DedupMethod", "EdgeKind", "METHODS", "RecordContext", "ResolveContext", "ResolvePhase", "candidate_groups", "edge_kinds",
+           "exact_kinds", "kinds_where", "methods"]

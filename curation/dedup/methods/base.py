@@ -31,13 +31,25 @@ if TYPE_CHECKING:  # pragma: no cover
 
 @dataclass(frozen=True)
 class EdgeKind:
-    """One kind of edge a method produces: its ledger ``match`` name and how its distance is shown."""
+    """One kind of bucket record and edge a method produces, and how the bucket phase treats it.
+
+    - ``match``, ``detail_key``, ``shown_as``: its ledger naming (``match`` and the distance key);
+    - ``exact``: evidence of an identical copy (shown before any near match, ranks first);
+    - ``bucket``: ``star`` (every member of a bucket joins its first member: digests, LSH bands)
+      or ``pairs`` (every pair of a bucket is checked by ``check`` against the hashes in the records);
+    - ``check(cfg, seq, lens, color, flat, p, q) -> (accepted, distance)`` for ``pairs`` buckets;
+    - ``verify_later(cfg)``: matches are candidates for the method's resolve phase, not edges yet.
+    """
 
     match: str
     #: key of the distance in the ledger detail (``distance``, ``jaccard``, ``cosine``), None: not shown
     detail_key: str | None = None
     #: ``similarity``: shown as ``1 - dist``; ``distance``: as stored
     shown_as: str = "distance"
+    exact: bool = False
+    bucket: str = "star"
+    check: Callable[..., Any] | None = None
+    verify_later: Callable[[Any], bool] = lambda cfg: False
 
     def detail(self, dist: float) -> dict[str, float]:
         if self.detail_key is None:

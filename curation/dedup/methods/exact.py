@@ -69,10 +69,10 @@ METHOD = DedupMethod(
     key="exact",
     config=ExactConfig,
     kinds={
-        K_BYTES: EdgeKind("bytes"),
-        K_PIXELS: EdgeKind("pixels"),
-        K_TEXT: EdgeKind("text"),
-        K_PIXEL_ITEM: EdgeKind("pixels"),  # one image of a training row against an evaluation image
+        K_BYTES: EdgeKind("bytes", exact=True),
+        K_PIXELS: EdgeKind("pixels", exact=True),
+        K_TEXT: EdgeKind("text", exact=True),
+        K_PIXEL_ITEM: EdgeKind("pixels", exact=True),  # one image of a training row against an evaluation image
     },
     fingerprint=_fingerprint,
     records=_records,

@@ -126,7 +126,7 @@ def _verify(ctx: ResolveContext) -> pa.Table:
 METHOD = DedupMethod(
     key="text",
     config=TextConfig,
-    kinds={K_MINHASH: EdgeKind("minhash", "jaccard", "similarity")},
+    kinds={K_MINHASH: EdgeKind("minhash", "jaccard", "similarity", verify_later=lambda cfg: True)},
     fingerprint=_fingerprint,
     records=_records,
     resolve=ResolvePhase(marker="text", output="text-edges.parquet", run=_verify, candidate_kinds=(K_MINHASH,)),

@@ -149,18 +149,47 @@ def _window_records(ctx: RecordContext, rows: np.ndarray, color_col: pa.Array | 
     ctx.emit(K_PHASH, keys, owner[rep], True, seq=seq, color=color)
 
 
+#: mean chroma magnitude below this: a greyscale rendition (exempt from the colour rule)
+GREY_CHROMA = 0.1
+
+
+def check_pairs(cfg: Any, seq: np.ndarray, lens: np.ndarray, color: np.ndarray | None, flat: np.ndarray,
+                p: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(accepted, max distance) of candidate pairs (p, q): same item count, every item within the distance,
+    coloured items of close mean chroma."""
+    pos = np.arange(seq.shape[1])[None, :]
+    same_len = lens[p] == lens[q]
+    dist = np.bitwise_count(seq[p] ^ seq[q]).astype(np.int64)  # [pairs, L]
+    inside = pos < lens[p][:, None]
+    within = np.where(inside, dist <= cfg.image.max_distance, True).all(axis=1)
+    ok = same_len & within
+    if color is not None:
+        ca, cb = color[p], color[q]
+        grey = (ca[..., 2] < GREY_CHROMA) | (cb[..., 2] < GREY_CHROMA)
+        cdist = np.hypot(ca[..., 0] - cb[..., 0], ca[..., 1] - cb[..., 1])
+        known = ~np.isnan(cdist)
+        color_ok = np.where(inside & known & ~grey, cdist <= cfg.image.max_chroma_distance, True).all(axis=1)
+        ok &= color_ok
+    shown = np.where(inside, dist, 0).max(axis=1)
+    return ok, shown.astype(np.float32)
+
+
 def _verify(ctx: ResolveContext) -> pa.Table:
     from curation.dedup.imageverify import verify_images
 
     return verify_images(ctx.cands, list(ctx.files), ctx.config, ctx.work)
 
 
+def _later(cfg: Any) -> bool:
+    return cfg.image.verify  # thumbnail verification in the images phase
+
+
 METHOD = DedupMethod(
     key="image",
     config=ImageConfig,
     kinds={
-        K_PHASH: EdgeKind("phash", "distance"),
-        K_PHASH_ITEM: EdgeKind("phash", "distance"),  # one image of a training row against an evaluation image
+        K_PHASH: EdgeKind("phash", "distance", bucket="pairs", check=check_pairs, verify_later=_later),
+        K_PHASH_ITEM: EdgeKind("phash", "distance", bucket="pairs", check=check_pairs, verify_later=_later),  # one image of a training row against an evaluation image
     },
     fingerprint=_fingerprint,
     records=_records,

@@ -41,3 +41,20 @@ def edge_kinds() -> dict[int, EdgeKind]:
                 raise RuntimeError(f"edge kind {k} is declared by two dedup methods")
             out[k] = v
     return out
+
+
+def kinds_where(test) -> tuple[int, ...]:
+    """Edge kind numbers whose :class:`EdgeKind` passes ``test``, ascending."""
+    return tuple(sorted(k for k, v in edge_kinds().items() if test(v)))
+
+
+@lru_cache(maxsize=None)
+def exact_kinds() -> tuple[int, ...]:
+    """Kinds that are evidence of an identical copy (ranked before near matches)."""
+    return kinds_where(lambda v: v.exact)
+
+
+@lru_cache(maxsize=None)
+def candidate_groups() -> tuple[tuple[int, ...], ...]:
+    """The candidate kinds of each resolve phase, in registry order (each group is verified by one phase)."""
+    return tuple(m.resolve.candidate_kinds for m in methods() if m.resolve is not None and m.resolve.candidate_kinds)

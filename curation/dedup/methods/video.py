@@ -82,10 +82,31 @@ def _records(ctx: RecordContext) -> None:
         ctx.emit(K_VHASH, np.concatenate(rec_keys), vrows, True, seq=seq, flat=np.concatenate(rec_flat))
 
 
+def check_pairs(cfg: Any, seq: np.ndarray, lens: np.ndarray, color: np.ndarray | None, flat: np.ndarray,
+                p: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(accepted, mean distance) of candidate pairs: frame sequences aligned over offsets and length scales."""
+    from curation.dedup.layout import U64
+    from curation.dedup.video import SCALES, align_sequences
+
+    pos = np.arange(seq.shape[1])[None, :]
+    fa = ((flat[p][:, None] >> pos.astype(np.uint64)) & U64(1)).astype(bool)
+    fb = ((flat[q][:, None] >> pos.astype(np.uint64)) & U64(1)).astype(bool)
+    ok = np.zeros(p.size, dtype=bool)
+    shown = np.zeros(p.size, dtype=np.float32)
+    la, lb = lens[p], lens[q]
+    for x, y in {(int(u), int(v)) for u, v in zip(*np.unique(np.stack((la, lb)), axis=1))}:
+        sel = np.flatnonzero((la == x) & (lb == y))
+        frac, mean = align_sequences(seq[p[sel]], seq[q[sel]], x, y, fa[sel], fb[sel], cfg.video.max_distance,
+                                     SCALES if cfg.video.align else (1.0,))
+        ok[sel] = frac >= cfg.video.frame_fraction
+        shown[sel] = np.nan_to_num(mean, nan=0.0)
+    return ok, shown
+
+
 METHOD = DedupMethod(
     key="video",
     config=VideoConfig,
-    kinds={K_VHASH: EdgeKind("vhash", "distance")},
+    kinds={K_VHASH: EdgeKind("vhash", "distance", bucket="pairs", check=check_pairs)},
     fingerprint=_fingerprint,
     records=_records,
     description="aligned frame pHashes (trims, retimes, re-encodes)",
