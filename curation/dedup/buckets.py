@@ -199,7 +199,7 @@ def process_partition(path: Path, cfg: DedupConfig) -> tuple[pa.Table, pa.Table]
                     continue
                 ok, dist = kinds[k].check(cfg, seq_mat, lens, color_mat, flat, p[m], q[m])
                 pm, qm, ddm = p[m][ok], q[m][ok], dd[m][ok]
-                # e.g. image matches are candidates until their thumbnails agree (imageverify.py)
+                # matches a method verifies in its own phase (e.g. pHash thumbnails) are candidates for now
                 add(cands if k in later else edges, node[pm], node[qm], k, dist[ok], ~ddm)
     out_edges = pa.concat_tables(edges) if edges else empty
     out_cands = pa.concat_tables(cands) if cands else empty

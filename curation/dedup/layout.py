@@ -1,7 +1,7 @@
 """The on-disk layout of the resolve stage: record kinds, roles and the parquet schemas.
 
 Shared by the phases in :mod:`curation.dedup.records`, :mod:`curation.dedup.buckets`,
-:mod:`curation.dedup.textverify` and :mod:`curation.dedup.clusters`.
+the method modules (:mod:`curation.dedup.methods`) and :mod:`curation.dedup.clusters`.
 """
 from __future__ import annotations
 

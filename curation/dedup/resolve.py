@@ -14,11 +14,10 @@ Memory stays bounded because no step holds every signature:
    MinHash candidates are written out for step 3.
 3. **Method phases.** Each registered method (:mod:`curation.dedup.methods`)
    may declare a resolve phase: it receives the candidates of its edge kinds
-   and returns verified edges, under its own marker. MinHash checks exact
-   Jaccard with an external join (:mod:`~curation.dedup.textverify`: one
-   file's texts in memory at a time), pHash confirms its candidates on
-   verification thumbnails (:mod:`~curation.dedup.imageverify`), semantic
-   dedup clusters embeddings. This module names no method.
+   and returns verified edges, under its own marker: MinHash checks exact
+   Jaccard with an external join (one file's texts in memory at a time),
+   pHash confirms its candidates on verification thumbnails, semantic dedup
+   clusters embeddings. This module names no method.
 4. **Clusters.** Union-find over the verified edges only; the representative of
    each cluster follows the documented rank; the answer lists only rows that
    are in a cluster or contaminated.

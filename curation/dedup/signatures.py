@@ -294,13 +294,25 @@ def signature_operators(config: DedupConfig | Mapping[str, Any] | None = None,
                         shared: SharedDecode | None = None) -> list[Operator]:
     """The map-stage operators a recipe's ``dedup:`` section needs, in order (reading ``shared``, the chain's
     shared decode, when given)."""
+    from curation.dedup.methods import methods
+
     cfg = config if isinstance(config, DedupConfig) else DedupConfig.model_validate(dict(config or {}))
-    return [MediaSignatures(cfg, shared), TextSignatures(cfg)]
+    ops: list[Operator] = [MediaSignatures(cfg, shared), TextSignatures(cfg)]
+    for m in methods():  # a method with columns of its own brings its operator
+        op = m.operator(cfg, shared) if m.operator is not None else None
+        if op is not None:
+            ops.append(op)
+    return ops
 
 
 def signature_columns() -> dict[str, pa.DataType]:
     """Every column the signature operators may add (declare them in the manifest schema)."""
-    return dict(SIGNATURE_COLUMNS)
+    from curation.dedup.methods import methods
+
+    out = dict(SIGNATURE_COLUMNS)
+    for m in methods():
+        out.update(m.columns)
+    return out
 
 
 def compute_signatures(table: pa.Table, config: DedupConfig | None = None) -> pa.Table:

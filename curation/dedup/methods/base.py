@@ -126,6 +126,12 @@ class DedupMethod:
     kinds: Mapping[int, EdgeKind] = field(default_factory=dict)
     #: this method's part of the signature fingerprint (None: its signatures are not stored)
     fingerprint: Callable[["DedupConfig"], Any] | None = None
+    #: its own map-stage signature operator ``(config, shared_decode) -> Operator | None``, appended after the
+    #: shared media and text operators of curation.dedup.signatures (which compute the built-in methods'
+    #: columns from the one shared decode); None: it reads columns that exist already
+    operator: Callable[["DedupConfig", Any], Any] | None = None
+    #: the columns that operator adds (declared in the manifest schema with the other signature columns)
+    columns: Mapping[str, pa.DataType] = field(default_factory=dict)
     #: candidate generation: bucket records of one batch (scatter phase); None: no records
     records: Callable[[RecordContext], None] | None = None
     resolve: ResolvePhase | None = None
