@@ -1,6 +1,8 @@
 """PDF pages: open, probe sizes and text layers, render (pdfium, serialised by one lock)."""
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import io
 import math
 import threading
@@ -47,6 +49,20 @@ def open_pdf(src: MediaSource, password: str | None = None, *, label: str | None
             raise _os_error(exc, label) from None
 
 
+@contextmanager
+def _document(src: MediaSource | object, password: str | None):
+    """An open ``PdfDocument`` held under the pdfium lock; closed on exit only when opened here."""
+    pdfium = _pdfium()
+    own = not isinstance(src, pdfium.PdfDocument)
+    doc = open_pdf(src, password=password) if own else src  # type: ignore[arg-type]
+    with _PDFIUM_LOCK:
+        try:
+            yield doc
+        finally:
+            if own:
+                doc.close()
+
+
 @dataclass(frozen=True)
 class PdfPage:
     """One page: size in PDF points (1/72 in) after the page's /Rotate, and its text layer."""
@@ -63,10 +79,8 @@ def pdf_pages(src: MediaSource | object, *, text: bool = True, password: str | N
     ``src`` is a path/bytes or an open ``PdfDocument`` (left open for the caller).
     """
     pdfium = _pdfium()
-    own = not isinstance(src, pdfium.PdfDocument)
-    doc = open_pdf(src, password=password) if own else src  # type: ignore[arg-type]
     out: list[PdfPage] = []
-    with _PDFIUM_LOCK:
+    with _document(src, password) as doc:
         try:
             for i in range(len(doc)):
                 page = doc[i]
@@ -84,9 +98,6 @@ def pdf_pages(src: MediaSource | object, *, text: bool = True, password: str | N
                     page.close()
         except pdfium.PdfiumError as exc:
             raise MediaError("undecodable", f"page {len(out)}: {exc}") from None
-        finally:
-            if own:
-                doc.close()
     return out
 
 
@@ -130,9 +141,7 @@ def render_pdf_page(
     of one file without re-parsing it).
     """
     pdfium = _pdfium()
-    own = not isinstance(src, pdfium.PdfDocument)
-    doc = open_pdf(src, password=password) if own else src  # type: ignore[arg-type]
-    with _PDFIUM_LOCK:
+    with _document(src, password) as doc:
         try:
             if not 0 <= index < len(doc):
                 raise MediaError("missing", f"page {index} of a {len(doc)}-page document")
@@ -149,8 +158,5 @@ def render_pdf_page(
                 page.close()
         except pdfium.PdfiumError as exc:
             raise MediaError("undecodable", f"page {index}: {exc}") from None
-        finally:
-            if own:
-                doc.close()
     return img
 
