@@ -317,16 +317,22 @@ def bench_text(realdata: Path) -> dict:
 # ----------------------------------------------------------------------------- report
 
 
-def print_videos(res: dict) -> None:
-    print(f"\n## Videos: {res['items']} items")
+def print_recall_table(res: dict, recall_label: str) -> list[str]:
+    """Recall per positive class, then overall recall and precision, one column per method; the methods."""
     methods = list(res["methods"])
     classes = sorted({k for m in methods for k in res["methods"][m]["recall_by_class"]})
     print("| recall by class | " + " | ".join(methods) + " |")
     print("|---|" + "---|" * len(methods))
     for k in classes:
         print(f"| {k} | " + " | ".join(f"{res['methods'][m]['recall_by_class'].get(k, float('nan')):.3f}" for m in methods) + " |")
-    print("| **recall** | " + " | ".join(f"**{res['methods'][m]['recall']:.3f}**" for m in methods) + " |")
+    print(f"| **{recall_label}** | " + " | ".join(f"**{res['methods'][m]['recall']:.3f}**" for m in methods) + " |")
     print("| **precision** | " + " | ".join(f"**{res['methods'][m]['precision']:.3f}**" for m in methods) + " |")
+    return methods
+
+
+def print_videos(res: dict) -> None:
+    print(f"\n## Videos: {res['items']} items")
+    methods = print_recall_table(res, "recall")
     print("| false merges (pairs) | " + " | ".join(str(res["methods"][m]["false_pairs"]) for m in methods) + " |")
     print("| of which scene-sharing clips | " + " | ".join(str(res["methods"][m]["scene_merges"]) for m in methods) + " |")
     print("| excerpts (60%) matched to their full source (not counted above) | "
@@ -344,14 +350,7 @@ def print_text(res: dict) -> None:
 
 def print_images(res: dict) -> None:
     print(f"\n## Images: {res['items']} items, {res['all_pairs']} possible pairs")
-    methods = list(res["methods"])
-    classes = sorted({k for m in methods for k in res["methods"][m]["recall_by_class"]})
-    print("| recall by class | " + " | ".join(methods) + " |")
-    print("|---|" + "---|" * len(methods))
-    for k in classes:
-        print(f"| {k} | " + " | ".join(f"{res['methods'][m]['recall_by_class'].get(k, float('nan')):.3f}" for m in methods) + " |")
-    print("| **recall (all positives)** | " + " | ".join(f"**{res['methods'][m]['recall']:.3f}**" for m in methods) + " |")
-    print("| **precision** | " + " | ".join(f"**{res['methods'][m]['precision']:.3f}**" for m in methods) + " |")
+    methods = print_recall_table(res, "recall (all positives)")
     negs = sorted({k for m in methods for k in res["methods"][m]["false_merges"]} | set(NEGATIVE_CLASSES))
     print("| false merges (pairs) by class | " + " | ".join(methods) + " |")
     print("|---|" + "---|" * len(methods))
