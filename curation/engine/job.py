@@ -65,8 +65,8 @@ def _job_identity(recipe: Recipe, plans: list[SourcePlan]) -> dict[str, Any]:
     return identity
 
 
-def _complete(out: Path | str, identity: dict[str, Any]) -> dict[str, Any] | None:
-    """The manifest.json already in ``out`` (a folder or a URI) when it records this very job, else None."""
+def _committed_info(out: Path | str) -> dict[str, Any] | None:
+    """The manifest.json committed in ``out`` (a folder or a URI), parsed; None when there is none or it is unreadable."""
     if storage.is_uri(out):
         raw = storage.read_bytes(storage.join(out, MANIFEST_FILE))
     else:
@@ -77,6 +77,14 @@ def _complete(out: Path | str, identity: dict[str, Any]) -> dict[str, Any] | Non
     try:
         info = json.loads(raw)
     except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return info if isinstance(info, dict) else None
+
+
+def _complete(out: Path | str, identity: dict[str, Any]) -> dict[str, Any] | None:
+    """The manifest.json already in ``out`` (a folder or a URI) when it records this very job, else None."""
+    info = _committed_info(out)
+    if info is None:
         return None
     job = (info.get("extra") or {}).get("job") or {}
     return info if job.get("identity") == canonical_hash(identity) else None
@@ -217,17 +225,10 @@ def run_recipe_mixture(recipe: Recipe, curated_out: str | os.PathLike, mix_out: 
 
 def _same_mixture(target: Path | str, record: dict[str, Any]) -> bool:
     """Whether ``target`` already holds a committed mixture with this very provenance record."""
-    if storage.is_uri(target):
-        raw = storage.read_bytes(storage.join(target, MANIFEST_FILE))
-    else:
-        mf = Path(target) / MANIFEST_FILE
-        raw = mf.read_bytes() if mf.is_file() else None
-    if raw is None:
+    info = _committed_info(target)
+    if info is None:
         return False
-    try:
-        stored = json.loads(raw).get("extra", {}).get("mixture")
-    except (OSError, ValueError):
-        return False
+    stored = (info.get("extra") or {}).get("mixture")
     return json.dumps(stored, sort_keys=True, default=str) == json.dumps(
         json.loads(json.dumps(record, default=str)), sort_keys=True, default=str)
 
