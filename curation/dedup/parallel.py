@@ -3,11 +3,12 @@
 :func:`resolve_duplicates` takes a ``map_fn(fn, items)``; the Ray engine's
 ``map_fn()`` (:class:`curation.engine.ray_engine.RayEngine`) is :func:`ray_map`,
 which runs each hash partition (and each semantic-dedup cluster partition) as a
-Ray task; the local engine passes none (in-process, in order). Partitions live in files under the
-work directory, so a task ships only its partition number and the closure; on
-a multi-node cluster the work directory must be on a shared filesystem. The
-result is identical to the serial run (each partition's output is a pure
-function of its file).
+Ray task; the local engine passes none (in-process, in order). Partitions live in files of the
+resolve stage's shared area (:mod:`curation.dedup.shared`), so a task ships only
+its partition number and the closure: the work directory on a local output, the
+job's object store (``--out s3://...``) otherwise, so the nodes of a cluster
+need no shared filesystem. The result is identical to the serial run (each
+partition's output is a pure function of its file).
 """
 from __future__ import annotations
 

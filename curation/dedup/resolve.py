@@ -50,10 +50,14 @@ from curation.dedup.inputs import SigFile, fingerprint, input_files
 from curation.dedup.layout import EDGE_SCHEMA, RESULT_SCHEMA, ROLE_AGAINST, ROLE_EVAL, MapFn
 from curation.dedup.methods import ResolveContext, methods
 from curation.dedup.records import RecordBuilder, Scatter, node_table
+from curation.dedup.shared import SharedArea
 from manifests.errors import UserError
 from manifests.fsutil import atomic_write
 
 __all__ = ["RESULT_SCHEMA", "resolve_duplicates"]
+
+#: sub-folders of the shared area (cleared on a store when the inputs change)
+SHARED_SUBDIRS = ("buckets", "edges", "semantic")
 
 
 def _serial_map(fn: Callable[[int], Any], items: Sequence[int]) -> list[Any]:
@@ -76,6 +80,7 @@ def resolve_duplicates(
     decontaminate: Sequence[str | EvalSetConfig | Mapping[str, Any]] | None = None,
     workdir: str | os.PathLike | None = None,
     map_fn: MapFn | None = None,
+    shared: str | os.PathLike | None = None,
 ) -> pa.Table:
     """Clusters and drop decisions for signature rows.
 
@@ -84,7 +89,11 @@ def resolve_duplicates(
     ``sig_*`` columns (plus ``text``/``turns`` when text verification is on).
     ``against``/``decontaminate`` default to the config's lists. ``map_fn(fn,
     items)`` may run the per-partition work in parallel (e.g. Ray tasks); the
-    result is the same either way.
+    result is the same either way. ``shared`` is where the files those tasks
+    read and write live when they may run on other machines: a URI on the job's
+    object store (``s3://b/run/.staging/dedup``; see
+    :mod:`curation.dedup.shared`). It is used only with a ``map_fn``; by default
+    (and in-process) they stay in ``workdir``.
 
     Returns ``id, dup_cluster, reason, detail`` for every row that is in a
     cluster (its representative included, with a null reason) or is
@@ -96,7 +105,6 @@ def resolve_duplicates(
         evals = cfg.eval_sets
     else:
         evals = DedupConfig.model_validate({"decontaminate": list(decontaminate)}).eval_sets
-    map_fn = map_fn or _serial_map
     if workdir is None:
         import tempfile
 
@@ -106,14 +114,16 @@ def resolve_duplicates(
         tmp = None
         work = Path(workdir)
         work.mkdir(parents=True, exist_ok=True)
+    area = SharedArea(shared if shared is not None and map_fn is not None else work)
     try:
-        return _resolve(signatures, cfg, against_list, evals, work, map_fn)
+        return _resolve(signatures, cfg, against_list, evals, work, map_fn or _serial_map, area)
     finally:
         if tmp is not None:
             tmp.cleanup()
 
 
-def _resolve(signatures: Any, cfg: DedupConfig, against: list[str], evals: list[EvalSetConfig], work: Path, map_fn: MapFn) -> pa.Table:
+def _resolve(signatures: Any, cfg: DedupConfig, against: list[str], evals: list[EvalSetConfig], work: Path, map_fn: MapFn,
+             area: SharedArea) -> pa.Table:
     files = input_files(signatures)
     fp = fingerprint(files, cfg, against, evals)
     if not _done(work, "inputs", fp):
@@ -121,6 +131,9 @@ def _resolve(signatures: Any, cfg: DedupConfig, against: list[str], evals: list[
             shutil.rmtree(work / sub, ignore_errors=True)
         for marker in work.glob("*.done"):
             marker.unlink()
+        if area.remote:
+            for sub in SHARED_SUBDIRS:
+                area.clear(sub)
         for k, path in enumerate(against):
             write_source(iter_source(path, cfg, field=f"dedup.against[{k}]"), work / "sources" / f"against-{k:03d}")
         for k, ev in enumerate(evals):
@@ -140,7 +153,7 @@ def _resolve(signatures: Any, cfg: DedupConfig, against: list[str], evals: list[
     with_eval = bool(evals)
     read_cols = list(CARRY)
     # phase 1: scatter
-    if not _done(work, "scatter", fp):
+    if not (_done(work, "scatter", fp) and (not area.remote or area.done("buckets/scatter", fp))):
         shutil.rmtree(work / "buckets", ignore_errors=True)
         shutil.rmtree(work / "nodes", ignore_errors=True)
         (work / "nodes").mkdir(parents=True)
@@ -161,26 +174,32 @@ def _resolve(signatures: Any, cfg: DedupConfig, against: list[str], evals: list[
             if node_parts:
                 pq.write_table(pa.concat_tables(node_parts), work / "nodes" / f"f-{fi:06d}.parquet")
         scatter.close()
+        for p in range(cfg.partitions):  # tasks read their partition from the shared area
+            area.upload(work / "buckets" / f"part-{p:05d}.parquet", f"buckets/part-{p:05d}.parquet")
+        if area.remote:
+            area.mark("buckets/scatter", fp)
         _mark(work, "scatter", fp)
 
-    # phase 2: buckets, partition by partition (resumable per partition)
-    (work / "edges").mkdir(exist_ok=True)
+    # phase 2: buckets, partition by partition (resumable per partition), in the shared area
+    if not area.remote:
+        (work / "edges").mkdir(exist_ok=True)
 
     def run_partition(p: int) -> int:
-        edge_path = work / "edges" / f"edges-{p:05d}.parquet"
-        cand_path = work / "edges" / f"cands-{p:05d}.parquet"
-        if edge_path.is_file() and cand_path.is_file() and _done(work, f"edges/p{p:05d}", fp):
+        edge_name, cand_name = f"edges/edges-{p:05d}.parquet", f"edges/cands-{p:05d}.parquet"
+        if area.done(f"edges/p{p:05d}", fp) and (area.remote or (area.exists(edge_name) and area.exists(cand_name))):
             return p
-        e, c = _process_partition(work / "buckets" / f"part-{p:05d}.parquet", cfg)
-        pq.write_table(e, edge_path)
-        pq.write_table(c, cand_path)
-        _mark(work, f"edges/p{p:05d}", fp)
+        with area.fetch(f"buckets/part-{p:05d}.parquet") as part:
+            e, c = _process_partition(part, cfg)
+        area.write_table(edge_name, e)
+        area.write_table(cand_name, c)
+        area.mark(f"edges/p{p:05d}", fp)  # after its files: a marker means they are complete
         return p
 
-    list(map_fn(run_partition, list(range(cfg.partitions))))
+    parts = list(range(cfg.partitions))
+    list(map_fn(run_partition, parts))
 
-    edges = dedupe_edges(pa.concat_tables([pq.read_table(p) for p in sorted((work / "edges").glob("edges-*.parquet"))]))
-    cands = dedupe_by_kind(pa.concat_tables([pq.read_table(p) for p in sorted((work / "edges").glob("cands-*.parquet"))]))
+    edges = dedupe_edges(pa.concat_tables([area.read_table(f"edges/edges-{p:05d}.parquet") for p in parts]))
+    cands = dedupe_by_kind(pa.concat_tables([area.read_table(f"edges/cands-{p:05d}.parquet") for p in parts]))
     # phase 3: each method's own step (verification of its candidates, or its own edge search)
     method_edges = [edges]
     for method in methods():
@@ -192,7 +211,7 @@ def _resolve(signatures: Any, cfg: DedupConfig, against: list[str], evals: list[
             found = pq.read_table(out)
         else:
             mine = cands.filter(pc.is_in(cands.column("kind"), pa.array(phase.candidate_kinds, pa.int8())))
-            found = phase.run(ResolveContext(mine, files, cfg, work, map_fn))
+            found = phase.run(ResolveContext(mine, files, cfg, work, map_fn, area))
             pq.write_table(found, out)
             _mark(work, phase.marker, fp)
         method_edges.append(found.cast(EDGE_SCHEMA))

@@ -93,7 +93,9 @@ def run_dedup(recipe: Recipe, staging: Staging, nchunks: int, fixes: dict[int, p
             paths.append(str(path))
     workdir = staging.path("dedup")
     workdir.mkdir(parents=True, exist_ok=True)
-    result = resolve_duplicates(paths, cfg, [_local_manifest(a) for a in cfg.against], list(cfg.eval_sets), workdir, map_fn)
+    shared = None if staging.remote is None else f"{staging.remote}/dedup"  # what Ray tasks read: on the store
+    result = resolve_duplicates(paths, cfg, [_local_manifest(a) for a in cfg.against], list(cfg.eval_sets), workdir, map_fn,
+                                shared)
     result = result.select([c for c in ("id", "dup_cluster", "reason", "detail") if c in result.column_names])
     atomic_write(cached, lambda p: pq.write_table(result, p))
     return result

@@ -98,6 +98,8 @@ class ResolveContext:
     config: "DedupConfig"
     work: Path
     map_fn: "MapFn"
+    #: where files read or written by ``map_fn`` tasks go (curation.dedup.shared); None: ``work``
+    shared: Any = None
 
 
 @dataclass(frozen=True)

@@ -131,14 +131,19 @@ def cluster_pairs(nodes: np.ndarray, x: np.ndarray, threshold: float, block: int
 
 
 def semantic_edges(files: Sequence[Any], cfg: SemanticConfig, work: Path,
-                   map_fn: Callable[[Callable[[int], Any], Sequence[int]], Any], new_role: int = 0) -> pa.Table:
+                   map_fn: Callable[[Callable[[int], Any], Sequence[int]], Any], new_role: int = 0,
+                   shared: Any = None) -> pa.Table:
     """Edges (a, b, kind, dist = 1 - cosine, contam) between near-duplicate rows of the new files.
 
     ``files`` are the resolve stage's SigFiles (``offset`` = first node number,
-    ``role``, ``batches(columns)``); edges use the same node numbers.
+    ``role``, ``batches(columns)``); edges use the same node numbers. The
+    cluster partitions that ``map_fn`` tasks read, and their edges, go to
+    ``shared`` (a :class:`~curation.dedup.shared.SharedArea`; default ``work``).
     """
     from curation.dedup.layout import EDGE_SCHEMA
+    from curation.dedup.shared import SharedArea
 
+    area = shared if shared is not None else SharedArea(work)
     root = work / "semantic"
     root.mkdir(parents=True, exist_ok=True)
     new = [f for f in files if f.role == new_role]
@@ -198,16 +203,19 @@ def semantic_edges(files: Sequence[Any], cfg: SemanticConfig, work: Path,
     finally:
         for w in writers.values():
             w.close()
+    for p in sorted(writers):  # tasks read their partition from the shared area
+        area.upload(root / f"part-{p:05d}.parquet", f"semantic/part-{p:05d}.parquet")
+    present = sorted(writers)
     threshold = 1.0 - cfg.eps
 
     # pass 3: pairs within each cluster, one partition per task
     def run_partition(p: int) -> str:
-        path = root / f"part-{p:05d}.parquet"
-        out = root / f"edges-{p:05d}.parquet"
-        if not path.is_file():
-            pq.write_table(EDGE_SCHEMA.empty_table(), out)
-            return str(out)
-        t = pq.read_table(path)
+        out = f"semantic/edges-{p:05d}.parquet"
+        if p not in present:
+            area.write_table(out, EDGE_SCHEMA.empty_table())
+            return out
+        with area.fetch(f"semantic/part-{p:05d}.parquet") as path:
+            t = pq.read_table(path)
         nodes = t.column("node").to_numpy()
         cl = t.column("cluster").to_numpy()
         d = len(t.column("emb")[0]) if t.num_rows else 0
@@ -225,17 +233,17 @@ def semantic_edges(files: Sequence[Any], cfg: SemanticConfig, work: Path,
         edges = pa.table({"a": a.astype(np.int64), "b": b.astype(np.int64), "kind": np.full(len(a), K_SEMANTIC, np.int8),
                           "dist": np.clip(1.0 - s, 0, None).astype(np.float32), "contam": np.zeros(len(a), bool)},
                          schema=EDGE_SCHEMA)
-        pq.write_table(edges, out)
-        return str(out)
+        area.write_table(out, edges)
+        return out
 
     outs = list(map_fn(run_partition, list(range(parts))))
-    return pa.concat_tables([pq.read_table(o) for o in outs])
+    return pa.concat_tables([area.read_table(o) for o in outs])
 
 
 def _resolve(ctx: ResolveContext) -> pa.Table:
     from curation.dedup.layout import ROLE_NEW
 
-    return semantic_edges(ctx.files, ctx.config.semantic, ctx.work, ctx.map_fn, ROLE_NEW)
+    return semantic_edges(ctx.files, ctx.config.semantic, ctx.work, ctx.map_fn, ROLE_NEW, ctx.shared)
 
 
 METHOD = DedupMethod(
