@@ -9,8 +9,10 @@ and a dict increment per event, next to a decode that costs milliseconds).
 Events: ``read`` (a whole file read from disk: the shared decode's read, a
 streamed digest, Pillow or pdfium opening a path), ``decode`` (one decode of
 an image, one PDF page render, one batch of video frames), ``probe`` (a video
-container header plus its first frame). The video decoders open their path
-themselves; those opens are counted as the ``probe`` and ``decode`` they serve.
+container header plus its first frame). The shared decode reads a video file
+once and its decoders decode those bytes; a video over the in-memory cap
+(media.decoded.VIDEO_IN_MEMORY_MAX) is streamed for its hash and read again by
+its decoders, which counts as a second ``read``.
 """
 from __future__ import annotations
 

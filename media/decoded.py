@@ -22,8 +22,10 @@ See docs/media.md for the contract and the tolerance against separate decodes.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Mapping
@@ -31,13 +33,14 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 from PIL import Image
 
+from media.counters import count
 from media.digests import digest, file_digest, image_pixel_digest, pixel_digest
-from media.files import DEFAULT_MAX_PIXELS, MediaError, read_bytes
+from media.files import DEFAULT_MAX_PIXELS, MediaError, check_file, read_bytes
 from media.image import ImageInfo, _decode_errors, _load_image, draft_scale, reduce_image
 from media.pdf import PdfPage, open_pdf, pdf_pages, render_pdf_page
 from media.refs import ref_source
 from media.thumbs import color_thumb, grey_thumb
-from media.video import _fit, _resize_frames, probe_video, read_video_frames, sample_frame_indices
+from media.video import _fit, _resize_frames, count_decoded_frames, sample_frame_indices
 from media.scenes import sample_video
 
 
@@ -61,6 +64,7 @@ class DecodeNeeds:
     ocr_pages: tuple[int, int, bool] | None = None
     video_frames: tuple[int, ...] = ()  # sample counts (evenly spaced, first and last included)
     video_side: int | None = None  # longer side of the decoded frames
+    video_count_frames: bool = False  # decode every frame to count those that decode (the full-decode check)
 
     def merge(self, other: "DecodeNeeds") -> "DecodeNeeds":
         def top(a, b):
@@ -78,6 +82,7 @@ class DecodeNeeds:
             ocr_pages=self.ocr_pages or other.ocr_pages,
             video_frames=tuple(sorted(set(self.video_frames) | set(other.video_frames))),
             video_side=top(self.video_side, other.video_side),
+            video_count_frames=self.video_count_frames or other.video_count_frames,
         )
 
     @property
@@ -87,7 +92,7 @@ class DecodeNeeds:
     def wants(self, kind: str) -> bool:
         """Whether any consumer reads this kind of input (``image``, ``pdf``, ``video``)."""
         if kind == "video":
-            return bool(self.video_frames) or self.byte_digest
+            return bool(self.video_frames) or self.byte_digest or self.video_count_frames
         if kind == "pdf":
             return self.page_text or self.pages != 0 or self.check_pages != 0 or self.byte_digest
         return bool(self.grey_side or self.rgb_side or self.full_pixels or self.byte_digest or self.keep_bytes)
@@ -123,6 +128,7 @@ class DecodedMedia:
     video: dict | None = None  # probe_video's dict
     frame_indices: np.ndarray | None = None
     frames: np.ndarray | None = None  # uint8 [n, H, W, 3], RGB, display orientation
+    decoded_frames: int | None = None  # frames that decode, every one decoded (``video_count_frames``)
 
     def check(self) -> "DecodedMedia":
         """Raise the input's MediaError, if any (analyzers turn it into a ledger row)."""
@@ -164,6 +170,7 @@ def decode_media(ref: Mapping[str, Any], needs: DecodeNeeds) -> DecodedMedia:
     """Read and decode one media reference for ``needs``; never raises for a bad input (see ``error``)."""
     kind = media_kind(ref)
     out = DecodedMedia(kind=kind, uri=ref.get("uri"))
+    _test_fault(out.uri)
     try:
         src = ref_source(ref)
         if kind == "video":
@@ -177,6 +184,16 @@ def decode_media(ref: Mapping[str, Any], needs: DecodeNeeds) -> DecodedMedia:
     except OSError as exc:  # a file that went away mid-read: ledgered, never lost
         out.error = MediaError("unreadable", f"{ref.get('uri')}: {exc.strerror or exc}")
     return out
+
+
+def _test_fault(uri: str | None) -> None:
+    """Test-only faults, off unless set (tests/test_ray_failure.py): ``SMOLCURATE_TEST_DECODE_SLEEP`` seconds
+    before each decode; a decode of a reference containing ``SMOLCURATE_TEST_DECODE_CRASH`` segfaults."""
+    if os.environ.get("SMOLCURATE_TEST_DECODE_SLEEP"):
+        time.sleep(float(os.environ["SMOLCURATE_TEST_DECODE_SLEEP"]))
+    poison = os.environ.get("SMOLCURATE_TEST_DECODE_CRASH")
+    if poison and uri and poison in uri:
+        os.kill(os.getpid(), signal.SIGSEGV)
 
 
 def _read(src: Any, needs: DecodeNeeds, out: DecodedMedia, kind: str) -> tuple[bytes, str]:
@@ -253,19 +270,92 @@ def ocr_rendered_pages(pages: list[PdfPage], rule: tuple[int, int, bool] | None)
     return set(todo[:max_pages] if max_pages else todo)
 
 
+#: a video up to this size is read into memory once, and its byte hash, probe, sampled frames and any corrected
+#: frame count all come from those bytes: one file read. A larger one is hashed while streamed and its decoders
+#: open the path themselves: two reads, both counted (docs/media.md). The cap bounds what one decode thread
+#: holds (decord copies the bytes once more into its own buffer)
+VIDEO_IN_MEMORY_MAX = 256 << 20
+
+
+class _RecentVideos:
+    """The bytes of the clip videos read last, by (path, size, mtime): the clips of one video are rows of their
+    own, and they all decode from one read of its file. At most ``VIDEO_IN_MEMORY_MAX`` bytes in all; a thread
+    asking for a file another thread is reading waits for that read instead of reading it again."""
+
+    def __init__(self) -> None:
+        self._items: dict[tuple[str, int, int], bytes] = {}
+        self._reading: dict[tuple[str, int, int], threading.Lock] = {}
+        self._lock = threading.Lock()
+
+    def read(self, path: str, size: int, mtime_ns: int) -> bytes:
+        key = (path, size, mtime_ns)
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is not None:
+                return hit
+            gate = self._reading.setdefault(key, threading.Lock())
+        with gate:
+            with self._lock:
+                hit = self._items.get(key)
+            if hit is not None:
+                return hit
+            data, _ = read_bytes(path, "video")
+            with self._lock:
+                self._items[key] = data
+                total = sum(len(v) for v in self._items.values())
+                while total > VIDEO_IN_MEMORY_MAX and len(self._items) > 1:
+                    old = next(iter(self._items))
+                    total -= len(self._items.pop(old))
+                self._reading.pop(key, None)
+        return data
+
+
+_RECENT_VIDEOS = _RecentVideos()
+
+
+def _video_bytes(src: str, ref: Mapping[str, Any]) -> bytes | None:
+    """The video file's bytes, read once (None when it is over ``VIDEO_IN_MEMORY_MAX``: decode from the path)."""
+    try:
+        st = os.stat(src)
+    except OSError:
+        return read_bytes(src, "video")[0]  # the read words the error (missing, symlink loop, ...)
+    if st.st_size > VIDEO_IN_MEMORY_MAX:
+        return None
+    if ref.get("start_s") is not None:  # a clip: its siblings read the same file
+        return _RECENT_VIDEOS.read(src, st.st_size, st.st_mtime_ns)
+    return read_bytes(src, "video")[0]
+
+
 def _decode_video(src: Any, needs: DecodeNeeds, out: DecodedMedia, ref: Mapping[str, Any] | None = None) -> None:
-    if not isinstance(src, str):
-        raise MediaError("unreadable", "embedded video bytes are not supported")
-    out.nbytes = os.path.getsize(src) if os.path.exists(src) else None
-    if needs.byte_digest:
-        out.byte_digest = file_digest(src, "video")
-    if not needs.video_frames:
+    ref = ref or {}
+    label = src if isinstance(src, str) else (ref.get("uri") or "<bytes>")
+    frames_wanted = bool(needs.video_frames) or needs.video_count_frames
+    if isinstance(src, str) and not frames_wanted:
+        # only the byte hash: streamed, nothing held in memory
+        check_file(src)
+        out.nbytes = os.path.getsize(src)
+        if needs.byte_digest:
+            out.byte_digest = file_digest(src, "video")
         return
-    # a clip samples within its start_s/end_s; a header that overstates the frames is corrected (media.scenes)
-    info, first, count, idx, frames = sample_video(src, ref or {}, needs.video_frames, needs.video_side)
-    out.video = {**info, "first_frame": first, "span_frames": count}
-    out.frame_indices = idx
-    out.frames = frames
+    data = _video_bytes(src, ref) if isinstance(src, str) else src
+    if data is None:  # over the in-memory cap: hash while streaming, the decoders read the path again
+        out.nbytes = os.path.getsize(src)
+        if needs.byte_digest:
+            out.byte_digest = file_digest(src, "video")
+        count("read", "video")  # the decoders' own read of the file
+        data = src
+    else:
+        out.nbytes = len(data)
+        if needs.byte_digest:
+            out.byte_digest = digest(data)
+    if needs.video_frames:
+        # a clip samples within its start_s/end_s; a header that overstates the frames is corrected (media.scenes)
+        info, first, count_, idx, frames = sample_video(data, ref, needs.video_frames, needs.video_side, label=label)
+        out.video = {**info, "first_frame": first, "span_frames": count_}
+        out.frame_indices = idx
+        out.frames = frames
+    if needs.video_count_frames:
+        out.decoded_frames = count_decoded_frames(data, label=label)
 
 
 # --------------------------------------------------------------------------- the per-chunk store

@@ -14,13 +14,12 @@ whose header claims 444 frames of which 68 decode reports 68 here.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from media.files import MediaError
-from media.video import _av, _decoder_error, _video_path
+from media.video import VideoSource, _av, _decoder_error, _open_av, _video_input
 
 #: PySceneDetect's ContentDetector defaults
 DEFAULT_THRESHOLD = 27.0
@@ -114,9 +113,11 @@ def _resize(img: np.ndarray, w: int, h: int) -> np.ndarray:
     return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
 
 
-def scan_video(path: str | os.PathLike, *, width: int = SCAN_WIDTH, max_errors: int = 64) -> VideoScan:
-    """Decode every frame once (see module doc). MediaError when the container cannot be opened at all."""
-    p = _video_path(path)
+def scan_video(path: VideoSource, *, width: int = SCAN_WIDTH, max_errors: int = 64, label: str | None = None) -> VideoScan:
+    """Decode every frame once (see module doc). MediaError when the container cannot be opened at all.
+
+    ``path`` may be the file's bytes (``label`` then names them in errors)."""
+    src, p = _video_input(path, label)
     av = _av()
     times: list[np.ndarray] = []
     scores: list[np.ndarray] = []
@@ -124,7 +125,7 @@ def scan_video(path: str | os.PathLike, *, width: int = SCAN_WIDTH, max_errors: 
     errors: list[tuple[float, str]] = []
     keys: list[float] = []
     try:
-        container = av.open(p, metadata_errors="ignore")
+        container = _open_av(src)
     except Exception as exc:
         raise _decoder_error(exc, p) from None
     with container:
@@ -232,18 +233,18 @@ def content_cuts(
     return np.asarray(cuts, dtype=np.int64)
 
 
-def decodable_frames(path: str | os.PathLike, fps: float, header_frames: int) -> int:
+def decodable_frames(path: VideoSource, fps: float, header_frames: int, *, label: str | None = None) -> int:
     """How many frames really decode, for a container whose header may overstate them.
 
     Seeks to the keyframe before the header's last frame and decodes to the end
     of the stream: the last frame's timestamp gives the count. A stream that
     cannot seek (or has no timestamps) is decoded from the start instead,
-    without converting any frame.
+    without converting any frame. ``path`` may be the file's bytes.
     """
-    p = _video_path(path)
+    src, p = _video_input(path, label)
     av = _av()
     try:
-        with av.open(p, metadata_errors="ignore") as container:
+        with _open_av(src) as container:
             stream = container.streams.video[0]
             tb = float(stream.time_base) if stream.time_base else 0.0
             start = float(stream.start_time * tb) if (stream.start_time is not None and tb) else 0.0
@@ -262,7 +263,7 @@ def decodable_frames(path: str | os.PathLike, fps: float, header_frames: int) ->
         raise _decoder_error(exc, p) from None
     from media.video import count_decoded_frames
 
-    return count_decoded_frames(p)
+    return count_decoded_frames(src, label=p)
 
 
 def tail_repeats(frames: np.ndarray) -> bool:
@@ -298,7 +299,7 @@ def ref_span(ref, total: int, fps: float) -> tuple[int, int]:
 
 
 def sample_video(
-    src: str, ref, counts, max_side: int | None = None
+    src: VideoSource, ref, counts, max_side: int | None = None, *, label: str | None = None
 ) -> tuple[dict, int, int, np.ndarray, np.ndarray]:
     """Probe and decode the evenly spaced samples of a video or clip reference, within what decodes.
 
@@ -311,7 +312,8 @@ def sample_video(
     frames) the true count is measured with :func:`decodable_frames`; ``info``
     then holds the corrected ``frames``/``duration`` and the header's values as
     ``frames_header``/``duration_header``, and the samples are drawn again
-    within it.
+    within it. ``src`` is a path or the video's bytes, read once by the caller (``label``: their path);
+    the probe, the samples and a corrected count all decode from it.
     """
     from media.video import probe_video, read_video_frames, sample_frame_indices
 
@@ -321,17 +323,17 @@ def sample_video(
         info["rotation"] = int(info.get("rotation") or 0)
         first, count = clip_offset(ref), int(ref["frames"])
     else:
-        info = probe_video(src)
+        info = probe_video(src, label=label)
         first, count = ref_span(ref, info["frames"], info["fps"])
 
     def draw(first: int, count: int) -> tuple[np.ndarray, np.ndarray]:
         idx = np.unique(np.concatenate([first + sample_frame_indices(count, int(n)) for n in counts] or [np.zeros(0, np.int64)]))
-        return idx, read_video_frames(src, idx, max_side=max_side, rotation=info["rotation"])
+        return idx, read_video_frames(src, idx, max_side=max_side, rotation=info["rotation"], label=label)
 
     idx, frames = draw(first, count)
     if not clip and tail_repeats(frames) and info["frames"] > 1:
         try:
-            true = decodable_frames(src, float(info["fps"] or 0.0), int(info["frames"]))
+            true = decodable_frames(src, float(info["fps"] or 0.0), int(info["frames"]), label=label)
         except MediaError:  # the tail does not decode either: keep what the samples gave
             true = int(info["frames"])
         if 0 < true < int(info["frames"]):

@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import errno
+import io
 import os
 import re
-from typing import Sequence
+import tempfile
+from contextlib import contextmanager
+from typing import Iterator, Sequence, Union
 
 import numpy as np
 from PIL import Image
@@ -47,24 +50,79 @@ def _av():
     return av
 
 
-def _video_path(path: str | os.PathLike) -> str:
-    p = os.fspath(path)
+#: a video to decode: a path, or its encoded bytes already in memory (the shared decode reads a file once and
+#: hashes, probes and decodes those bytes; a tar member or an object on a store arrives as bytes too)
+VideoSource = Union[str, os.PathLike, bytes, bytearray, memoryview]
+
+
+def _video_input(src: VideoSource, label: str | None = None) -> tuple[str | bytes, str]:
+    """``(what the decoders open, label for messages)``: a checked readable file's path, or the bytes as they are.
+
+    ``label`` names in-memory bytes in messages and ledger details (the path they were read from).
+    """
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        name = label or "<bytes>"
+        if len(src) == 0:
+            raise MediaError("zero_bytes", f"{name}: empty")
+        return (src if isinstance(src, bytes) else bytes(src)), name
+    p = os.fspath(src)
     check_file(p)
-    return p
+    return p, label or p
 
 
-def probe_video(path: str | os.PathLike) -> dict:
+def _open_av(src: str | bytes):
+    """A PyAV container on a path or on in-memory bytes (a BytesIO over bytes shares them, no copy)."""
+    return _av().open(io.BytesIO(src) if isinstance(src, bytes) else src, metadata_errors="ignore")
+
+
+@contextmanager
+def _decord_path(src: str | bytes) -> Iterator[str]:
+    """A path decord can open for ``src``: the path itself, or in-memory bytes behind an anonymous memory file.
+
+    decord's own file-like input (its BytesIO reader) mishandles the end of a
+    truncated container and crashes the process (a segfault on an AVI cut
+    short, tests/test_decode_once.py); through a memory file decord reads the
+    bytes with FFmpeg's ordinary file input, exactly as it reads a path, and
+    nothing touches the disk. Where ``memfd_create`` is missing (not Linux) a
+    temporary file stands in.
+    """
+    if not isinstance(src, bytes):
+        yield src
+        return
+    if hasattr(os, "memfd_create"):
+        fd = os.memfd_create("smolcurate-video", getattr(os, "MFD_CLOEXEC", 0))
+        try:
+            view = memoryview(src)
+            while view:
+                view = view[os.write(fd, view):]
+            yield f"/proc/self/fd/{fd}"
+        finally:
+            os.close(fd)
+        return
+    with tempfile.NamedTemporaryFile(suffix=".video") as fh:  # pragma: no cover - platforms without memfd
+        fh.write(src)
+        fh.flush()
+        yield fh.name
+
+
+def _open_decord(path: str, **kwargs):
+    import decord
+
+    return decord.VideoReader(path, num_threads=1, **kwargs)
+
+
+def probe_video(path: VideoSource, *, label: str | None = None) -> dict:
     """Container metadata plus one decoded frame: width, height, fps, frames, duration, rotation.
 
     ``frames`` is the container's count, or ``round(duration * fps)`` for
     containers that do not store it (WebM, MKV). Decoding the first frame
     proves the stream decodes at all and reveals the display rotation.
+    ``path`` may be the file's bytes (``label`` then names them in errors).
     """
-    p = _video_path(path)
-    av = _av()
+    src, p = _video_input(path, label)
     count("probe", "video")
     try:
-        with av.open(p, metadata_errors="ignore") as container:
+        with _open_av(src) as container:
             if not container.streams.video:
                 raise MediaError("no_video_stream", f"{p}: no video stream")
             stream = container.streams.video[0]
@@ -101,14 +159,13 @@ def probe_video(path: str | os.PathLike) -> dict:
     return {"width": width, "height": height, "fps": fps, "frames": frames, "duration": duration, "rotation": rotation}
 
 
-def count_decoded_frames(path: str | os.PathLike) -> int:
+def count_decoded_frames(path: VideoSource, *, label: str | None = None) -> int:
     """Decode every frame with PyAV (slow, thorough); MediaError("undecodable") on a broken bitstream."""
-    p = _video_path(path)
-    av = _av()
+    src, p = _video_input(path, label)
     count("decode", "video")
     n = 0
     try:
-        with av.open(p, metadata_errors="ignore") as container:
+        with _open_av(src) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             for _ in container.decode(stream):
@@ -139,12 +196,13 @@ def _fit(h: int, w: int, max_side: int | None) -> tuple[int, int]:
 
 
 def read_video_frames(
-    path: str | os.PathLike,
+    path: VideoSource,
     indices: Sequence[int] | np.ndarray,
     *,
     max_side: int | None = None,
     backend: str | None = None,
     rotation: int | None = None,
+    label: str | None = None,
 ) -> np.ndarray:
     """Frames at ``indices`` as ``uint8[n, H, W, 3]`` RGB in display orientation.
 
@@ -152,8 +210,9 @@ def read_video_frames(
     the frames down inside the decoder (cheaper for hashing and scores).
     ``rotation`` (from :func:`probe_video`) is an optional hint that saves a
     retry on rotated videos. Any decode failure raises MediaError("undecodable").
+    ``path`` may be the file's bytes (``label`` then names them in errors).
     """
-    p = _video_path(path)
+    src, p = _video_input(path, label)
     idx = np.asarray(indices, dtype=np.int64).reshape(-1)
     if idx.size == 0:
         return np.zeros((0, 0, 0, 3), dtype=np.uint8)
@@ -163,21 +222,34 @@ def read_video_frames(
     count("decode", "video")
     try:
         if chosen == "decord":
-            return _read_decord(p, idx, max_side, rotation)
-        return _read_av(p, idx, max_side)
+            with _decord_path(src) as path_:
+                try:
+                    return _read_decord(path_, p, idx, max_side, rotation)
+                except MediaError:
+                    raise
+                except Exception as exc:  # a memory file's name is not the input's: messages name the input
+                    raise _decoder_error(exc, p, alias=path_) from None
+        return _read_av(src, p, idx, max_side)
     except MediaError:
         raise
     except Exception as exc:
         raise _decoder_error(exc, p) from None
 
 
-def _decoder_error(exc: BaseException, p: str) -> MediaError:
-    """A video decoder's exception as a ledger-ready MediaError: file problems keep their own reason."""
+def _decoder_error(exc: BaseException, p: str, alias: str | None = None) -> MediaError:
+    """A video decoder's exception as a ledger-ready MediaError: file problems keep their own reason.
+
+    ``alias``: the name the decoder was given for the input (a memory file), replaced by ``p`` in its message.
+    """
     if isinstance(exc, OSError):
         if exc.errno in (errno.EACCES, errno.EPERM, errno.ELOOP, errno.ENOENT):
             return _os_error(exc, p)
-        return MediaError("undecodable", f"{p}: {exc}")
-    return MediaError("undecodable", f"{p}: {type(exc).__name__}: {_clean_error(exc)}")
+        text = str(exc)
+    else:
+        text = f"{type(exc).__name__}: {_clean_error(exc)}"
+    if alias and alias != p:
+        text = text.replace(alias, p)
+    return MediaError("undecodable", f"{p}: {text}")
 
 
 def _clean_error(exc: BaseException) -> str:
@@ -189,13 +261,13 @@ def _clean_error(exc: BaseException) -> str:
     return text[:300]
 
 
-def _read_decord(p: str, idx: np.ndarray, max_side: int | None, rotation: int | None) -> np.ndarray:
+def _read_decord(src: str, p: str, idx: np.ndarray, max_side: int | None, rotation: int | None) -> np.ndarray:
     import decord
 
     # decord rotates frames to display orientation itself, but its scaler breaks
     # on 90/270-degree videos (wrong aspect or a size check failure): those are
     # decoded at native size and scaled here.
-    native = decord.VideoReader(p, num_threads=1)
+    native = _open_decord(src)
     n = len(native)
     if n == 0:
         raise MediaError("undecodable", f"{p}: no frames")
@@ -209,13 +281,13 @@ def _read_decord(p: str, idx: np.ndarray, max_side: int | None, rotation: int | 
         batch = _resize_frames(native.get_batch(uniq.tolist()).asnumpy(), h, w)
     else:
         del native
-        scaled = decord.VideoReader(p, num_threads=1, width=w, height=h)
+        scaled = _open_decord(src, width=w, height=h)
         try:
             batch = scaled.get_batch(uniq.tolist()).asnumpy()
         except decord.DECORDError:
             if rotation is not None:
                 raise
-            batch = _resize_frames(decord.VideoReader(p, num_threads=1).get_batch(uniq.tolist()).asnumpy(), h, w)
+            batch = _resize_frames(_open_decord(src).get_batch(uniq.tolist()).asnumpy(), h, w)
         if batch.shape[1:3] != (h, w):
             raise MediaError("undecodable", f"{p}: decoder returned {batch.shape[1:3]} frames, expected {(h, w)}")
     return np.ascontiguousarray(batch[inverse])
@@ -225,10 +297,9 @@ def _resize_frames(batch: np.ndarray, h: int, w: int) -> np.ndarray:
     return np.stack([np.asarray(Image.fromarray(f).resize((w, h), Image.Resampling.BILINEAR)) for f in batch])
 
 
-def _read_av(p: str, idx: np.ndarray, max_side: int | None) -> np.ndarray:
-    av = _av()
+def _read_av(src: str | bytes, p: str, idx: np.ndarray, max_side: int | None) -> np.ndarray:
     got: dict[int, np.ndarray] = {}
-    with av.open(p, metadata_errors="ignore") as container:
+    with _open_av(src) as container:
         if not container.streams.video:
             raise MediaError("no_video_stream", f"{p}: no video stream")
         stream = container.streams.video[0]

@@ -11,7 +11,8 @@ import pytest
 from curation import synth
 from curation.engine.job import run_job
 from curation.recipe import parse_recipe
-from media import counters
+import media as M
+from media import counters, video_backend
 from media.decoded import DecodeNeeds, SharedDecode, decode_media, decode_threads
 
 
@@ -78,12 +79,84 @@ def test_documents_and_videos_read_and_decode_once(tmp_path):
     # pdf: one read; renders: page 0 once (blank-page score and pHash), page 1 once (pHash)
     assert counts.get("read.pdf") == 1 and counts.get("decode.pdf") == 2, counts
     assert counts.get("read.image") == 1 and counts.get("decode.image") == 1, counts
-    # video: one probe, one batch of sampled frames for motion, frame hashes and the frame pixel hash;
-    # the byte hash streams the file (the video decoders read the path themselves)
+    # video: one file read (the byte hash, the probe and the frames all use those bytes), one probe, one
+    # batch of sampled frames for motion, frame hashes and the frame pixel hash
     assert counts.get("probe.video") == 1 and counts.get("decode.video") == 1, counts
     assert counts.get("read.video") == 1, counts
     by_source = dict(zip(rows.column("source").to_pylist(), rows.column("sig_vhash").to_pylist()))
     assert len(by_source["clips"]) == 8
+
+
+def _videos(root: Path) -> Path:
+    vids = root / "clips"
+    vids.mkdir()
+    synth.write_video(vids / "m.mp4", synth.moving_frames(24))
+    synth.write_video(vids / "s.mp4", synth.moving_frames(30, seed=3))
+    return vids
+
+
+def test_videos_are_read_once_with_exact_dedup_and_full_decode(tmp_path):
+    vids = _videos(tmp_path)
+    body = {"sources": [{"name": "clips", "kind": "video", "path": "clips"}],
+            "dedup": {"exact": True, "video": {}}, "filters": {"video": {"full_decode": True}}}
+    counts, rows = _run(tmp_path, body)
+    # per video: one read; one probe; the sampled frames and the every-frame check decoded from the same bytes
+    assert counts == {"read.video": 2, "probe.video": 2, "decode.video": 4}, counts
+    assert rows.num_rows == 2
+    # the byte hash of the read bytes is the file's hash
+    from media.digests import digest
+
+    by_uri = {m[0]["uri"].rsplit("/", 1)[-1]: d for m, d in zip(rows.column("media").to_pylist(),
+                                                                 rows.column("sig_bytes").to_pylist())}
+    assert by_uri["m.mp4"] == digest((vids / "m.mp4").read_bytes())
+
+
+def test_video_from_memory_decodes_what_the_path_decodes(tmp_path):
+    vids = _videos(tmp_path)
+    needs = DecodeNeeds(video_frames=(8,), video_side=64, byte_digest=True)
+    path = vids / "m.mp4"
+    counters.reset()
+    from_path = decode_media({"kind": "video", "uri": str(path)}, needs)
+    assert counters.snapshot() == {"read.video": 1, "probe.video": 1, "decode.video": 1}
+    # embedded bytes (a tar member, an object on a store) decode the same, and are read from nowhere
+    counters.reset()
+    from_bytes = decode_media({"kind": "video", "uri": "x.mp4", "bytes": path.read_bytes()}, needs)
+    assert counters.snapshot() == {"probe.video": 1, "decode.video": 1}
+    assert from_bytes.error is None and from_bytes.byte_digest == from_path.byte_digest
+    assert np.array_equal(from_bytes.frames, from_path.frames) and from_bytes.video == from_path.video
+    # a broken video's error names its path, not "<bytes>"
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(path.read_bytes()[:200])
+    got = decode_media({"kind": "video", "uri": str(bad)}, needs)
+    assert got.error is not None and got.error.reason == "undecodable" and str(bad) in got.error.detail
+    # decord reads bytes through a memory file: its messages still name the input (ledger details are stable)
+    if video_backend() == "decord":
+        with pytest.raises(M.MediaError) as exc:
+            M.read_video_frames(b"\x00junk" * 64, [0], backend="decord", label="junk.mp4")
+        assert exc.value.detail.startswith("junk.mp4: ") and "/proc/" not in exc.value.detail
+
+
+def test_clips_of_one_video_share_one_read_and_a_large_video_is_streamed(tmp_path, monkeypatch):
+    import media.decoded as D
+
+    vids = _videos(tmp_path)
+    path = str(vids / "s.mp4")
+    needs = DecodeNeeds(video_frames=(4,), video_side=64, byte_digest=True)
+    clips = [{"kind": "video", "uri": path, "start_s": a, "end_s": b} for a, b in ((0.0, 0.5), (0.5, 1.0))]
+    shared = SharedDecode(needs, threads=2)
+    table = pa.table({"_pos": [0, 1], "media": [[clips[0]], [clips[1]]]})
+    counters.reset()
+    shared.prepare(table)
+    assert counters.snapshot() == {"read.video": 1, "probe.video": 2, "decode.video": 2}
+    first, second = shared.get(0, 0, clips[0]), shared.get(1, 0, clips[1])
+    assert first.byte_digest == second.byte_digest and first.frame_indices[0] < second.frame_indices[0]
+    # over the in-memory cap: hashed while streamed, then the decoders read the path (two reads, counted)
+    monkeypatch.setattr(D, "VIDEO_IN_MEMORY_MAX", 1024)
+    counters.reset()
+    big = decode_media({"kind": "video", "uri": path}, needs)
+    assert counters.snapshot() == {"read.video": 2, "probe.video": 1, "decode.video": 1}
+    small = decode_media({"kind": "video", "uri": path, "bytes": (vids / "s.mp4").read_bytes()}, needs)
+    assert big.byte_digest == small.byte_digest and np.array_equal(big.frames, small.frames)
 
 
 def test_threads_do_not_change_the_result(tmp_path):

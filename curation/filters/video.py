@@ -37,7 +37,8 @@ class VideoAnalyzer(Operator):
 
     def __init__(self, cfg: VideoFilters, shared: SharedDecode | None = None) -> None:
         self.cfg = cfg
-        self.shared = with_needs(shared, DecodeNeeds(video_frames=(cfg.sample_frames,), video_side=cfg.analysis_side))
+        self.shared = with_needs(shared, DecodeNeeds(video_frames=(cfg.sample_frames,), video_side=cfg.analysis_side,
+                                                     video_count_frames=cfg.full_decode))
 
     def __call__(self, table: pa.Table) -> pa.Table:
         n = table.num_rows
@@ -57,13 +58,16 @@ class VideoAnalyzer(Operator):
                 continue
             item = items[0]
             try:
-                path = ref_source(item)
+                # the reference names the file in messages; its bytes are the shared decode's one read
+                path = (item.get("uri") or "<bytes>").removeprefix("file://")
                 got = self.shared.get(positions[i], 0, item).check()
                 info = got.video
                 # the sampled frames, decoded once for this score and the frame hashes
                 frames = got.video_frames(self.cfg.sample_frames, self.cfg.analysis_side)
-                if self.cfg.full_decode:
-                    decoded = M.count_decoded_frames(path)
+                if self.cfg.full_decode:  # every frame decoded by the shared decode, from its one read
+                    decoded = got.decoded_frames
+                    if decoded is None:
+                        decoded = M.count_decoded_frames(ref_source(item), label=path)
                     if info["frames"] and decoded < info["frames"]:
                         raise M.MediaError("undecodable", f"{path}: {decoded} of {info['frames']} frames decode")
             except M.MediaError as exc:
