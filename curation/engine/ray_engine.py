@@ -10,11 +10,26 @@ record of Arrow IPC bytes (kept rows, ledger rows); Ray Data's streaming
 executor bounds how many are in flight (backpressure on the object store), so
 memory does not grow with the job. Every actor builds its stage's operators
 once (``setup()`` per actor).
+
+Worker failure (docs/storage.md, "Worker failure"): a stage actor that dies (a
+SIGKILL, the OOM killer, its node removed, a decoder segfault) is restarted by
+Ray, on another node if need be, and the chunk it held is retried there. Each
+start of a chunk at a stage is counted by a small actor on the driver's node
+(``_Attempts``); a chunk whose workers died ``CRASH_LIMIT`` times is not run a
+third time in the pipeline but handed back to the driver, which isolates it:
+its rows are bisected in single-use Ray tasks (every stage in one process)
+until the rows that kill their worker every time stand alone. Those are
+ledgered at stage ``decode`` with reason ``crash``; the other rows' results are
+merged into the chunk exactly as an undisturbed run would stage it. Every loop
+is bounded: Ray's restarts and retries per actor and task, ``CRASH_LIMIT``
+deaths per chunk and per row, and rounds that must each finish something.
 """
 from __future__ import annotations
 
 import json
+import logging
 import warnings
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 from curation.engine.stages import ChunkState, StageRunner, StageSpec
@@ -22,9 +37,30 @@ from curation.engine.staging import Staging
 from curation.recipe import Recipe
 from manifests.errors import ManifestError, RecipeError, UserError
 
+log = logging.getLogger(__name__)
+
 #: key of a count record that carries a user error raised in a worker instead of counts
 _USER_ERROR = "user_error"
 _USER_ERRORS = {cls.__name__: cls for cls in (UserError, RecipeError, ManifestError)}
+#: key of a count record that hands a chunk back to the driver: its workers died CRASH_LIMIT times on it
+_CRASHED = "crashed"
+
+#: deaths of its worker after which a chunk is isolated, and a single row is ledgered as ``decode/crash``
+CRASH_LIMIT = 2
+#: restarts Ray may make of one stage actor, and retries of one chunk's task, before the pass fails (then the
+#: driver starts a new pass over the chunks not finished)
+ACTOR_RESTARTS = 8
+TASK_RETRIES = 4
+#: rounds in a row (a pass, then the isolation of its crashed chunks) that finish no chunk before the job gives up
+IDLE_ROUNDS = 2
+#: the ledger row of an input that killed its worker every time it ran
+CRASH_STAGE = "decode"
+CRASH_REASON = "crash"
+CRASH_DETAIL = f"its worker process died {CRASH_LIMIT} times running this input alone (a native crash)"
+
+
+class WorkerFailureError(UserError):
+    """Ray workers kept dying without finishing anything: the finished chunks stay staged for a rerun."""
 
 
 def recipe_json(recipe: Recipe) -> str:
@@ -43,16 +79,42 @@ class _StageActor:
     OUT_DIR = ""
     INDEX = 0
     LAST = True
+    ATTEMPTS = ""  # name of the job's _Attempts actor ("" : no crash accounting)
 
     def __init__(self) -> None:
+        import ray
+
         from curation.recipe import parse_recipe
 
         recipe = parse_recipe(json.loads(self.RECIPE_JSON), self.BASE_DIR, check_paths=False)
         self.runner = StageRunner(recipe, Staging(self.OUT_DIR, keep_local=False), self.INDEX, self.LAST)
+        self.attempts = None
+        if self.ATTEMPTS:
+            try:
+                self.attempts = ray.get_actor(self.ATTEMPTS)
+            except (ValueError, ray.exceptions.RayError):  # gone with its node: Ray's bounded retries still apply
+                self.attempts = None
+
+    def _starts(self, k: int) -> int:
+        """Count this start of chunk ``k`` at this stage; returns how many there were (1 when not counted)."""
+        import ray
+
+        if self.attempts is None:
+            return 1
+        try:
+            return int(ray.get(self.attempts.begin.remote(f"{self.INDEX}:{k}"), timeout=60))
+        except ray.exceptions.RayError:
+            return 1
 
     def _one(self, rec: dict[str, Any]) -> dict[str, Any]:
+        k = int(rec["chunk"])
+        if self._starts(k) > CRASH_LIMIT:  # its worker died CRASH_LIMIT times on it: the driver isolates it
+            marker = json.dumps({_CRASHED: k, "stage": self.INDEX})
+            return {"counts": marker} if self.LAST else {**_empty_record(rec), "counts": marker}
         if self.INDEX == 0:
-            state = self.runner.start(int(rec["chunk"]), json.loads(str(rec["spec"])))
+            state = self.runner.start(k, json.loads(str(rec["spec"])))
+            if self.attempts is not None:  # the rows the driver bisects, should this chunk crash its workers
+                self.attempts.note_rows.remote(k, state.kept.num_rows)
         else:
             state = ChunkState.from_record(rec)
         state = self.runner.run(state)
@@ -65,7 +127,8 @@ class _StageActor:
 
         out: list[dict[str, Any]] = []
         for rec in batch.to_pylist():
-            if _USER_ERROR in json.loads(rec.get("counts") or "{}"):  # an earlier stage's user error travels on
+            counts = json.loads(rec.get("counts") or "{}")
+            if _USER_ERROR in counts or _CRASHED in counts:  # an earlier stage's verdict travels on
                 out.append(rec if not self.LAST else {"counts": rec["counts"]})
                 continue
             try:
@@ -73,8 +136,7 @@ class _StageActor:
             except UserError as exc:
                 # Ray Data would wrap it in a UDF traceback; the driver re-raises it as the one-line error it is
                 err = json.dumps({_USER_ERROR: str(exc), "class": type(exc).__name__})
-                out.append({"counts": err} if self.LAST else
-                           {"chunk": rec["chunk"], "spec": rec["spec"], "kept": b"", "ledger": b"", "counts": err})
+                out.append({"counts": err} if self.LAST else {**_empty_record(rec), "counts": err})
         if self.LAST:
             return pa.table({"counts": pa.array([r["counts"] for r in out], pa.string())})
         return pa.table({
@@ -86,12 +148,16 @@ class _StageActor:
         })
 
 
-def _stage_class(recipe: Recipe, out_dir: str, stage: StageSpec, index: int, last: bool) -> type:
+def _empty_record(rec: dict[str, Any]) -> dict[str, Any]:
+    return {"chunk": rec["chunk"], "spec": rec["spec"], "kept": b"", "ledger": b""}
+
+
+def _stage_class(recipe: Recipe, out_dir: str, stage: StageSpec, index: int, last: bool, attempts: str = "") -> type:
     """A subclass carrying the job and its stage in class attributes; Ray Data names the stage after it."""
     name = "Stage_" + "".join(ch if ch.isalnum() else "_" for ch in stage.name)
     return type(name, (_StageActor,), {
         "RECIPE_JSON": recipe_json(recipe), "BASE_DIR": recipe.base_dir, "OUT_DIR": str(out_dir),
-        "INDEX": index, "LAST": last,
+        "INDEX": index, "LAST": last, "ATTEMPTS": attempts,
     })
 
 
@@ -126,6 +192,144 @@ def pool_plan(stages: list[StageSpec], workers: int, cluster_cpus: float, cluste
     return plan
 
 
+# --------------------------------------------------------------------------- worker failure
+
+
+def worker_failure(exc: BaseException) -> bool:
+    """Whether ``exc``, or an error behind it, is a worker process or node dying rather than a bug or bad input."""
+    import ray.exceptions as rx
+
+    kinds = (rx.RayActorError, rx.WorkerCrashedError, rx.NodeDiedError, rx.ObjectLostError, rx.OutOfMemoryError,
+             rx.LocalRayletDiedError)
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, kinds):
+            return True
+        todo += [e.__cause__, e.__context__, getattr(e, "cause", None)]
+    return False
+
+
+class _Attempts:
+    """Starts of each (stage, chunk) over all the passes of one job, and the rows of each chunk read so far.
+
+    It lives on the driver's node (zero CPUs), so a worker node going away does not take the counts with it.
+    """
+
+    def __init__(self) -> None:
+        self.starts: dict[str, int] = {}
+        self.rows: dict[int, int] = {}
+
+    def begin(self, key: str) -> int:
+        self.starts[key] = self.starts.get(key, 0) + 1
+        return self.starts[key]
+
+    def note_rows(self, k: int, n: int) -> None:
+        self.rows[k] = n
+
+    def report(self) -> tuple[dict[str, int], dict[int, int]]:
+        return self.starts, self.rows
+
+
+def _start_attempts():
+    """The job's _Attempts actor, named so that every stage actor (and its restarts) can look it up."""
+    import uuid
+
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    name = f"smolcurate-attempts-{uuid.uuid4().hex[:12]}"
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+    actor = ray.remote(_Attempts).options(name=name, num_cpus=0, max_restarts=0, scheduling_strategy=here).remote()
+    ray.get(actor.report.remote())  # up before the first stage actor asks for it
+    return actor, name
+
+
+def _isolated(recipe_js: str, base_dir: str | None, k: int, spec: dict, lo: int, hi: int | None, mode: str) -> dict:
+    """One part of a crashed chunk in a single-use Ray task: every stage in this process, nothing staged.
+
+    ``mode``: ``rows`` counts the chunk's rows; ``run`` runs rows ``[lo, hi)`` through every stage exactly as
+    the pipeline would; ``crash`` ledgers rows ``[lo, hi)`` (read, never decoded) as ``decode/crash``.
+    """
+    import pyarrow as pa
+
+    from curation.engine.chunk import to_ledger
+    from curation.engine.stages import stage_layout, table_bytes
+    from curation.operators import DECISION_COLUMNS, mark_dropped, split_decided
+    from curation.recipe import parse_recipe
+
+    try:
+        recipe = parse_recipe(json.loads(recipe_js), base_dir, check_paths=False)
+        n = len(stage_layout(recipe)[0])
+        runners = [StageRunner(recipe, None, j, j == n - 1) for j in range(n)]
+        state = runners[0].start(k, spec)
+        total = state.kept.num_rows
+        if mode == "rows":
+            return {"rows": total}
+        hi = total if hi is None else min(hi, total)
+        state.kept = state.kept.slice(lo, max(0, hi - lo))
+        state.counts["read"] = state.kept.num_rows
+        if mode == "crash":
+            marked = mark_dropped(state.kept, pa.array([True] * state.kept.num_rows, pa.bool_()), CRASH_STAGE,
+                                  CRASH_REASON, CRASH_DETAIL)
+            kept, gone = split_decided(marked)
+            kept = kept.drop_columns([c for c in DECISION_COLUMNS if c in kept.column_names])
+            ledger = to_ledger(gone)
+            counts = {**state.counts, "kept": kept.num_rows, "dropped": ledger.num_rows, _CRASHED: ledger.num_rows}
+        else:
+            for runner in runners:
+                state = runner.run(state)
+            kept, ledger, counts = runners[-1].result(state)
+        return {"kept": table_bytes(kept), "ledger": table_bytes(ledger), "counts": counts}
+    except UserError as exc:
+        return {_USER_ERROR: str(exc), "class": type(exc).__name__}
+
+
+@dataclass(frozen=True)
+class _Part:
+    """A row range of a crashed chunk, how many workers it has killed on its own, and what to do with it."""
+
+    k: int
+    lo: int
+    hi: int | None
+    mode: str = "run"  # rows | run | crash (see _isolated)
+    deaths: int = 0
+
+
+def merge_parts(recipe: Recipe, k: int, spec: dict, parts: list[tuple[int, dict]]) -> tuple[Any, Any, dict[str, Any]]:
+    """(kept rows, ledger rows, counts) of a chunk from the results of its row ranges, as one run would stage it."""
+    import pyarrow as pa
+
+    from curation.engine.stages import bytes_table, concat_ledgers
+    from curation.readers import spec_inputs
+
+    parts = sorted(parts, key=lambda p: p[0])
+    kepts = [bytes_table(out["kept"]) for _, out in parts]
+    full = [t for t in kepts if t.num_rows] or [max(kepts, key=lambda t: t.num_columns)]
+    kept = pa.concat_tables(full, promote_options="default") if len(full) > 1 else full[0]
+    ledger = concat_ledgers([bytes_table(out["ledger"]) for _, out in parts])
+    counts = {
+        "chunk": k, "source": recipe.sources[spec["source"]].name, "inputs": spec_inputs(spec),
+        "read": sum(out["counts"]["read"] for _, out in parts),
+        "seconds": round(sum(out["counts"]["seconds"] for _, out in parts), 4), "stages": {},
+        "kept": kept.num_rows, "dropped": ledger.num_rows,
+        "isolated": len(parts), _CRASHED: sum(out["counts"].get(_CRASHED, 0) for _, out in parts),
+    }
+    return kept, ledger, counts
+
+
+def _raise_user_error(out: dict[str, Any]) -> None:
+    if _USER_ERROR in out:
+        raise _USER_ERRORS.get(out["class"], UserError)(out[_USER_ERROR])
+
+
+# --------------------------------------------------------------------------- the engine
+
+
 class RayEngine:
     """Ray Data on an embedded local Ray, or on the cluster at ``--ray-address`` / ``RAY_ADDRESS``."""
 
@@ -135,9 +339,10 @@ class RayEngine:
         self.workers = 1
 
     def start(self, address: str | None, workers: int | None) -> int:
-        from curation.engine.ray_session import cluster_cpus, init_ray
+        from curation.engine.ray_session import check_workers, cluster_cpus, init_ray
 
         init_ray(address, None, quiet=True)
+        check_workers()  # a cluster whose workers lack smolcurate: one line saying how to ship it
         self.workers = min(workers or cluster_cpus(), cluster_cpus())
         return self.workers
 
@@ -153,8 +358,9 @@ class RayEngine:
 
     def run(self, recipe: Recipe, staging: Staging, stages: list[StageSpec],
             pending: list[tuple[int, dict]], on_done: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+        """Rounds of (a pipeline pass over the chunks not finished, then the isolation of the chunks that crashed
+        their workers) until every chunk is staged; a round that finishes nothing twice in a row ends the job."""
         import ray
-        import ray.data
 
         from curation.engine.ray_session import _quiet_ray_data
 
@@ -164,9 +370,75 @@ class RayEngine:
         info: dict[str, Any] = {"stages": [s.as_dict() | p for s, p in zip(stages, plan)]}
         if not pending:
             return info
+        specs = dict(pending)
+        attempts, attempts_name = _start_attempts()
+        pids: dict[str, set[int]] = {}
+        stats: list[str] = []
+        suspects: set[int] = set()
+        failures = {"rounds": 0, "failed_passes": 0, "isolated": [], "crashed": 0}
+        idle = 0
+        try:
+            while True:
+                failures["rounds"] += 1
+                done = staging.finished()
+                before = len(done & specs.keys())
+                todo = [(k, spec) for k, spec in pending if k not in done and k not in suspects]
+                error: BaseException | None = None
+                if todo:
+                    try:
+                        stats.append(self._pass(recipe, staging, stages, plan, todo, attempts_name, suspects, pids,
+                                                on_done))
+                    except Exception as exc:  # noqa: BLE001 - only worker deaths are retried; the rest re-raise
+                        if not worker_failure(exc):
+                            raise
+                        error = exc
+                        failures["failed_passes"] += 1
+                        log.warning("a Ray worker died and the pass failed (%s); the chunks not finished run again",
+                                    _first_line(exc))
+                starts, rows = ray.get(attempts.report.remote())
+                done = staging.finished()
+                for key, n in starts.items():  # a failed pass: the chunks that died CRASH_LIMIT times are isolated
+                    k = int(key.partition(":")[2])
+                    if n >= CRASH_LIMIT and k in specs and k not in done:
+                        suspects.add(k)
+                crashed = sorted(k for k in suspects if k not in done)
+                if crashed:
+                    failures["isolated"] += crashed
+                    failures["crashed"] += self._isolate(recipe, staging, plan, specs, crashed, rows, on_done)
+                done = staging.finished()
+                if all(k in done for k in specs):
+                    break
+                idle = idle + 1 if len(done & specs.keys()) == before else 0
+                if idle >= IDLE_ROUNDS:
+                    left = len(specs.keys() - done)
+                    why = _first_line(error) if error is not None else "chunks did not finish"
+                    raise WorkerFailureError(
+                        f"Ray workers kept failing ({why}); {left} chunks are not finished, the others are staged: "
+                        "rerun the same command to resume")
+        finally:
+            try:
+                ray.kill(attempts)
+            except Exception:  # pragma: no cover - gone with the session
+                pass
+        for s in info["stages"]:
+            s["pids"] = sorted(pids.get(s["name"], ()))
+        info["ray_stats"] = "\n".join(stats)
+        info["failures"] = failures
+        return info
+
+    def _pass(self, recipe: Recipe, staging: Staging, stages: list[StageSpec], plan: list[dict[str, Any]],
+              todo: list[tuple[int, dict]], attempts_name: str, suspects: set[int], pids: dict[str, set[int]],
+              on_done: Callable[[dict[str, Any]], None]) -> str:
+        """One Ray Data pass over ``todo``; chunks handed back as crashed go to ``suspects``; returns the stats."""
+        import ray
+        import ray.data
+
+        from curation.engine.ray_session import worker_runtime_env
+
         out_dir = str(staging.out)  # a folder or an object-store URI: each actor stages to it
-        items = [{"chunk": k, "spec": json.dumps(spec)} for k, spec in pending]
+        items = [{"chunk": k, "spec": json.dumps(spec)} for k, spec in todo]
         ds = ray.data.from_items(items, override_num_blocks=len(items))
+        env = worker_runtime_env()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             for j, (stage, p) in enumerate(zip(stages, plan)):
@@ -177,26 +449,111 @@ class RayEngine:
                 )
                 if p["num_gpus"]:
                     kwargs["num_gpus"] = p["num_gpus"]
-                cls = _stage_class(recipe, out_dir, stage, j, j == len(stages) - 1)
+                cls = _stage_class(recipe, out_dir, stage, j, j == len(stages) - 1, attempts_name)
+                # a dead actor is restarted (on another node if its own went away) and its chunk retried there;
+                # a chunk that keeps killing its workers comes back as a crashed record (CRASH_LIMIT), not a loop
+                remote = dict(max_restarts=ACTOR_RESTARTS, max_task_retries=TASK_RETRIES)
+                if env:
+                    remote["runtime_env"] = env
                 try:
-                    # a crashed actor (a decoder segfault on a poisoned file) fails the job instead of
-                    # retrying the same chunk forever; the rerun resumes from the staged chunks
-                    ds = ds.map_batches(cls, max_restarts=0, **kwargs)
+                    ds = ds.map_batches(cls, **remote, **kwargs)
                 except TypeError:  # a Ray without per-call remote args
                     ds = ds.map_batches(cls, **kwargs)
-        pids: dict[str, set[int]] = {}
         for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
             for record in batch.column("counts").to_pylist():
                 counts = json.loads(record)
-                if _USER_ERROR in counts:
-                    raise _USER_ERRORS.get(counts["class"], UserError)(counts[_USER_ERROR])
+                _raise_user_error(counts)
+                if _CRASHED in counts:
+                    suspects.add(int(counts[_CRASHED]))
+                    continue
                 for j, st in (counts.get("stages") or {}).items():
                     pids.setdefault(stages[int(j)].name, set()).add(int(st["pid"]))
                 on_done(counts)
-        for s in info["stages"]:
-            s["pids"] = sorted(pids.get(s["name"], ()))
         try:
-            info["ray_stats"] = ds.stats()
+            return ds.stats()
         except Exception:  # pragma: no cover - stats are informative only
-            info["ray_stats"] = ""
-        return info
+            return ""
+
+    def _isolate(self, recipe: Recipe, staging: Staging, plan: list[dict[str, Any]], specs: dict[int, dict],
+                 chunks: list[int], rows: dict[int, int], on_done: Callable[[dict[str, Any]], None]) -> int:
+        """Bisect the rows of ``chunks`` in single-use tasks, stage each chunk merged; returns the rows ledgered
+        as ``decode/crash``. A part of several rows that kills its worker is split in halves at once (a retry of
+        an innocent part costs no more than its halves); a single row is ledgered after CRASH_LIMIT deaths."""
+        import ray
+
+        from curation.engine.ray_session import worker_runtime_env
+
+        options: dict[str, Any] = dict(num_cpus=max(p["num_cpus"] for p in plan), max_retries=0)
+        if any(p["num_gpus"] for p in plan):
+            options["num_gpus"] = max(p["num_gpus"] for p in plan)
+        env = worker_runtime_env()
+        if env:
+            options["runtime_env"] = env
+        task = ray.remote(_isolated).options(**options)
+        js = recipe_json(recipe)
+        results: dict[int, list[tuple[int, dict]]] = {k: [] for k in chunks}
+        open_parts = {k: 0 for k in chunks}
+        inflight: dict[Any, _Part] = {}
+        crashed = 0
+
+        def submit(part: _Part) -> None:
+            ref = task.remote(js, recipe.base_dir, part.k, specs[part.k], part.lo, part.hi, part.mode)
+            inflight[ref] = part
+            open_parts[part.k] += 1
+
+        def split(k: int, lo: int, hi: int) -> None:
+            if hi - lo <= 1:
+                submit(_Part(k, lo, hi))
+            else:
+                mid = (lo + hi) // 2
+                submit(_Part(k, lo, mid))
+                submit(_Part(k, mid, hi))
+
+        for k in chunks:
+            if k in rows:
+                split(k, 0, rows[k])
+            else:  # it crashed before its rows were known (or its reader crashed): count them first
+                submit(_Part(k, 0, None, mode="rows"))
+        while inflight:
+            ready, _ = ray.wait(list(inflight), num_returns=1)
+            part = inflight.pop(ready[0])
+            open_parts[part.k] -= 1
+            try:
+                out = ray.get(ready[0])
+            except Exception as exc:  # noqa: BLE001 - only worker deaths are bisected; the rest re-raise
+                if not worker_failure(exc):
+                    raise
+                if part.mode != "run" or part.hi is None:  # reading alone killed it
+                    if part.deaths + 1 >= CRASH_LIMIT:
+                        src = recipe.sources[specs[part.k]["source"]].name
+                        raise WorkerFailureError(
+                            f"chunk {part.k} of source {src!r} kills its worker while being read "
+                            f"({_first_line(exc)}); the other chunks are staged: rerun to resume") from None
+                    submit(replace(part, deaths=part.deaths + 1))
+                elif part.hi - part.lo > 1:
+                    split(part.k, part.lo, part.hi)
+                elif part.deaths + 1 < CRASH_LIMIT:
+                    submit(replace(part, deaths=part.deaths + 1))
+                else:
+                    submit(_Part(part.k, part.lo, part.hi, mode="crash"))
+                continue
+            _raise_user_error(out)
+            if part.mode == "rows":
+                split(part.k, 0, int(out["rows"]))
+                continue
+            results[part.k].append((part.lo, out))
+            crashed += int(out["counts"].get(_CRASHED, 0))
+            if open_parts[part.k] == 0:
+                k = part.k
+                kept, ledger, counts = merge_parts(recipe, k, specs[k], results.pop(k))
+                staging.write_chunk(k, kept, ledger, counts)
+                on_done(counts)
+        if crashed:
+            log.warning("%d inputs killed their worker every time they ran; ledgered as %s/%s", crashed,
+                        CRASH_STAGE, CRASH_REASON)
+        return crashed
+
+
+def _first_line(exc: BaseException | None) -> str:
+    text = f"{type(exc).__name__}: {exc}" if exc is not None else ""
+    return text.strip().splitlines()[0][:300] if text.strip() else ""

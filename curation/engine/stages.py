@@ -131,7 +131,7 @@ class ChunkState:
     def to_record(self) -> dict[str, Any]:
         import json
 
-        ledger = _concat_ledgers(self.ledgers)
+        ledger = concat_ledgers(self.ledgers)
         return {"chunk": self.k, "spec": json.dumps(self.spec), "kept": table_bytes(self.kept),
                 "ledger": table_bytes(ledger), "counts": json.dumps(self.counts)}
 
@@ -143,7 +143,8 @@ class ChunkState:
                    [bytes_table(bytes(rec["ledger"]))], json.loads(str(rec["counts"])))
 
 
-def _concat_ledgers(ledgers: list[pa.Table]) -> pa.Table:
+def concat_ledgers(ledgers: list[pa.Table]) -> pa.Table:
+    """One chunk's ledger from its parts (stages, or isolated row ranges), in input order."""
     parts = [t for t in ledgers if t.num_rows] or [STAGED_LEDGER_SCHEMA.empty_table()]
     ledger = pa.concat_tables(parts, promote_options="default") if len(parts) > 1 else parts[0]
     if ledger.num_rows > 1:
@@ -195,11 +196,16 @@ class StageRunner:
         state.counts["stages"][str(self.index)] = {"pid": os.getpid(), "seconds": round(dt, 4)}
         return state
 
+    def result(self, state: ChunkState) -> tuple[pa.Table, pa.Table, dict[str, Any]]:
+        """The last stage's output unstaged: (kept rows, ledger rows, counts); the Ray engine's crash
+        isolation merges the results of a chunk's parts before staging it (curation.engine.ray_engine)."""
+        ledger = concat_ledgers(state.ledgers)
+        kept = state.kept.drop_columns([c for c in DECISION_COLUMNS if c in state.kept.column_names])
+        return kept, ledger, {**state.counts, "kept": kept.num_rows, "dropped": ledger.num_rows}
+
     def finish(self, state: ChunkState) -> dict[str, Any]:
         """The last stage's output: stage the chunk, return its counts."""
-        ledger = _concat_ledgers(state.ledgers)
-        kept = state.kept.drop_columns([c for c in DECISION_COLUMNS if c in state.kept.column_names])
-        counts = {**state.counts, "kept": kept.num_rows, "dropped": ledger.num_rows}
+        kept, ledger, counts = self.result(state)
         assert self.staging is not None
         self.staging.write_chunk(state.k, kept, ledger, counts)
         return counts
