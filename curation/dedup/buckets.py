@@ -34,34 +34,28 @@ def group_bounds(*cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _pair_chunks(starts: np.ndarray, sizes: np.ndarray, limit: int = PAIR_CHUNK) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """All within-group pairs, in chunks of about `limit` pairs; a huge group is cut by rows."""
+    """All within-group pairs, in chunks of at most about ``2 * limit`` pairs; a huge group is cut by rows.
+
+    Chunk boundaries come from cumulative pair counts (no Python loop per group
+    or per row): a partition of a million images has hundreds of thousands of buckets.
+    """
+    starts = np.asarray(starts, dtype=np.int64)
+    sizes = np.asarray(sizes, dtype=np.int64)
     npairs = sizes * (sizes - 1) // 2
-    i = 0
-    while i < starts.size:
-        if npairs[i] > limit:
-            s, m = int(starts[i]), int(sizes[i])
-            row = 0
-            while row < m - 1:
-                # rows row..end such that the pair count stays near the limit
-                take, acc = 0, 0
-                while row + take < m - 1 and acc + (m - 1 - row - take) <= max(limit, m):
-                    acc += m - 1 - row - take
-                    take += 1
-                firsts = np.arange(row, row + take)
-                partners = m - 1 - firsts
-                p = np.repeat(s + firsts, partners)
-                q = p + 1 + (np.arange(p.size) - np.repeat(np.cumsum(partners) - partners, partners))
-                yield p, q
-                row += take
-            i += 1
-            continue
-        j, acc = i, 0
-        while j < starts.size and npairs[j] <= limit and acc + npairs[j] <= limit:
-            acc += npairs[j]
-            j += 1
-        j = max(j, i + 1)
-        yield expand_pairs(starts[i:j], sizes[i:j])
-        i = j
+    small = np.flatnonzero(npairs <= limit)
+    if small.size:
+        chunk = np.cumsum(npairs[small]) // max(limit, 1)  # a chunk ends where the running count passes a multiple
+        for seg in np.split(small, np.flatnonzero(np.diff(chunk)) + 1):
+            yield expand_pairs(starts[seg], sizes[seg])
+    for g in np.flatnonzero(npairs > limit):
+        s, m = int(starts[g]), int(sizes[g])
+        partners = m - 1 - np.arange(m - 1, dtype=np.int64)  # row r pairs with the m - 1 - r rows after it
+        cut = np.cumsum(partners) // max(limit, m)
+        for rows in np.split(np.arange(m - 1, dtype=np.int64), np.flatnonzero(np.diff(cut)) + 1):
+            part = partners[rows]
+            p = np.repeat(s + rows, part)
+            q = p + 1 + (np.arange(p.size) - np.repeat(np.cumsum(part) - part, part))
+            yield p, q
 
 
 def _seq_matrix(col: pa.ChunkedArray, length: int) -> tuple[np.ndarray, np.ndarray]:
