@@ -39,7 +39,7 @@ from media.files import DEFAULT_MAX_PIXELS, MediaError, check_file, read_bytes
 from media.image import ImageInfo, _decode_errors, _load_image, draft_scale, reduce_image
 from media.pdf import PdfPage, open_pdf, pdf_pages, render_pdf_page
 from media.refs import ref_source
-from media.thumbs import color_thumb, grey_thumb
+from media.thumbs import box_thumb, color_thumb, grey_thumb
 from media.video import _fit, _resize_frames, count_decoded_frames, sample_frame_indices
 from media.scenes import sample_video
 
@@ -50,6 +50,7 @@ class DecodeNeeds:
 
     grey_side: int | None = None  # grey ("L") image, longer side at most this (analyzers)
     rgb_side: int | None = None  # RGB image, longer side at most this (pHash, colour, thumbnails)
+    verify_side: int | None = None  # square grey BOX thumbnail of that RGB image (dedup verification, crop windows)
     full_pixels: bool = False  # exact pixel hash: one full decode, its RGB pixel digest kept
     byte_digest: bool = False  # XXH3-128 of the encoded bytes (media.digests)
     keep_bytes: bool = False  # keep the encoded bytes (embedding in the manifest)
@@ -74,6 +75,7 @@ class DecodeNeeds:
         pages = -1 if -1 in (self.pages, other.pages) else max(self.pages, other.pages)
         return DecodeNeeds(
             grey_side=top(self.grey_side, other.grey_side), rgb_side=top(self.rgb_side, other.rgb_side),
+            verify_side=top(self.verify_side, other.verify_side),
             full_pixels=self.full_pixels or other.full_pixels, byte_digest=self.byte_digest or other.byte_digest,
             keep_bytes=self.keep_bytes or other.keep_bytes, max_pixels=min(budgets) if budgets else None,
             pages=pages, page_side=top(self.page_side, other.page_side), page_text=self.page_text or other.page_text,
@@ -120,9 +122,11 @@ class DecodedMedia:
     info: ImageInfo | None = None
     grey: Image.Image | None = None
     rgb: Image.Image | None = None
+    rgb_grey: Image.Image | None = None  # ``rgb`` in grey ("L"): what every grey thumbnail of it is made from
     pixel_digest: bytes | None = None  # of the full RGB decode (with its shape)
     hash_thumb: np.ndarray | None = None  # float64 [32, 32] grey thumbnail the pHash runs on (media.thumbs)
     color_thumb: np.ndarray | None = None  # uint8 [16, 16, 3] thumbnail for colour moments
+    verify_thumb: np.ndarray | None = None  # uint8 [verify_side, verify_side] grey BOX thumbnail of ``rgb``
     pages: list[PdfPage] | None = None
     renders: dict[int, Any] = field(default_factory=dict)
     video: dict | None = None  # probe_video's dict
@@ -225,8 +229,13 @@ def _decode_image(src: Any, needs: DecodeNeeds, out: DecodedMedia) -> None:
             out.grey = reduce_image(base, needs.grey_side, "L")
         if needs.rgb_side:
             out.rgb = reduce_image(base, needs.rgb_side, "RGB")
-            out.hash_thumb = grey_thumb(out.rgb)
+            # converted to grey once: the pHash thumbnail, the verification thumbnail and the crop-window
+            # thumbnails all start from it (converting is per pixel, so it commutes with their crops)
+            out.rgb_grey = out.rgb.convert("L")
+            out.hash_thumb = grey_thumb(out.rgb_grey)
             out.color_thumb = color_thumb(out.rgb)
+            if needs.verify_side and min(out.rgb.size) >= 2:
+                out.verify_thumb = box_thumb(out.rgb_grey, needs.verify_side)
 
 
 def _like_draft(full: Image.Image, info: ImageInfo, side: int | None) -> Image.Image:

@@ -23,3 +23,10 @@ def color_thumb(img: Image.Image) -> np.ndarray:
     if img.mode != "RGB":
         img = img.convert("RGB")
     return np.asarray(img.resize((COLOR, COLOR), Image.Resampling.BOX), dtype=np.uint8)
+
+
+def box_thumb(img: Image.Image, side: int) -> np.ndarray:
+    """A square grey BOX thumbnail, ``uint8[side, side]`` (dedup's verification thumbnail, ``sig_vthumb``)."""
+    if img.mode != "L":
+        img = img.convert("L")
+    return np.asarray(img.resize((side, side), Image.Resampling.BOX), dtype=np.uint8)

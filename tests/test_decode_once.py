@@ -178,8 +178,11 @@ def test_decode_threads_never_exceed_the_cpus_allowed():
 
 def test_shared_decode_serves_every_need_from_one_decode(tmp_path):
     folder = _images(tmp_path)
+    from curation.dedup import verify as V
+    from media.thumbs import grey_thumb
+
     shared = SharedDecode(DecodeNeeds(grey_side=128, max_pixels=10**8))
-    shared.want(DecodeNeeds(rgb_side=64, full_pixels=True, byte_digest=True))
+    shared.want(DecodeNeeds(rgb_side=64, full_pixels=True, byte_digest=True, verify_side=48))
     ref = {"kind": "image", "uri": str(folder / "a.jpg")}
     counters.reset()
     got = decode_media(ref, shared.needs)
@@ -187,6 +190,10 @@ def test_shared_decode_serves_every_need_from_one_decode(tmp_path):
     assert got.grey.mode == "L" and max(got.grey.size) == 128
     assert got.rgb.mode == "RGB" and max(got.rgb.size) == 64
     assert got.hash_thumb.shape == (32, 32) and got.color_thumb.shape == (16, 16, 3)
+    # every grey thumbnail starts from one grey conversion of the RGB reduction, with the same values
+    assert np.array_equal(got.rgb_grey, got.rgb.convert("L"))
+    assert np.array_equal(got.hash_thumb, grey_thumb(got.rgb))
+    assert np.array_equal(got.verify_thumb, V.verify_thumb(got.rgb))
     assert got.pixel_digest is not None and len(got.byte_digest) == 16
     # a missing file is an error on the record, never an exception
     bad = decode_media({"kind": "image", "uri": str(folder / "nope.jpg")}, shared.needs)
@@ -211,3 +218,19 @@ def test_simplejpeg_and_pillow_decode_identical_pixels(tmp_path, monkeypatch):
     for a, b in zip(fast + reduced, slow + slow_reduced):
         assert a.pixel_digest == b.pixel_digest
         assert np.array_equal(np.asarray(a.grey), np.asarray(b.grey))
+
+
+def test_integer_scores_equal_the_float_definitions():
+    """Sharpness and low-information scores of 8-bit grey images come from exact integer sums (cheaper than
+    ndarray.var on small images); they are the float32 definitions up to float32 rounding."""
+    from curation.filters.common import laplacian_variance, low_info_score
+
+    rng = np.random.default_rng(5)
+    for h, w in ((128, 96), (3, 3), (2, 50), (1, 1), (40, 7)):
+        g = rng.integers(0, 256, (h, w), dtype=np.uint8)
+        f = g.astype(np.float32)
+        lap = f[:-2, 1:-1] + f[2:, 1:-1] + f[1:-1, :-2] + f[1:-1, 2:] - 4 * f[1:-1, 1:-1]
+        want = float(lap.var()) if min(h, w) >= 3 else 0.0
+        assert laplacian_variance(g) == pytest.approx(want, rel=1e-5, abs=1e-9)
+        assert low_info_score(g) == pytest.approx(max(0.0, 1 - float(f.std()) / 32), abs=1e-6)
+    assert low_info_score(np.full((9, 9), 77, np.uint8)) == 1.0 and laplacian_variance(np.zeros((9, 9), np.uint8)) == 0

@@ -238,3 +238,39 @@ def test_exif_orientation_fast_path_reads_both_byte_orders_and_tolerates_garbage
     assert _exif_orientation(ifd("<", [(0x010F, 3, 2)])) == 1
     assert _exif_orientation(b"Exif\0\0garbage") == 1
     assert _exif_orientation(ifd("<", [(0x0112, 3, 3)])[:20]) == 1  # truncated IFD
+
+
+@pytest.mark.parametrize("backend", ["decord", "av"])
+def test_video_bytes_decode_as_the_path_does(clip, backend):
+    """The shared decode reads a video once and decodes its bytes (decord through a memory file, PyAV a BytesIO)."""
+    if backend == "decord":
+        pytest.importorskip("decord")
+    data = clip.read_bytes()
+    assert M.probe_video(data, label="c.mp4") == M.probe_video(clip)
+    for side in (None, 48):
+        a = M.read_video_frames(data, [0, 7, 19], max_side=side, backend=backend, label="c.mp4")
+        b = M.read_video_frames(clip, [0, 7, 19], max_side=side, backend=backend)
+        assert np.array_equal(a, b)
+    assert M.count_decoded_frames(data) == 20
+    # a container cut short, as bytes: a MediaError naming the label (never a crash of the process)
+    with pytest.raises(M.MediaError) as exc:
+        M.read_video_frames(data[: len(data) // 2], [0, 19], backend=backend, label="cut.mp4")
+    assert exc.value.reason == "undecodable" and exc.value.detail.startswith("cut.mp4: ")
+    with pytest.raises(M.MediaError) as exc:
+        M.read_video_frames(b"", [0], backend=backend, label="empty.mp4")
+    assert exc.value.reason == "zero_bytes"
+
+
+def test_image_pixel_digest_is_the_digest_of_the_rgb_array():
+    """Pixels are hashed straight from Pillow's packer, in pieces: the digest of ``np.asarray(im)`` all the same,
+    also for an image Pillow stores in several memory blocks."""
+    from media.digests import image_pixel_digest, pixel_digest
+
+    rng = np.random.default_rng(3)
+    small = Image.fromarray(rng.integers(0, 256, (37, 53, 3), dtype=np.uint8))
+    large = Image.fromarray(rng.integers(0, 256, (1800, 2600, 3), dtype=np.uint8))  # 18 MB as RGBX: multi-block
+    for im in (small, large, small.transpose(Image.Transpose.ROTATE_90), Image.new("RGB", (1, 1), (9, 8, 7))):
+        assert image_pixel_digest(im) == pixel_digest(np.asarray(im))
+    assert image_pixel_digest(small) != image_pixel_digest(small.transpose(Image.Transpose.ROTATE_90))
+    with pytest.raises(ValueError):
+        image_pixel_digest(small.convert("L"))

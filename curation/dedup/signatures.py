@@ -38,13 +38,16 @@ import pyarrow as pa
 from curation.dedup import verify as V
 from curation.dedup.config import DedupConfig
 from curation.dedup.minhash import EMPTY, minhash_signatures, normalize_text
-from curation.dedup.phash import DECODE_SIDE, chroma_moments, color_thumb, frames_to_thumbs, phash_thumbs, thumbnail
+from curation.dedup.phash import (
+    DECODE_SIDE, chroma_moments, color_thumb, frames_to_thumbs, phash_thumbs, thumbnail, window_thumbs,
+)
 from curation.operators import Operator
 import media as M
 from media import refs as R
 from media.decoded import DecodedMedia, DecodeNeeds, SharedDecode, media_kind, row_positions, with_needs
 from media.digests import digest, file_digest, pixel_digest  # noqa: F401 (re-exported)
 from media.image import reduce_image
+from media.thumbs import box_thumb
 from PIL import Image
 
 HASH_BYTES = 16
@@ -122,9 +125,12 @@ class MediaSignatures(Operator):
 
     def needs(self) -> DecodeNeeds:
         """What these signatures read from each input (merged into the chain's shared decode)."""
+        img = self.config.image
+        thumbs = self.want_phash and (img.verify or (img.crops and img.enabled))
         return DecodeNeeds(
             byte_digest=self.config.exact_cfg.bytes, full_pixels=self.want_pixels,
             rgb_side=DECODE_SIDE if self.want_phash else None,
+            verify_side=V.VERIFY_SIDE if thumbs else None,
             pages=self.config.image.max_items if self.want_phash else 0,
             page_side=DECODE_SIDE if self.want_phash else None,
             video_frames=(self.config.video.frames,) if self.want_video else (), video_side=DECODE_SIDE,
@@ -140,7 +146,7 @@ class MediaSignatures(Operator):
         thumbs: list[np.ndarray] = []
         colors: list[np.ndarray] = []
         owners: list[int] = []  # row of each image thumbnail
-        self._verify = V.Collector(self.config.image.verify, self.config.image.crops and self.config.image.enabled)
+        self._verify = _VerifyThumbs(self.config.image.verify, self.config.image.crops and self.config.image.enabled)
         for row, items in enumerate(media):
             out = self._row(items or [], positions[row], thumbs, colors, owners, row)
             for name in MEDIA_COLUMNS:
@@ -214,9 +220,10 @@ class MediaSignatures(Operator):
                     if n_images >= cfg.image.max_items or not want_phash:
                         continue
                     img = self._page(ref, got)
-                    thumbs.append(thumbnail(img))
+                    grey = img.convert("L")  # once, for the pHash and the verification thumbnails
+                    thumbs.append(thumbnail(grey))
                     colors.append(color_thumb(img))
-                    self._verify.add(img)
+                    self._verify.add(box_thumb(grey, V.VERIFY_SIDE) if min(img.size) >= 2 else None, grey)
                     owners.append(row)
                     n_images += 1
                     continue
@@ -227,7 +234,11 @@ class MediaSignatures(Operator):
                 if want_phash and n_images < cfg.image.max_items and got.hash_thumb is not None:
                     thumbs.append(got.hash_thumb)
                     colors.append(got.color_thumb)
-                    self._verify.add(got.rgb)  # the same reduction the pHash thumbnail came from
+                    # from the same reduction the pHash thumbnail came from (the shared decode made it)
+                    vthumb = got.verify_thumb
+                    if vthumb is None and got.rgb is not None and min(got.rgb.size) >= 2:
+                        vthumb = box_thumb(got.rgb, V.VERIFY_SIDE)  # a decode made for other needs
+                    self._verify.add(vthumb, got.rgb_grey if got.rgb_grey is not None else got.rgb)
                     owners.append(row)
                     n_images += 1
             except (M.MediaError, OSError, ValueError):
@@ -247,6 +258,40 @@ class MediaSignatures(Operator):
             return reduce_image(got.page_image(int(ref.get("page") or 0)), DECODE_SIDE, "RGB")
         except KeyError:  # a page past the ones the chain rendered: render it now
             return R.decode_image_ref(ref, max_side=DECODE_SIDE)
+
+
+class _VerifyThumbs(V.Collector):
+    """:class:`curation.dedup.verify.Collector` fed with the shared decode's verification thumbnails.
+
+    :meth:`add` takes each hashed image's 48-px grey thumbnail (``verify_thumb``,
+    from the same reduction as its pHash; None for an image under 2 px).
+    :meth:`columns` makes the crop-window thumbnails of the whole batch at
+    once, resampled from the stacked thumbnails in two matrix products
+    (:func:`curation.dedup.phash.window_thumbs`) instead of six crops and six
+    resizes per image, and leaves the rest to the collector. An image smaller
+    than the thumbnail (which would only upsample it) is cropped as before.
+    """
+
+    def __init__(self, verify: bool, crops: bool) -> None:
+        super().__init__(verify, crops)
+        self.bases: list[np.ndarray | None] = []
+        self.small: dict[int, np.ndarray] = {}  # window thumbnails of images under VERIFY_SIDE, by position
+
+    def add(self, vthumb: np.ndarray | None, img: Image.Image | None = None) -> None:  # type: ignore[override]
+        """One hashed image: its verification thumbnail and the reduction it came from (grey or RGB)."""
+        if self.crops and vthumb is not None and img is not None and min(img.size) < V.VERIFY_SIDE:
+            self.small[len(self.thumbs)] = np.stack([thumbnail(w) for w in V.window_images(img)])
+        self.thumbs.append(vthumb.tobytes() if vthumb is not None and self.verify else None)
+        self.bases.append(vthumb if self.crops else None)
+        self.windows.append(None)
+
+    def columns(self, owners: list[int], n_rows: int) -> tuple[list, list]:
+        have = [k for k, b in enumerate(self.bases) if b is not None]
+        if have:
+            stacks = window_thumbs(np.stack([self.bases[k] for k in have]), V.WINDOWS[1:])
+            for k, stack in zip(have, stacks):
+                self.windows[k] = self.small.get(k, stack)
+        return super().columns(owners, n_rows)
 
 
 class TextSignatures(Operator):
