@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -68,6 +69,9 @@ def evaluate(results: Sequence[dict[str, Any]], finding: Finding) -> dict[str, A
     arm, base = arm_runs(results, finding, "arm"), arm_runs(results, finding, "baseline")
     a, b = _metric(arm, finding.metric), _metric(base, finding.metric)
     paired = compare(a, b, finding.direction, resamples=RESAMPLES, seed=BOOTSTRAP_SEED)
+    unlearned = _unlearned(arm, base, finding.learned or {})
+    if unlearned and len(paired.seeds) >= MIN_PAIRS:
+        paired = replace(paired, verdict="inconclusive", reason=unlearned)
     cost = {side: {c: _metric(runs, c) for c in COST} for side, runs in (("arm", arm), ("baseline", base))}
     return {
         "name": finding.name, "claim": finding.claim, "experiment": finding.experiment, "metric": finding.metric,
@@ -75,6 +79,18 @@ def evaluate(results: Sequence[dict[str, Any]], finding: Finding) -> dict[str, A
         "arm_values": a, "baseline_values": b, **paired.to_dict(), "cost": cost,
         "arm_runs": sorted(r["run_id"] for r in arm.values()), "baseline_runs": sorted(r["run_id"] for r in base.values()),
     }
+
+
+def _unlearned(arm: dict[int, dict[str, Any]], base: dict[int, dict[str, Any]], learned: dict[str, float]) -> str:
+    """Why neither arm counts as having learned the task ('' when one did, or when no threshold is set)."""
+    if not arm or not base:
+        return ""
+    for metric, floor in learned.items():
+        means = [float(np.mean(list(v.values()))) if v else float("nan") for v in (_metric(arm, metric), _metric(base, metric))]
+        if not any(m >= floor for m in means if math.isfinite(m)):
+            return (f"neither arm learned the task: mean {metric} {means[0]:.3f} (arm) and {means[1]:.3f} (baseline), "
+                    f"both under {floor:g}; a difference between two arms that did not learn is not evidence")
+    return ""
 
 
 def _fmt_diff(x: float) -> str:

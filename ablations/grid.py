@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from manifests.config import load_yaml_file, validation_error
 from manifests.errors import RecipeError
 
-TASK_KINDS = ("read", "locate", "count", "caption", "manifest")
+TASK_KINDS = ("read", "locate", "count", "colors", "caption", "manifest")
 
 
 class _Strict(BaseModel):
@@ -30,13 +30,13 @@ class _Strict(BaseModel):
 class TaskSpec(_Strict):
     """Where the samples come from: a built-in generator or a manifest of image/video + text rows."""
 
-    kind: Literal["read", "locate", "count", "caption", "manifest"]
+    kind: Literal["read", "locate", "count", "colors", "caption", "manifest"]
     manifest: Optional[str] = Field(None, description="manifest directory (caption/manifest kinds), relative to the grid file")
     text: Optional[str] = Field(
         None, description="read: text source (.txt, .jsonl with a text field, or a text manifest); default: installed licence texts"
     )
     backgrounds: Optional[str] = Field(
-        None, description="locate/count: folder or manifest of real images used as backgrounds; default: images shipped in installed packages"
+        None, description="locate/count/colors: folder or manifest of real images used as backgrounds (colors also takes 'paper'); default: images shipped in installed packages"
     )
     media: Literal["image", "video"] = "image"
     train: int = Field(512, ge=1, description="training samples to generate (or at most to use from a manifest)")
@@ -44,11 +44,14 @@ class TaskSpec(_Strict):
     width: int = Field(128, ge=16, description="generated image width in pixels")
     height: int = Field(128, ge=16, description="generated image height in pixels")
     regions: int = Field(2, ge=1, le=6, description="locate: the image is cut into regions x regions cells")
-    max_count: int = Field(5, ge=1, le=20, description="count: at most this many marked objects")
+    max_count: int = Field(5, ge=1, le=20, description="count/colors: at most this many marked objects (colors: discs per image)")
     max_words: int = Field(2, ge=1, le=12, description="read: words per snippet (1..max_words)")
     max_chars: int = Field(16, ge=1, le=200, description="read: longest snippet in characters")
     font_size: tuple[int, int] = Field((14, 28), description="read: smallest and largest font size in pixels")
     frames: int = Field(6, ge=1, le=64, description="video tasks: frames (one word or one object per frame), at 1 fps")
+    mark_px: Optional[tuple[int, int]] = Field(
+        None, description="colors: smallest and largest disc radius in pixels (default: 15-30% of a cell)"
+    )
     seed: int = 0
 
     @field_validator("font_size")
@@ -62,8 +65,8 @@ class TaskSpec(_Strict):
     def _needs_manifest(self) -> "TaskSpec":
         if self.kind in ("caption", "manifest") and not self.manifest:
             raise ValueError(f"task kind {self.kind!r} needs a manifest path")
-        if self.media == "video" and self.kind not in ("read", "count", "manifest"):
-            raise ValueError(f"media: video is supported for read, count and manifest tasks, not {self.kind!r}")
+        if self.media == "video" and self.kind not in ("read", "count", "colors", "manifest"):
+            raise ValueError(f"media: video is supported for read, count, colors and manifest tasks, not {self.kind!r}")
         return self
 
 
@@ -205,6 +208,11 @@ class Finding(_Strict):
     arm: dict[str, Any] = Field(description="axis values of the arm the paper favours")
     baseline: dict[str, Any] = Field(description="axis values of the arm it is compared with")
     why: str = Field("", description="why the design gives the finding room to show, and what scale it would need otherwise")
+    learned: Optional[dict[str, float]] = Field(
+        None,
+        description="{metric: minimum}: the task counts as learned when at least one arm's mean reaches it; "
+        "otherwise the verdict is inconclusive (a difference between two arms at chance is noise, whatever its interval)",
+    )
 
 
 class Grid(_Strict):
@@ -236,7 +244,7 @@ class Grid(_Strict):
                 if e.task is None and self.task is None:
                     raise ValueError(f"experiment {e.name!r} has no task and the grid names none")
         elif self.task is None:
-            raise ValueError("a grid needs a task (read, locate, count, caption or a manifest path)")
+            raise ValueError("a grid needs a task (read, locate, count, colors, caption or a manifest path)")
         if len({f.name for f in self.findings}) != len(self.findings):
             raise ValueError("finding names must be unique")
         return self

@@ -9,6 +9,12 @@
   positional tokens are the cheapest way to the answer.
 - ``count``: how many red discs (among blue squares) over a real photo; as a
   video, in how many frames a red disc appears (frame averaging blurs it).
+- ``colors``: the colours of 1..max_count discs over a real photo, left to
+  right; as a video, one disc per frame and the colours in frame order. Colour
+  is learned in a few hundred steps from scratch, where letter shapes are not,
+  so the task isolates what a tokenization choice keeps: averaging two frames
+  blends two colours and loses their order, small discs shrink under an
+  unsplit downscale.
 
 Each generator is deterministic in ``TaskSpec.seed``; the manifest is written
 once per spec (its folder name carries a hash of the spec) and reused, so
@@ -42,6 +48,10 @@ READ_VIDEO_QUESTION = "Which words are shown in the video, in order?"
 LOCATE_QUESTION = "Where is the red disc? Answer with its row and column."
 COUNT_QUESTION = "How many red discs are there?"
 COUNT_VIDEO_QUESTION = "In how many frames does a red disc appear?"
+COLORS_QUESTION = "Which colors are the discs, from left to right?"
+COLORS_VIDEO_QUESTION = "Which color is the disc in each frame, in order?"
+#: well-separated colours (names are single BPE tokens); yellow+blue and red+green average to greys and browns
+PALETTE = {"red": (220, 30, 30), "green": (30, 160, 60), "blue": (40, 80, 220), "yellow": (235, 200, 20), "black": (20, 20, 20)}
 
 
 @dataclass
@@ -228,7 +238,57 @@ def _count(ctx: _Context, n: int) -> list[Sample]:
     return out
 
 
-GENERATORS: dict[str, Callable[[_Context, int], list[Sample]]] = {"read": _read, "locate": _locate, "count": _count}
+# --------------------------------------------------------------------------- colors
+def _radius(ctx: _Context, cell: float) -> float:
+    """A disc radius in ``mark_px`` (or 15-30% of the cell), never wider than the cell it must fit in."""
+    lo, hi = ctx.spec.mark_px if ctx.spec.mark_px else (0.15 * cell, 0.3 * cell)
+    return min(float(ctx.rng.uniform(lo, hi)), max(1.0, cell / 2 - 1))
+
+
+def _canvas(ctx: _Context, w: int, h: int) -> Image.Image:
+    return _paper(ctx.rng, w, h) if ctx.spec.backgrounds == "paper" else _photo(ctx, w, h)
+
+
+def _colors(ctx: _Context, n: int) -> list[Sample]:
+    if ctx.spec.backgrounds == "paper":  # blank noisy pages: the disc is the only thing to find
+        ctx.sources["backgrounds"] = "generated paper"
+    else:
+        ctx.backgrounds, ctx.sources["backgrounds"] = load_backgrounds(ctx.spec.backgrounds, ctx.base_dir)
+    spec, rng = ctx.spec, ctx.rng
+    names = list(PALETTE)
+    out = []
+    for _ in range(n):
+        if spec.media == "video":  # 1..frames frames, one disc each, anywhere in the frame
+            k = int(rng.integers(1, spec.frames + 1))
+            picks = rng.integers(len(names), size=k)
+            frames = []
+            for c in picks:
+                img = _canvas(ctx, spec.width, spec.height)
+                rad = _radius(ctx, min(spec.width, spec.height))
+                cx, cy = rng.uniform(rad, spec.width - rad), rng.uniform(rad, spec.height - rad)
+                _disc(ImageDraw.Draw(img), cx, cy, rad, PALETTE[names[c]])
+                frames.append(img)
+            answer = " ".join(names[c] for c in picks)
+            out.append(Sample(COLORS_VIDEO_QUESTION, answer, frames=frames, meta={"discs": k}))
+            continue
+        k = int(rng.integers(1, spec.max_count + 1))  # k discs in k of max_count columns, read left to right
+        cols = np.sort(rng.choice(spec.max_count, size=k, replace=False))
+        picks = rng.integers(len(names), size=k)
+        cw = spec.width / spec.max_count
+        img = _canvas(ctx, spec.width, spec.height)
+        draw = ImageDraw.Draw(img)
+        for col, c in zip(cols, picks):
+            rad = _radius(ctx, min(cw, spec.height))
+            cx = float(np.clip((col + rng.uniform(0, 1)) * cw, col * cw + rad, (col + 1) * cw - rad))
+            cy = float(rng.uniform(rad, spec.height - rad))
+            _disc(draw, cx, cy, rad, PALETTE[names[c]])
+        out.append(Sample(COLORS_QUESTION, " ".join(names[c] for c in picks), image=img, meta={"discs": k}))
+    return out
+
+
+GENERATORS: dict[str, Callable[[_Context, int], list[Sample]]] = {
+    "read": _read, "locate": _locate, "count": _count, "colors": _colors,
+}
 
 
 # --------------------------------------------------------------------------- writing

@@ -271,6 +271,32 @@ def test_generated_tasks_are_deterministic_and_consistent(tmp_path):
     assert [str(m["count"]) for m in metas] == ta.column("text").to_pylist()
 
 
+@pytest.mark.parametrize("media", ["image", "video"])
+def test_colors_task_answers_the_colours_drawn(tmp_path, media):
+    from ablations.tasks import PALETTE
+    from manifests.reader import open_manifest
+
+    spec = TaskSpec(kind="colors", media=media, backgrounds="paper", train=6, val=2, width=64, height=32 if media == "image" else 64,
+                    max_count=3, frames=3, mark_px=(3, 5) if media == "image" else (12, 20), seed=1)
+    t = open_manifest(generate_task(spec, tmp_path, tmp_path / "d")).table()
+    for text, meta, media_refs in zip(t.column("text").to_pylist(), t.column("meta").to_pylist(), t.column("media").to_pylist()):
+        names = text.split(" ")
+        assert set(names) <= set(PALETTE) and len(names) == json.loads(meta)["discs"]
+        if media == "image":
+            assert 1 <= len(names) <= 3 and media_refs[0]["bytes"]
+        else:
+            assert media_refs[0]["frames"] == len(names) <= 3  # one disc, one colour per frame
+    if media == "image":  # the discs' pixels carry the named colours, left to right
+        import io
+
+        from PIL import Image
+
+        arr = np.asarray(Image.open(io.BytesIO(t.column("media").to_pylist()[0][0]["bytes"])).convert("RGB")).astype(int)
+        first = t.column("text").to_pylist()[0].split(" ")[0]
+        dist = np.abs(arr - np.array(PALETTE[first])).sum(-1)
+        assert (dist < 90).sum() >= 9
+
+
 # --------------------------------------------------------------------------- end to end
 def test_micro_grid_end_to_end_and_resume(tmp_path, capsys):
     path = micro_grid(tmp_path, {"positional": ["learned", "none"]})

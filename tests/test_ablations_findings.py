@@ -201,6 +201,21 @@ def test_findings_report_from_constructed_runs(tmp_path, diffs, verdict):
     assert json.loads((tmp_path / "findings.json").read_text())[0]["verdict"] == verdict
 
 
+@pytest.mark.parametrize("floor, verdict", [(0.5, "reproduced"), (0.9, "inconclusive")])
+def test_a_finding_on_a_task_neither_arm_learned_is_inconclusive(tmp_path, floor, verdict):
+    findings = copy.deepcopy(two_arms()["findings"])
+    findings[0]["learned"] = {"exact_match": floor}
+    grid = parse_grid(two_arms(seeds=[0, 1, 2], findings=findings))
+    results = _fake_results([0.2, 0.3, 0.25])  # reproduced on val loss, every seed
+    for r in results:
+        r["metrics"]["exact_match"] = 0.6 if r["axis_values"]["pixel_shuffle"] == 4 else 0.4
+    (e,) = write_findings(tmp_path, grid, results, "# Ablation results: g", plots=False)
+    assert e["verdict"] == verdict
+    if verdict == "inconclusive":
+        assert "neither arm learned the task" in e["reason"] and "0.600 (arm)" in e["reason"]
+        assert "neither arm learned" in (tmp_path / "findings.md").read_text()
+
+
 def test_a_finding_without_finished_runs_is_reported_inconclusive(tmp_path):
     grid = parse_grid(two_arms())
     (e,) = write_findings(tmp_path, grid, _fake_results([0.1])[:1], "# Ablation results: g", plots=False)
