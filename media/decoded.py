@@ -288,8 +288,9 @@ VIDEO_IN_MEMORY_MAX = 256 << 20
 
 class _RecentVideos:
     """The bytes of the clip videos read last, by (path, size, mtime): the clips of one video are rows of their
-    own, and they all decode from one read of its file. At most ``VIDEO_IN_MEMORY_MAX`` bytes in all; a thread
-    asking for a file another thread is reading waits for that read instead of reading it again."""
+    own, and they all decode from one read of its file. At most ``VIDEO_IN_MEMORY_MAX`` bytes in all, and
+    emptied once a chunk is decoded; a thread asking for a file another thread is reading waits for that read
+    instead of reading it again."""
 
     def __init__(self) -> None:
         self._items: dict[tuple[str, int, int], bytes] = {}
@@ -317,6 +318,11 @@ class _RecentVideos:
                     total -= len(self._items.pop(old))
                 self._reading.pop(key, None)
         return data
+
+    def clear(self) -> None:
+        """Forget the bytes held (a chunk is decoded: nothing is held between chunks)."""
+        with self._lock:
+            self._items.clear()
 
 
 _RECENT_VIDEOS = _RecentVideos()
@@ -432,6 +438,7 @@ class SharedDecode:
                  for j, ref in enumerate(items or ()) if needs.wants(media_kind(ref))]
         for (p, j, _), got in zip(tasks, self._map([t[2] for t in tasks])):
             self._store[(p, j)] = got
+        _RECENT_VIDEOS.clear()  # the clips of a video are rows of one chunk: their shared read is done
 
     def _map(self, refs: list[Mapping[str, Any]]) -> Iterable[DecodedMedia]:
         threads = decode_threads(self.requested_threads)

@@ -148,6 +148,7 @@ def test_clips_of_one_video_share_one_read_and_a_large_video_is_streamed(tmp_pat
     counters.reset()
     shared.prepare(table)
     assert counters.snapshot() == {"read.video": 1, "probe.video": 2, "decode.video": 2}
+    assert not D._RECENT_VIDEOS._items  # nothing held once the chunk is decoded
     first, second = shared.get(0, 0, clips[0]), shared.get(1, 0, clips[1])
     assert first.byte_digest == second.byte_digest and first.frame_indices[0] < second.frame_indices[0]
     # over the in-memory cap: hashed while streamed, then the decoders read the path (two reads, counted)
