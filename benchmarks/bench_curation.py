@@ -18,7 +18,8 @@ One run, every figure a ratio measured in that run, on the same files
      chain's merged needs: decode, digests, reductions, thumbnails) and the
      **decoder alone** (read + the decode those needs require, DCT-scaled or
      full): the floor no chain built on these decoders can beat.
-   Reads and decodes per input are counted (:mod:`media.counters`) in the same runs.
+   Reads and decodes per input are counted (:mod:`media.counters`) in the same runs; for the real videos
+   too (one pass of the video chain, counts only).
 2. **Threads**: wall time of the default-filter chain with ``decode.threads``
    = 2 vs 1 (only meaningful on an idle machine).
 3. **Ray** (wall time incl. actor start-up): ``smolcurate curate`` with 1 and 2
@@ -137,6 +138,24 @@ def bench_images(realdata: Path, rounds: int) -> dict:
     return {"files": len(files), "cpu_s": med, "counts": counts}
 
 
+def video_counts(realdata: Path) -> dict:
+    """Reads, probes and frame decodes per video of ``curate`` (default filters, exact and video dedup) on the
+    real videos: counts only (one pass), no timing."""
+    from curation.recipe import parse_recipe
+    from media import counters
+
+    recipe = parse_recipe({"sources": [{"name": "clips", "kind": "video", "path": str(realdata / "videos"),
+                                        "chunk_size": 10_000}], "dedup": {"exact": True, "video": {}}})
+    run, _ = _chain(recipe)
+    counters.reset()
+    with counters.counting() as c:
+        run()
+    from curation.readers.files import KIND_EXTENSIONS, enumerate_files
+
+    n = len(enumerate_files([str(realdata / "videos")], KIND_EXTENSIONS["video"])[1])
+    return {"videos": n, **{k: v / n for k, v in c.items()}}
+
+
 def bench_threads(realdata: Path, rounds: int) -> dict:
     out = {}
     for threads in (1, 2):
@@ -211,6 +230,10 @@ def main() -> int:
                           ("decoder", "decoder alone (read + decode): the floor")):
             print(f"    {what:<46} {n / t[key + ':' + name]:8.1f} images/s  {t['bare'] / t[key + ':' + name]:5.2f}x bare")
         print(f"    per input: {c.get('read.image', 0):.2f} file reads, {c.get('decode.image', 0):.2f} decodes")
+    v = video_counts(args.realdata)
+    print(f"videos ({v['videos']} real files, default filters + exact and video dedup): per input "
+          f"{v.get('read.video', 0):.2f} file reads, {v.get('probe.video', 0):.2f} probes, "
+          f"{v.get('decode.video', 0):.2f} frame decodes")
     th = bench_threads(args.realdata, args.rounds)
     print(f"threads (wall, default filters): 1 thread {th[1]:.3f} s, 2 threads {th[2]:.3f} s -> {th[1] / th[2]:.2f}x")
     if not args.skip_ray:
