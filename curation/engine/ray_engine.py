@@ -322,6 +322,16 @@ def merge_parts(recipe: Recipe, k: int, spec: dict, parts: list[tuple[int, dict]
     return kept, ledger, counts
 
 
+def _raise_if_not_shipped(exc: BaseException) -> None:
+    """A worker that could not import smolcurate (a node the probe did not reach in time): the one-line advice."""
+    from curation.engine.ray_session import SHIP_HINT, missing_module
+
+    problem = missing_module(exc)
+    if problem and any(name in problem for name in ("'curation", "'media", "'manifests", "'tokenization")):
+        raise UserError(f"Ray workers cannot import smolcurate ({problem}); {SHIP_HINT}", field="--ray-address") \
+            from None
+
+
 def _raise_user_error(out: dict[str, Any]) -> None:
     if _USER_ERROR in out:
         raise _USER_ERRORS.get(out["class"], UserError)(out[_USER_ERROR])
@@ -341,8 +351,8 @@ class RayEngine:
     def start(self, address: str | None, workers: int | None) -> int:
         from curation.engine.ray_session import check_workers, cluster_cpus, init_ray
 
-        init_ray(address, None, quiet=True)
-        check_workers()  # a cluster whose workers lack smolcurate: one line saying how to ship it
+        if not init_ray(address, None, quiet=True):  # a Ray this process did not start: can its workers import us?
+            check_workers()  # workers that lack smolcurate: one line saying how to ship it, before any work
         self.workers = min(workers or cluster_cpus(), cluster_cpus())
         return self.workers
 
@@ -365,8 +375,7 @@ class RayEngine:
         from curation.engine.ray_session import _quiet_ray_data
 
         _quiet_ray_data(True)
-        resources = ray.cluster_resources()
-        plan = pool_plan(stages, self.workers, float(resources.get("CPU", 1)), float(resources.get("GPU", 0)))
+        plan = self._plan(stages)
         info: dict[str, Any] = {"stages": [s.as_dict() | p for s, p in zip(stages, plan)]}
         if not pending:
             return info
@@ -384,11 +393,14 @@ class RayEngine:
                 before = len(done & specs.keys())
                 todo = [(k, spec) for k, spec in pending if k not in done and k not in suspects]
                 error: BaseException | None = None
+                if failures["rounds"] > 1:  # after a failure: pools sized for the cluster as it is now
+                    plan = self._plan(stages)
                 if todo:
                     try:
                         stats.append(self._pass(recipe, staging, stages, plan, todo, attempts_name, suspects, pids,
                                                 on_done))
                     except Exception as exc:  # noqa: BLE001 - only worker deaths are retried; the rest re-raise
+                        _raise_if_not_shipped(exc)
                         if not worker_failure(exc):
                             raise
                         error = exc
@@ -425,6 +437,13 @@ class RayEngine:
         info["ray_stats"] = "\n".join(stats)
         info["failures"] = failures
         return info
+
+    def _plan(self, stages: list[StageSpec]) -> list[dict[str, Any]]:
+        import ray
+
+        resources = ray.cluster_resources()
+        cpus = float(resources.get("CPU", 1))
+        return pool_plan(stages, max(1, min(self.workers, int(cpus))), cpus, float(resources.get("GPU", 0)))
 
     def _pass(self, recipe: Recipe, staging: Staging, stages: list[StageSpec], plan: list[dict[str, Any]],
               todo: list[tuple[int, dict]], attempts_name: str, suspects: set[int], pids: dict[str, set[int]],
@@ -521,6 +540,7 @@ class RayEngine:
             try:
                 out = ray.get(ready[0])
             except Exception as exc:  # noqa: BLE001 - only worker deaths are bisected; the rest re-raise
+                _raise_if_not_shipped(exc)
                 if not worker_failure(exc):
                     raise
                 if part.mode != "run" or part.hi is None:  # reading alone killed it

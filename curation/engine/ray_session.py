@@ -30,8 +30,9 @@ def _quiet_ray_data(quiet: bool) -> None:
             setattr(ctx, name, value)
 
 
-def init_ray(address: str | None = None, num_cpus: int | None = None, quiet: bool = True) -> None:
-    """Make sure a Ray is available to this process.
+def init_ray(address: str | None = None, num_cpus: int | None = None, quiet: bool = True) -> bool:
+    """Make sure a Ray is available to this process; True when it started an embedded one (whose workers run
+    this very interpreter, so they import what it imports).
 
     - An already-initialized Ray (a test session, a notebook) is reused as is.
     - ``address`` or ``RAY_ADDRESS`` connects to an existing cluster.
@@ -48,7 +49,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, quiet: boo
         os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
     if ray.is_initialized():
         _quiet_ray_data(quiet)
-        return
+        return False
     target = address or os.environ.get("RAY_ADDRESS") or None
     common = dict(
         include_dashboard=False,
@@ -57,6 +58,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, quiet: boo
         log_to_driver=not quiet,
         configure_logging=True,
     )
+    started = not target
     if target:
         ray.init(address=target, **common)
     else:
@@ -68,6 +70,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, quiet: boo
             **common,
         )
     _quiet_ray_data(quiet)
+    return started
 
 
 def cluster_cpus() -> int:
