@@ -179,3 +179,25 @@ def test_ray_dedup_job_to_s3_equals_local_disk(tmp_path, s3, monkeypatch):
     assert {f"ray/.staging/dedup/buckets/part-{k:05d}.parquet" for k in range(5)} <= written
     assert {f"ray/.staging/dedup/edges/edges-{k:05d}.parquet" for k in range(5)} <= written
     assert not [k for k in s3.keys(bucket) if "/.staging/" in k]  # cleaned after the commit
+
+
+def test_auto_partitions_follow_the_corpus_and_keep_the_result(signatures, tmp_path, monkeypatch):
+    """``partitions: null`` sizes partitions by bucket records (a task's memory stays flat); the result never moves."""
+    from curation.dedup import resolve as resolve_mod
+    from curation.dedup.inputs import input_files
+    from curation.dedup.records import RecordBuilder
+
+    cfg = DedupConfig()
+    assert cfg.partitions is None
+    builder = RecordBuilder(cfg, False)
+    cols = list(resolve_mod.CARRY)
+    assert resolve_mod.auto_partitions(input_files(signatures), builder, cols) == resolve_mod.MIN_PARTITIONS
+    monkeypatch.setattr(resolve_mod, "PARTITION_RECORDS", 20)
+    monkeypatch.setattr(resolve_mod, "MIN_PARTITIONS", 1)
+    small = resolve_mod.auto_partitions(input_files(signatures.slice(0, 10)), builder, cols)
+    large = resolve_mod.auto_partitions(input_files(signatures), builder, cols)
+    assert 1 <= small < large  # more rows, more partitions
+    auto = resolve_duplicates(signatures, cfg, workdir=tmp_path / "auto")
+    assert len(list((tmp_path / "auto" / "buckets").glob("part-*.parquet"))) == large
+    pinned = resolve_duplicates(signatures, DedupConfig(partitions=3), workdir=tmp_path / "pinned")
+    assert auto.equals(pinned)

@@ -10,7 +10,7 @@ from the registry, in registry order, followed by the shared fields
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
@@ -91,8 +91,9 @@ def _fields() -> dict[str, Any]:
         #: existing manifests or parquet files: new samples duplicating them are dropped, never them
         against=(list[str], []),
         decontaminate=(list[Union[str, EvalSetConfig]], []),
-        #: hash partitions of the band buckets; only memory and speed depend on it, never the result
-        partitions=(int, Field(32, ge=1, le=4096)),
+        #: hash partitions of the band buckets; only memory and speed depend on it, never the result.
+        #: null: from the inputs, at least 32 and about 2M bucket records per partition (curation.dedup.resolve)
+        partitions=(Optional[int], Field(None, ge=1, le=4096)),
     )
     return out
 

@@ -58,6 +58,12 @@ __all__ = ["RESULT_SCHEMA", "resolve_duplicates"]
 
 #: sub-folders of the shared area (cleared on a store when the inputs change)
 SHARED_SUBDIRS = ("buckets", "edges", "semantic")
+#: with ``partitions: null``: bucket records per partition aimed at (a task holds ~300 B per record while it
+#: sorts one), and the fewest partitions
+PARTITION_RECORDS = 2_000_000
+MIN_PARTITIONS = 32
+#: input files sampled (first batch each) to estimate the records per row
+SAMPLE_FILES = 16
 
 
 def _serial_map(fn: Callable[[int], Any], items: Sequence[int]) -> list[Any]:
@@ -152,13 +158,14 @@ def _resolve(signatures: Any, cfg: DedupConfig, against: list[str], evals: list[
 
     with_eval = bool(evals)
     read_cols = list(CARRY)
+    builder = RecordBuilder(cfg, with_eval)
+    nparts = cfg.partitions or auto_partitions(files, builder, read_cols)
     # phase 1: scatter
     if not (_done(work, "scatter", fp) and (not area.remote or area.done("buckets/scatter", fp))):
         shutil.rmtree(work / "buckets", ignore_errors=True)
         shutil.rmtree(work / "nodes", ignore_errors=True)
         (work / "nodes").mkdir(parents=True)
-        builder = RecordBuilder(cfg, with_eval)
-        scatter = Scatter(work / "buckets", cfg.partitions)
+        scatter = Scatter(work / "buckets", nparts)
         for fi, f in enumerate(files):
             start = f.offset
             node_parts = []
@@ -174,7 +181,7 @@ def _resolve(signatures: Any, cfg: DedupConfig, against: list[str], evals: list[
             if node_parts:
                 pq.write_table(pa.concat_tables(node_parts), work / "nodes" / f"f-{fi:06d}.parquet")
         scatter.close()
-        for p in range(cfg.partitions):  # tasks read their partition from the shared area
+        for p in range(nparts):  # tasks read their partition from the shared area
             area.upload(work / "buckets" / f"part-{p:05d}.parquet", f"buckets/part-{p:05d}.parquet")
         if area.remote:
             area.mark("buckets/scatter", fp)
@@ -195,7 +202,7 @@ def _resolve(signatures: Any, cfg: DedupConfig, against: list[str], evals: list[
         area.mark(f"edges/p{p:05d}", fp)  # after its files: a marker means they are complete
         return p
 
-    parts = list(range(cfg.partitions))
+    parts = list(range(nparts))
     list(map_fn(run_partition, parts))
 
     edges = dedupe_edges(pa.concat_tables([area.read_table(f"edges/edges-{p:05d}.parquet") for p in parts]))
@@ -217,3 +224,28 @@ def _resolve(signatures: Any, cfg: DedupConfig, against: list[str], evals: list[
         method_edges.append(found.cast(EDGE_SCHEMA))
     all_edges = dedupe_edges(pa.concat_tables(method_edges))
     return _clusters(all_edges, work, evals)
+
+
+def auto_partitions(files: list[SigFile], builder: RecordBuilder, columns: list[str]) -> int:
+    """Partitions for about PARTITION_RECORDS bucket records each, so a task's memory does not grow with the corpus.
+
+    Records per row are measured on the first batch of up to SAMPLE_FILES input
+    files (evenly spread) and scaled to every row. Deterministic for given
+    inputs (the choice only moves memory and speed, never the result).
+    """
+    total = sum(f.rows for f in files)
+    if total == 0:
+        return MIN_PARTITIONS
+    step = max(1, len(files) // SAMPLE_FILES)
+    rows = records = 0
+    for f in files[::step][:SAMPLE_FILES]:
+        cols = columns if f.role == ROLE_EVAL else [c for c in columns if c not in ("text", "turns")]
+        for batch in f.batches(cols, batch_size=2048):
+            if "id" not in batch.column_names:
+                break
+            nodes = np.zeros(batch.num_rows, dtype=np.int64)
+            records += sum(len(r["key"]) for r in builder.records(batch, nodes, f.role))
+            rows += batch.num_rows
+            break
+    estimate = records / max(rows, 1) * total
+    return int(min(4096, max(MIN_PARTITIONS, -(-estimate // PARTITION_RECORDS))))

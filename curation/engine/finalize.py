@@ -42,10 +42,16 @@ def id_fixups(recipe: Recipe, plans: list[SourcePlan], staging: Staging, chunk_o
                     if plans[src].chunks and not reader_class(plans[src].chunks[0]["type"]).unique_keys]
     if not table_chunks:
         return {}
-    frames = []
-    for k in table_chunks:
-        for path in (staging.kept_path(k), staging.dropped_path(k)):
-            frames.append(pl.scan_parquet(path).select(["source", "id", PRIVATE_POS, PRIVATE_KEY]).with_columns(pl.lit(k).alias("_chunk")))
+    paths = [(k, path) for k in table_chunks for path in (staging.kept_path(k), staging.dropped_path(k))]
+    # pass 1 holds one 64-bit hash per row (not the ids: memory per row stays 8 bytes); pass 2 reads the rows
+    # whose hash repeats, and the exact comparison below decides among them
+    hashes = np.sort(np.concatenate([pl.read_parquet(path, columns=["id"])["id"].hash(seed=0).to_numpy() for _, path in paths]))
+    repeated = pl.Series("_h", np.unique(hashes[1:][hashes[1:] == hashes[:-1]]))
+    del hashes
+    if repeated.len() == 0:
+        return {}
+    frames = [pl.scan_parquet(path).filter(pl.col("id").hash(seed=0).is_in(repeated.implode()))
+              .select(["source", "id", PRIVATE_POS, PRIVATE_KEY]).with_columns(pl.lit(k).alias("_chunk")) for k, path in paths]
     ids = pl.concat(frames).collect()
     rep = ids.filter(pl.col("id").is_duplicated())
     if rep.height == 0:
