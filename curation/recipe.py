@@ -519,6 +519,12 @@ def check_recipe_paths(recipe: Recipe) -> None:
                 raise RecipeError(f"{a!r} does not exist", field=f"dedup.against[{j}]")
         for j, e in enumerate(dd.decontaminate):
             path = e.path if hasattr(e, "path") else e
+            from manifests import storage
+
+            if storage.is_uri(path):  # an evaluation set on an object store: an object or a prefix
+                if not storage.exists(path):
+                    raise RecipeError(f"{path!r} does not exist", field=f"decontaminate[{j}]")
+                continue
             if not os.path.exists(path):
                 raise RecipeError(f"{path!r} does not exist", field=f"decontaminate[{j}]")
     tok = recipe.tokens.tokenizer if recipe.tokens is not None else None

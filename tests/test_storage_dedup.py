@@ -201,3 +201,75 @@ def test_auto_partitions_follow_the_corpus_and_keep_the_result(signatures, tmp_p
     assert len(list((tmp_path / "auto" / "buckets").glob("part-*.parquet"))) == large
     pinned = resolve_duplicates(signatures, DedupConfig(partitions=3), workdir=tmp_path / "pinned")
     assert auto.equals(pinned)
+
+
+def test_decontaminate_against_sets_on_s3_equals_disk(tmp_path, s3, monkeypatch):
+    """`decontaminate:` entries on s3:// (a Parquet file of questions, a prefix of images) drop what the same sets
+    on disk drop, with the same ids in the ledger detail."""
+    import pyarrow.parquet as pq
+
+    monkeypatch.setenv("SMOLCURATE_CACHE", str(tmp_path / "cache"))
+    paths = _images(tmp_path / "photos")
+    evals = tmp_path / "evals"
+    (evals / "imgs").mkdir(parents=True)
+    for p in paths[:2]:  # p0.png and its byte copy are eval images
+        (evals / "imgs" / p.name).write_bytes(p.read_bytes())
+    questions = [f"how many red cubes are left of the sphere in picture {i}" for i in range(4)]
+    pq.write_table(pa.table({"question_id": [f"q{i}" for i in range(4)], "question": questions}), evals / "vqa.parquet")
+    notes = questions[:2] + [f"an unrelated note number {i} about the weather today" for i in range(5)]
+    (tmp_path / "t.jsonl").write_text("\n".join(json.dumps({"text": t}) for t in notes) + "\n")
+    bucket = s3.bucket()
+    client = s3.client()
+    for p in sorted(evals.rglob("*")):
+        if p.is_file():
+            client.upload_file(str(p), bucket, f"evals/{p.relative_to(evals).as_posix()}")
+    body = """\
+sources:
+  - {name: photos, kind: images, path: photos}
+  - {name: notes, kind: text, path: t.jsonl}
+dedup: {exact: false, image: {enabled: false}, text: {enabled: false}}
+decontaminate: [%s, %s]
+"""
+    (tmp_path / "s3.yaml").write_text(body % (f"s3://{bucket}/evals/vqa.parquet", f"s3://{bucket}/evals/imgs"))
+    (tmp_path / "disk.yaml").write_text(body % (evals / "vqa.parquet", evals / "imgs"))
+    run_job(load_recipe(tmp_path / "s3.yaml"), tmp_path / "a", engine="local", quiet=True)
+    run_job(load_recipe(tmp_path / "disk.yaml"), tmp_path / "b", engine="local", quiet=True)
+    cols = ["id", "stage", "reason", "detail"]
+    la, lb = open_manifest(tmp_path / "a").ledger().select(cols), open_manifest(tmp_path / "b").ledger().select(cols)
+    assert la.equals(lb)
+    reasons = set(la.column("reason").to_pylist())
+    assert {"contaminated:vqa", "contaminated:imgs"} <= reasons
+    assert sum(r == "contaminated:vqa" for r in la.column("reason").to_pylist()) == 2
+    (tmp_path / "bad.yaml").write_text(body % (f"s3://{bucket}/evals/nothing.parquet", evals / "imgs"))
+    from manifests.errors import RecipeError
+
+    with pytest.raises(RecipeError, match=r"decontaminate\[0\]: .*does not exist"):
+        run_job(load_recipe(tmp_path / "bad.yaml"), tmp_path / "c", engine="local", quiet=True)
+
+
+def test_export_to_s3_equals_local_export(tmp_path, s3, monkeypatch):
+    """`export --out s3://...` uploads what a local export writes (the card last); a non-empty prefix needs --overwrite."""
+    from curation.export import export_manifest
+    from manifests.errors import UserError
+
+    monkeypatch.setenv("SMOLCURATE_CACHE", str(tmp_path / "cache"))
+    recipe = _recipe(tmp_path)
+    run_job(load_recipe(recipe), tmp_path / "m", engine="local", quiet=True)
+    bucket = s3.bucket()
+    uri = f"s3://{bucket}/exports/llava"
+    for fmt in ("llava", "webdataset"):
+        local = export_manifest(tmp_path / "m", fmt, tmp_path / f"exp-{fmt}")
+        remote = export_manifest(tmp_path / "m", fmt, uri, overwrite=fmt != "llava")
+        assert remote.out == uri and remote.rows == local.rows and remote.shards == local.shards
+        files = {p.relative_to(tmp_path / f"exp-{fmt}").as_posix(): p for p in (tmp_path / f"exp-{fmt}").rglob("*") if p.is_file()}
+        keys = {k[len("exports/llava/"):] for k in s3.keys(bucket, "exports/llava/")}
+        assert keys == set(files)  # the previous format's objects were removed on overwrite
+        for name, p in files.items():
+            got = s3.client().get_object(Bucket=bucket, Key=f"exports/llava/{name}")["Body"].read()
+            if name == "README.md":
+                assert uri in got.decode()
+            else:
+                assert got == p.read_bytes(), name
+    with pytest.raises(UserError, match="exists and is not empty"):
+        export_manifest(tmp_path / "m", "llava", uri)
+    assert not (ROOT / "s3:").exists() and not (tmp_path / "s3:").exists()

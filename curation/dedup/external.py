@@ -49,7 +49,12 @@ def _hf_saved(path: Path) -> bool:
 
 
 def iter_source(path: str | os.PathLike, config: DedupConfig, *, field: str, evalset: EvalSetConfig | None = None) -> Iterator[pa.Table]:
-    """Batches of signature rows for one `against:` or `decontaminate:` entry."""
+    """Batches of signature rows for one `against:` or `decontaminate:` entry (a local path or a URI)."""
+    from manifests import storage
+
+    if storage.is_uri(path):
+        yield from _remote_source(os.fspath(path).rstrip("/"), config, field, evalset)
+        return
     p = Path(path).expanduser()
     if not p.exists():
         raise UserError(f"{p}: no such file or directory", field=field)
@@ -63,6 +68,39 @@ def iter_source(path: str | os.PathLike, config: DedupConfig, *, field: str, eva
         raise UserError(f"{p}: {msg}", field=field) from None
     except (pa.ArrowException, OSError) as exc:  # a corrupt parquet file or saved dataset: one line, not a traceback
         raise UserError(f"{p}: cannot be read ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})", field=field) from exc
+
+
+def _remote_source(uri: str, config: DedupConfig, field: str, evalset: EvalSetConfig | None) -> Iterator[pa.Table]:
+    """A set on an object store: a manifest through its verified mirror (cached), anything else (a Parquet
+    or JSON Lines file, tar shards, an image folder, a saved dataset) downloaded into a scratch folder for
+    the read, under its own name, so ids and ledger details are those of the same set on disk."""
+    import shutil
+    import tempfile
+
+    from manifests import storage
+    from manifests.errors import ManifestError
+    from manifests.remote import mirror
+
+    if storage.exists(storage.join(uri, "manifest.json")):
+        try:
+            local = mirror(uri)
+        except ManifestError as exc:
+            raise UserError(str(exc), field=field) from None
+        yield from iter_source(local, config, field=field, evalset=evalset)
+        return
+    name = uri.rsplit("/", 1)[-1]
+    meta = storage.info(uri)
+    objects = [uri] if meta is not None and meta.get("type") != "directory" else storage.find(uri)
+    if not objects:
+        raise UserError(f"{uri}: no such object or prefix", field=field)
+    scratch = Path(tempfile.mkdtemp(prefix="smolcurate-external-"))
+    try:
+        local = scratch / name
+        for obj in objects:
+            storage.get_file(obj, local if obj == uri else local.joinpath(*storage.relative(obj, uri).split("/")))
+        yield from iter_source(local, config, field=field, evalset=evalset)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _manifest_batches(path: Path, config: DedupConfig) -> Iterator[pa.Table]:

@@ -70,7 +70,7 @@ class ExportRow:
 class ExportResult:
     """What an export wrote."""
 
-    out: Path
+    out: Path | str  # a URI when exported to an object store
     format: str
     rows: int
     shards: list[str]
@@ -187,19 +187,57 @@ def iter_rows_meta(manifest: Any) -> Iterator[str]:
 
 
 class Staging:
-    """A temporary folder next to ``out`` that replaces it on :meth:`commit` (refusing a non-empty ``out``)."""
+    """A temporary folder next to ``out`` that replaces it on :meth:`commit` (refusing a non-empty ``out``).
+
+    ``out`` may be an object-store URI: the export is built in a local scratch
+    folder and uploaded on commit, ``README.md`` (the dataset card) last, then
+    objects of an overwritten export that the new one does not have are deleted.
+    """
 
     def __init__(self, out: str | os.PathLike, overwrite: bool) -> None:
-        self.out = Path(out)
+        from manifests import storage
+
+        self.remote = storage.is_uri(out)
+        if self.remote:
+            self.target: Path | str = os.fspath(out).rstrip("/")
+            storage.check_writable(self.target)  # bucket, credentials and write access, before any work
+            self.old = storage.find(self.target)
+            if self.old and not overwrite:
+                raise UserError(f"{self.target} exists and is not empty (pass --overwrite to replace it)", field="--out")
+            self.tmp = Path(tempfile.mkdtemp(prefix="smolcurate-export-"))
+            return
+        self.out = self.target = Path(out)
         if self.out.exists() and (not self.out.is_dir() or any(self.out.iterdir())) and not overwrite:
             raise UserError(f"{self.out} exists and is not empty (pass --overwrite to replace it)", field="--out")
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.tmp-", dir=self.out.parent))
 
     def commit(self) -> None:
+        if self.remote:
+            self._upload()
+            return
         if self.out.exists():
             shutil.rmtree(self.out) if self.out.is_dir() else self.out.unlink()
         os.replace(self.tmp, self.out)
+
+    def _upload(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from manifests import storage
+
+        assert isinstance(self.target, str)
+        files = sorted(p for p in self.tmp.rglob("*") if p.is_file())
+        card = [p for p in files if p.relative_to(self.tmp).as_posix() == "README.md"]
+        uri = {p: storage.join(self.target, *p.relative_to(self.tmp).parts) for p in files}
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(lambda p: storage.put_file(p, uri[p]), [p for p in files if p not in card]))
+        for p in card:
+            storage.put_file(p, uri[p])
+        new = set(uri.values())
+        for stale in self.old:
+            if stale not in new:
+                storage.remove(stale)
+        shutil.rmtree(self.tmp, ignore_errors=True)
 
     def abort(self) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)

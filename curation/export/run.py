@@ -94,9 +94,9 @@ def export_manifest(
             (stage.tmp / name).parent.mkdir(parents=True, exist_ok=True)
             os.replace(path, stage.tmp / name)
             names.append(name)
-        result = ExportResult(Path(out), fmt, written, names, counts)
+        result = ExportResult(stage.target, fmt, written, names, counts)
         write_skipped(stage.tmp, skipped)
-        card = dataset_card(result, m, exp.usage(Path(out), names), exp.card_configs())
+        card = dataset_card(result, m, exp.usage(stage.target, names), exp.card_configs())
         (stage.tmp / "README.md").write_text(card)
         stage.commit()
     except BaseException:
