@@ -110,6 +110,11 @@ def test_a_worker_node_removed_mid_job_leaves_the_output_unchanged(cluster, s3, 
     run_job(r, tmp_path / "local", engine="local", quiet=True)
     monkeypatch.setenv("SMOLCURATE_TEST_DECODE_SLEEP", "0.5")  # a slow decoder: the removal lands mid-job
     uri = f"s3://{bucket}/runs/removed"
+    # on one machine the driver attaches to the raylet of any node: not that one (on a cluster it is the head)
+    import ray
+
+    here = ray.get_runtime_context().get_node_id()
+    victim = next(i for i, w in enumerate(workers) if w.node_id != here)
     box: dict = {}
     job = threading.Thread(target=lambda: box.update(res=run_job(r, uri, engine="ray", quiet=True)), daemon=True)
     job.start()
@@ -118,7 +123,7 @@ def test_a_worker_node_removed_mid_job_leaves_the_output_unchanged(cluster, s3, 
     while job.is_alive() and time.monotonic() < deadline:
         staged = [k for k in s3.keys(bucket, "runs/removed/.staging/") if k.rsplit("/", 1)[-1].startswith("chunk-")]
         if staged:
-            c.remove_node(workers[0])  # its raylet, object store and stage actor go away at once
+            c.remove_node(workers[victim])  # its raylet, object store and stage actor go away at once
             staged_at_removal = len(staged)
             break
         time.sleep(0.1)
@@ -126,5 +131,5 @@ def test_a_worker_node_removed_mid_job_leaves_the_output_unchanged(cluster, s3, 
     assert staged_at_removal is not None and staged_at_removal < 7, "the node was not removed mid-job"
     assert not job.is_alive() and "res" in box
     _same(tmp_path / "local", uri)
-    workers[0] = c.add_node(num_cpus=1, object_store_memory=STORE)  # back to two worker nodes
+    workers[victim] = c.add_node(num_cpus=1, object_store_memory=STORE)  # back to two worker nodes
     c.wait_for_nodes()

@@ -14,7 +14,7 @@ once (``setup()`` per actor).
 Worker failure (docs/storage.md, "Worker failure"): a stage actor that dies (a
 SIGKILL, the OOM killer, its node removed, a decoder segfault) is restarted by
 Ray, on another node if need be, and the chunk it held is retried there. Each
-start of a chunk at a stage is counted by a small actor on the driver's node
+start of a chunk at a stage is counted by a small actor on the head node
 (``_Attempts``); a chunk whose workers died ``CRASH_LIMIT`` times is not run a
 third time in the pipeline but handed back to the driver, which isolates it:
 its rows are bisected in single-use Ray tasks (every stage in one process)
@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any, Callable
 
@@ -113,8 +114,6 @@ class _StageActor:
             return {"counts": marker} if self.LAST else {**_empty_record(rec), "counts": marker}
         if self.INDEX == 0:
             state = self.runner.start(k, json.loads(str(rec["spec"])))
-            if self.attempts is not None:  # the rows the driver bisects, should this chunk crash its workers
-                self.attempts.note_rows.remote(k, state.kept.num_rows)
         else:
             state = ChunkState.from_record(rec)
         state = self.runner.run(state)
@@ -199,61 +198,84 @@ def worker_failure(exc: BaseException) -> bool:
     """Whether ``exc``, or an error behind it, is a worker process or node dying rather than a bug or bad input."""
     import ray.exceptions as rx
 
+    from curation.engine.ray_session import error_chain
+
     kinds = (rx.RayActorError, rx.WorkerCrashedError, rx.NodeDiedError, rx.ObjectLostError, rx.OutOfMemoryError,
              rx.LocalRayletDiedError)
-    seen: set[int] = set()
-    todo: list[BaseException | None] = [exc]
-    while todo:
-        e = todo.pop()
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
-        if isinstance(e, kinds):
-            return True
-        todo += [e.__cause__, e.__context__, getattr(e, "cause", None)]
-    return False
+    return any(isinstance(e, kinds) for e in error_chain(exc))
 
 
 class _Attempts:
-    """Starts of each (stage, chunk) over all the passes of one job, and the rows of each chunk read so far.
+    """Starts of each (stage, chunk) over all the passes of one job.
 
-    It lives on the driver's node (zero CPUs), so a worker node going away does not take the counts with it.
+    It lives on the head node (zero CPUs), so a worker node going away does not take the counts with it.
     """
 
     def __init__(self) -> None:
         self.starts: dict[str, int] = {}
-        self.rows: dict[int, int] = {}
 
     def begin(self, key: str) -> int:
         self.starts[key] = self.starts.get(key, 0) + 1
         return self.starts[key]
 
-    def note_rows(self, k: int, n: int) -> None:
-        self.rows[k] = n
-
-    def report(self) -> tuple[dict[str, int], dict[int, int]]:
-        return self.starts, self.rows
+    def report(self) -> dict[str, int]:
+        return self.starts
 
 
-def _start_attempts():
-    """The job's _Attempts actor, named so that every stage actor (and its restarts) can look it up."""
-    import uuid
+#: a resource only the head node has (Ray >= 2.7): the counts live where the cluster's own state does
+_HEAD = "node:__internal_head__"
 
-    import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    name = f"smolcurate-attempts-{uuid.uuid4().hex[:12]}"
-    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
-    actor = ray.remote(_Attempts).options(name=name, num_cpus=0, max_restarts=0, scheduling_strategy=here).remote()
-    ray.get(actor.report.remote())  # up before the first stage actor asks for it
-    return actor, name
+class _AttemptCounts:
+    """The driver's handle on the job's ``_Attempts`` actor, named so that every stage actor (and its restarts)
+    can look it up. Should the actor die anyway, a new one takes the name and the counts start over: Ray's
+    bounded restarts and retries, and the bounded rounds, still end any loop."""
+
+    def __init__(self) -> None:
+        import uuid
+
+        self.name = f"smolcurate-attempts-{uuid.uuid4().hex[:12]}"
+        self.actor = self._start()
+
+    def _start(self):
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        options: dict[str, Any] = dict(name=self.name, num_cpus=0, max_restarts=0)
+        if _HEAD in ray.cluster_resources():
+            options["resources"] = {_HEAD: 0.001}
+        else:  # pragma: no cover - an older Ray: the driver's node
+            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
+                ray.get_runtime_context().get_node_id(), soft=True)
+        actor = ray.remote(_Attempts).options(**options).remote()
+        ray.get(actor.report.remote())  # up before the first stage actor asks for it
+        return actor
+
+    def report(self) -> dict[str, int]:
+        import ray
+
+        try:
+            return ray.get(self.actor.report.remote())
+        except ray.exceptions.RayError as exc:
+            log.warning("the crash counts were lost (%s); counting again", _first_line(exc))
+            self.actor = self._start()
+            return {}
+
+    def close(self) -> None:
+        import ray
+
+        try:
+            ray.kill(self.actor)
+        except Exception:  # pragma: no cover - gone with the session
+            pass
 
 
 def _isolated(recipe_js: str, base_dir: str | None, k: int, spec: dict, lo: int, hi: int | None, mode: str) -> dict:
     """One part of a crashed chunk in a single-use Ray task: every stage in this process, nothing staged.
 
-    ``mode``: ``rows`` counts the chunk's rows; ``run`` runs rows ``[lo, hi)`` through every stage exactly as
-    the pipeline would; ``crash`` ledgers rows ``[lo, hi)`` (read, never decoded) as ``decode/crash``.
+    ``mode``: ``rows`` reads the chunk and sets up every operator on no row (a crash there is no input's) and
+    counts the rows; ``run`` runs rows ``[lo, hi)`` through every stage exactly as the pipeline would;
+    ``crash`` ledgers rows ``[lo, hi)`` (read, never decoded) as ``decode/crash``.
     """
     import pyarrow as pa
 
@@ -269,6 +291,9 @@ def _isolated(recipe_js: str, base_dir: str | None, k: int, spec: dict, lo: int,
         state = runners[0].start(k, spec)
         total = state.kept.num_rows
         if mode == "rows":
+            state.kept = state.kept.slice(0, 0)
+            for runner in runners:
+                state = runner.run(state)
             return {"rows": total}
         hi = total if hi is None else min(hi, total)
         state.kept = state.kept.slice(lo, max(0, hi - lo))
@@ -380,7 +405,7 @@ class RayEngine:
         if not pending:
             return info
         specs = dict(pending)
-        attempts, attempts_name = _start_attempts()
+        attempts = _AttemptCounts()
         pids: dict[str, set[int]] = {}
         stats: list[str] = []
         suspects: set[int] = set()
@@ -397,7 +422,7 @@ class RayEngine:
                     plan = self._plan(stages)
                 if todo:
                     try:
-                        stats.append(self._pass(recipe, staging, stages, plan, todo, attempts_name, suspects, pids,
+                        stats.append(self._pass(recipe, staging, stages, plan, todo, attempts.name, suspects, pids,
                                                 on_done))
                     except Exception as exc:  # noqa: BLE001 - only worker deaths are retried; the rest re-raise
                         _raise_if_not_shipped(exc)
@@ -407,7 +432,7 @@ class RayEngine:
                         failures["failed_passes"] += 1
                         log.warning("a Ray worker died and the pass failed (%s); the chunks not finished run again",
                                     _first_line(exc))
-                starts, rows = ray.get(attempts.report.remote())
+                starts = attempts.report()
                 done = staging.finished()
                 for key, n in starts.items():  # a failed pass: the chunks that died CRASH_LIMIT times are isolated
                     k = int(key.partition(":")[2])
@@ -416,7 +441,7 @@ class RayEngine:
                 crashed = sorted(k for k in suspects if k not in done)
                 if crashed:
                     failures["isolated"] += crashed
-                    failures["crashed"] += self._isolate(recipe, staging, plan, specs, crashed, rows, on_done)
+                    failures["crashed"] += self._isolate(recipe, staging, plan, specs, crashed, on_done)
                 done = staging.finished()
                 if all(k in done for k in specs):
                     break
@@ -428,10 +453,7 @@ class RayEngine:
                         f"Ray workers kept failing ({why}); {left} chunks are not finished, the others are staged: "
                         "rerun the same command to resume")
         finally:
-            try:
-                ray.kill(attempts)
-            except Exception:  # pragma: no cover - gone with the session
-                pass
+            attempts.close()
         for s in info["stages"]:
             s["pids"] = sorted(pids.get(s["name"], ()))
         info["ray_stats"] = "\n".join(stats)
@@ -478,26 +500,29 @@ class RayEngine:
                     ds = ds.map_batches(cls, **remote, **kwargs)
                 except TypeError:  # a Ray without per-call remote args
                     ds = ds.map_batches(cls, **kwargs)
-        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-            for record in batch.column("counts").to_pylist():
-                counts = json.loads(record)
-                _raise_user_error(counts)
-                if _CRASHED in counts:
-                    suspects.add(int(counts[_CRASHED]))
-                    continue
-                for j, st in (counts.get("stages") or {}).items():
-                    pids.setdefault(stages[int(j)].name, set()).add(int(st["pid"]))
-                on_done(counts)
+        with _ray_data_tracebacks_off():  # a worker death is reported in one line by run(), or re-raised
+            for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+                for record in batch.column("counts").to_pylist():
+                    counts = json.loads(record)
+                    _raise_user_error(counts)
+                    if _CRASHED in counts:
+                        suspects.add(int(counts[_CRASHED]))
+                        continue
+                    for j, st in (counts.get("stages") or {}).items():
+                        pids.setdefault(stages[int(j)].name, set()).add(int(st["pid"]))
+                    on_done(counts)
         try:
             return ds.stats()
         except Exception:  # pragma: no cover - stats are informative only
             return ""
 
     def _isolate(self, recipe: Recipe, staging: Staging, plan: list[dict[str, Any]], specs: dict[int, dict],
-                 chunks: list[int], rows: dict[int, int], on_done: Callable[[dict[str, Any]], None]) -> int:
+                 chunks: list[int], on_done: Callable[[dict[str, Any]], None]) -> int:
         """Bisect the rows of ``chunks`` in single-use tasks, stage each chunk merged; returns the rows ledgered
-        as ``decode/crash``. A part of several rows that kills its worker is split in halves at once (a retry of
-        an innocent part costs no more than its halves); a single row is ledgered after CRASH_LIMIT deaths."""
+        as ``decode/crash``. Each chunk is first read and its operators set up on no row: a crash there is
+        not an input's and ends the job (else a broken setup would ledger every input). A part of several rows
+        that kills its worker is split in halves at once (a retry of an innocent part costs no more than its
+        halves); a single row is ledgered after CRASH_LIMIT deaths."""
         import ray
 
         from curation.engine.ray_session import worker_runtime_env
@@ -529,10 +554,7 @@ class RayEngine:
                 submit(_Part(k, mid, hi))
 
         for k in chunks:
-            if k in rows:
-                split(k, 0, rows[k])
-            else:  # it crashed before its rows were known (or its reader crashed): count them first
-                submit(_Part(k, 0, None, mode="rows"))
+            submit(_Part(k, 0, None, mode="rows"))
         while inflight:
             ready, _ = ray.wait(list(inflight), num_returns=1)
             part = inflight.pop(ready[0])
@@ -543,12 +565,14 @@ class RayEngine:
                 _raise_if_not_shipped(exc)
                 if not worker_failure(exc):
                     raise
-                if part.mode != "run" or part.hi is None:  # reading alone killed it
+                log.debug("isolation: chunk %d rows %s-%s (%s) killed its worker", part.k, part.lo, part.hi, part.mode)
+                if part.mode != "run":  # no input was decoded: reading, or setting up the operators, killed it
                     if part.deaths + 1 >= CRASH_LIMIT:
                         src = recipe.sources[specs[part.k]["source"]].name
                         raise WorkerFailureError(
-                            f"chunk {part.k} of source {src!r} kills its worker while being read "
-                            f"({_first_line(exc)}); the other chunks are staged: rerun to resume") from None
+                            f"chunk {part.k} of source {src!r} kills its worker before any input is decoded "
+                            f"(reading it, or setting up the operators: {_first_line(exc)}); the other chunks "
+                            "are staged: rerun to resume") from None
                     submit(replace(part, deaths=part.deaths + 1))
                 elif part.hi - part.lo > 1:
                     split(part.k, part.lo, part.hi)
@@ -572,6 +596,20 @@ class RayEngine:
             log.warning("%d inputs killed their worker every time they ran; ledgered as %s/%s", crashed,
                         CRASH_STAGE, CRASH_REASON)
         return crashed
+
+
+@contextmanager
+def _ray_data_tracebacks_off():
+    """While quiet (Ray Data's loggers at ERROR, curation.engine.ray_session), a failed pass does not print Ray
+    Data's tracebacks to the terminal: the driver retries the pass, or re-raises the error itself."""
+    logger = logging.getLogger("ray.data")
+    level = logger.level
+    if level == logging.ERROR:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _first_line(exc: BaseException | None) -> str:

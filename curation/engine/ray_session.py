@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from typing import Iterator
 
 #: object store of an embedded Ray: enough for chunk summaries and dedup shuffles, small on a laptop
 EMBEDDED_OBJECT_STORE = 384 * 1024 * 1024
@@ -123,8 +124,8 @@ def _import_probe():
     return probe
 
 
-def missing_module(exc: BaseException) -> str | None:
-    """The ``No module named ...`` behind a Ray error (a worker that could not import smolcurate), else None."""
+def error_chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and every error behind it (``__cause__``, ``__context__``, a RayTaskError's ``cause``), once each."""
     seen: set[int] = set()
     todo: list[BaseException | None] = [exc]
     while todo:
@@ -132,13 +133,19 @@ def missing_module(exc: BaseException) -> str | None:
         if e is None or id(e) in seen:
             continue
         seen.add(id(e))
+        yield e
+        todo += [e.__cause__, e.__context__, getattr(e, "cause", None)]
+
+
+def missing_module(exc: BaseException) -> str | None:
+    """The ``No module named ...`` behind a Ray error (a worker that could not import smolcurate), else None."""
+    for e in error_chain(exc):
         if isinstance(e, ImportError):
             return f"{type(e).__name__}: {e}"
         text = str(e)
         if "ModuleNotFoundError" in text or "No module named" in text:
             line = next((ln.strip() for ln in text.splitlines() if "No module named" in ln), text.splitlines()[0])
             return line[line.find("ModuleNotFoundError"):] if "ModuleNotFoundError" in line else line
-        todo += [e.__cause__, e.__context__, getattr(e, "cause", None)]
     return None
 
 
