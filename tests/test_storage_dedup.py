@@ -190,12 +190,14 @@ def test_auto_partitions_follow_the_corpus_and_keep_the_result(signatures, tmp_p
     cfg = DedupConfig()
     assert cfg.partitions is None
     builder = RecordBuilder(cfg, False)
-    cols = list(resolve_mod.CARRY)
-    assert resolve_mod.auto_partitions(input_files(signatures), builder, cols) == resolve_mod.MIN_PARTITIONS
+    files = input_files(signatures)
+    per_row = resolve_mod.records_per_row(files, builder, list(resolve_mod.CARRY))
+    assert per_row > 28  # 28 pHash block pairs per image, plus its digests; a band per text
+    assert resolve_mod.auto_partitions(files, per_row) == resolve_mod.MIN_PARTITIONS
     monkeypatch.setattr(resolve_mod, "PARTITION_RECORDS", 20)
     monkeypatch.setattr(resolve_mod, "MIN_PARTITIONS", 1)
-    small = resolve_mod.auto_partitions(input_files(signatures.slice(0, 10)), builder, cols)
-    large = resolve_mod.auto_partitions(input_files(signatures), builder, cols)
+    small = resolve_mod.auto_partitions(input_files(signatures.slice(0, 10)), per_row)
+    large = resolve_mod.auto_partitions(files, per_row)
     assert 1 <= small < large  # more rows, more partitions
     auto = resolve_duplicates(signatures, cfg, workdir=tmp_path / "auto")
     assert len(list((tmp_path / "auto" / "buckets").glob("part-*.parquet"))) == large

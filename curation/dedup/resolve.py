@@ -159,7 +159,10 @@ def _resolve(signatures: Any, cfg: DedupConfig, against: list[str], evals: list[
     with_eval = bool(evals)
     read_cols = list(CARRY)
     builder = RecordBuilder(cfg, with_eval)
-    nparts = cfg.partitions or auto_partitions(files, builder, read_cols)
+    per_row = records_per_row(files, builder, read_cols)
+    nparts = cfg.partitions or auto_partitions(files, per_row)
+    # rows per scatter batch: about one Scatter buffer of records (six crop windows x 28 keys is ~200 per image)
+    batch_rows = int(min(8192, max(256, Scatter.BUFFER_RECORDS // max(per_row, 1.0))))
     # phase 1: scatter
     if not (_done(work, "scatter", fp) and (not area.remote or area.done("buckets/scatter", fp))):
         shutil.rmtree(work / "buckets", ignore_errors=True)
@@ -170,7 +173,7 @@ def _resolve(signatures: Any, cfg: DedupConfig, against: list[str], evals: list[
             start = f.offset
             node_parts = []
             cols = read_cols if f.role == ROLE_EVAL else [c for c in read_cols if c not in ("text", "turns")]
-            for batch in f.batches(cols):
+            for batch in f.batches(cols, batch_size=batch_rows):
                 if "id" not in batch.column_names:
                     raise UserError("signature rows need an `id` column", field="dedup")
                 nodes = np.arange(start, start + batch.num_rows, dtype=np.int64)
@@ -226,26 +229,26 @@ def _resolve(signatures: Any, cfg: DedupConfig, against: list[str], evals: list[
     return _clusters(all_edges, work, evals)
 
 
-def auto_partitions(files: list[SigFile], builder: RecordBuilder, columns: list[str]) -> int:
-    """Partitions for about PARTITION_RECORDS bucket records each, so a task's memory does not grow with the corpus.
-
-    Records per row are measured on the first batch of up to SAMPLE_FILES input
-    files (evenly spread) and scaled to every row. Deterministic for given
-    inputs (the choice only moves memory and speed, never the result).
-    """
-    total = sum(f.rows for f in files)
-    if total == 0:
-        return MIN_PARTITIONS
+def records_per_row(files: list[SigFile], builder: RecordBuilder, columns: list[str]) -> float:
+    """Bucket records per input row, measured on the first batch of up to SAMPLE_FILES files (evenly spread)."""
     step = max(1, len(files) // SAMPLE_FILES)
     rows = records = 0
     for f in files[::step][:SAMPLE_FILES]:
         cols = columns if f.role == ROLE_EVAL else [c for c in columns if c not in ("text", "turns")]
-        for batch in f.batches(cols, batch_size=2048):
+        for batch in f.batches(cols, batch_size=1024):
             if "id" not in batch.column_names:
                 break
             nodes = np.zeros(batch.num_rows, dtype=np.int64)
             records += sum(len(r["key"]) for r in builder.records(batch, nodes, f.role))
             rows += batch.num_rows
             break
-    estimate = records / max(rows, 1) * total
+    return records / rows if rows else 0.0
+
+
+def auto_partitions(files: list[SigFile], per_row: float) -> int:
+    """Partitions for about PARTITION_RECORDS bucket records each, so a task's memory does not grow with the corpus.
+
+    Deterministic for given inputs (the choice only moves memory and speed, never the result).
+    """
+    estimate = per_row * sum(f.rows for f in files)
     return int(min(4096, max(MIN_PARTITIONS, -(-estimate // PARTITION_RECORDS))))

@@ -123,6 +123,8 @@ def _split_duplicates(kept: pa.Table, dup: pa.Table | None) -> tuple[pa.Table, p
     if dup is None:
         return kept, STAGED_LEDGER_SCHEMA.empty_table()
     n = kept.num_rows
+    # only this chunk's rows of the result: the join then builds its table from them, not from every duplicate
+    dup = dup.filter(pc.is_in(dup.column("id"), value_set=kept.column("id")))
     left = pa.table({"id": kept.column("id"), "_row": pa.array(np.arange(n, dtype=np.int64))})
     joined = left.join(dup, keys="id", join_type="left outer", use_threads=False).sort_by("_row")  # see writer._group_counts
     cluster_type = dup.schema.field("dup_cluster").type if "dup_cluster" in dup.column_names else pa.string()
