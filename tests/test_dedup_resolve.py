@@ -229,6 +229,57 @@ def test_resume_after_a_crash_reaches_the_same_result(corpus, tmp_path, monkeypa
     assert len(calls) == 3  # the three partitions finished before the crash were not redone
 
 
+@pytest.mark.parametrize("dedupe_name", ["dedupe_edges", "dedupe_by_kind"])
+def test_partition_tables_merged_in_steps_equal_one_concatenation(tmp_path, monkeypatch, dedupe_name):
+    """The same pair in many partitions (several LSH bands), with other kinds and distances: a stepwise merge keeps each once."""
+    from curation.dedup import buckets
+    from curation.dedup.layout import EDGE_SCHEMA
+    from curation.dedup.shared import SharedArea
+
+    dedupe = getattr(buckets, dedupe_name)
+    rng = np.random.default_rng(7)
+    area = SharedArea(tmp_path)
+    names, tables = [], []
+    for p in range(9):
+        n = int(rng.integers(0, 60))  # an empty partition too, most likely
+        a = rng.integers(0, 12, n)
+        t = pa.table(
+            {
+                "a": a.astype(np.int64),
+                "b": (a + rng.integers(1, 6, n)).astype(np.int64),
+                "kind": rng.choice([0, 1, 3, 5, 7], n).astype(np.int8),
+                "dist": rng.choice([0.0, 0.1, 0.25, 0.5], n).astype(np.float32),
+                "contam": rng.random(n) < 0.3,
+            },
+            schema=EDGE_SCHEMA,
+        )
+        names.append(f"edges/e-{p}.parquet")
+        tables.append(t)
+        area.write_table(names[-1], t)
+    whole = dedupe(pa.concat_tables(tables))
+    steps = []
+    monkeypatch.setattr(resolve_mod, "MERGE_ROWS", 70)
+    stepwise = resolve_mod.merged(area, names, lambda t: (steps.append(t.num_rows), dedupe(t))[1])
+    assert len(steps) >= 4  # several intermediate merges, then the last one
+    assert stepwise.equals(whole)
+    # and `whole` itself is the right answer: every (a, b, contam) of the input exactly once
+    keys = lambda t: list(zip(*(t.column(c).to_pylist() for c in ("a", "b", "contam"))))  # noqa: E731
+    want = set(keys(pa.concat_tables(tables)))
+    if dedupe_name == "dedupe_by_kind":  # once per phase group (and once among the kinds no phase claims)
+        assert len(keys(stepwise)) >= len(want)
+    else:
+        assert len(keys(stepwise)) == len(want)
+    assert set(keys(stepwise)) == want
+
+
+def test_resolve_with_tiny_merge_steps_is_unchanged(corpus, tmp_path, monkeypatch):
+    _, t = corpus
+    cfg = DedupConfig(partitions=7)
+    clean = resolve_duplicates(t, cfg, workdir=tmp_path / "clean")
+    monkeypatch.setattr(resolve_mod, "MERGE_ROWS", 1)
+    assert resolve_duplicates(t, cfg, workdir=tmp_path / "tiny").equals(clean)
+
+
 def test_match_text_keeps_same_image_with_other_caption(tmp_path):
     p = tmp_path / "x.png"
     photo(4).save(p)

@@ -64,6 +64,8 @@ PARTITION_RECORDS = 2_000_000
 MIN_PARTITIONS = 32
 #: input files sampled (first batch each) to estimate the records per row
 SAMPLE_FILES = 16
+#: edge or candidate rows read from the partitions before they are deduplicated into the running result
+MERGE_ROWS = 2_000_000
 
 
 def _serial_map(fn: Callable[[int], Any], items: Sequence[int]) -> list[Any]:
@@ -208,8 +210,8 @@ def _resolve(signatures: Any, cfg: DedupConfig, against: list[str], evals: list[
     parts = list(range(nparts))
     list(map_fn(run_partition, parts))
 
-    edges = dedupe_edges(pa.concat_tables([area.read_table(f"edges/edges-{p:05d}.parquet") for p in parts]))
-    cands = dedupe_by_kind(pa.concat_tables([area.read_table(f"edges/cands-{p:05d}.parquet") for p in parts]))
+    edges = merged(area, [f"edges/edges-{p:05d}.parquet" for p in parts], dedupe_edges)
+    cands = merged(area, [f"edges/cands-{p:05d}.parquet" for p in parts], dedupe_by_kind)
     # phase 3: each method's own step (verification of its candidates, or its own edge search)
     method_edges = [edges]
     for method in methods():
@@ -227,6 +229,27 @@ def _resolve(signatures: Any, cfg: DedupConfig, against: list[str], evals: list[
         method_edges.append(found.cast(EDGE_SCHEMA))
     all_edges = dedupe_edges(pa.concat_tables(method_edges))
     return _clusters(all_edges, work, evals)
+
+
+def merged(area: SharedArea, names: list[str], dedupe: Callable[[pa.Table], pa.Table]) -> pa.Table:
+    """``dedupe`` of every partition's table concatenated, merged a few partitions at a time.
+
+    A pair that shares several LSH bands is a candidate in several partitions; concatenating all of
+    them first held every copy at once (with more partitions, more copies). Deduplicating is
+    associative and its output is sorted by the pair, so merging in steps gives the same table.
+    """
+    acc: list[pa.Table] = []
+    pending: list[pa.Table] = []
+    rows = 0
+    for name in names:
+        t = area.read_table(name)
+        pending.append(t)
+        rows += t.num_rows
+        if rows >= MERGE_ROWS:
+            acc = [dedupe(pa.concat_tables(acc + pending))]
+            pending, rows = [], 0
+    tables = acc + pending
+    return dedupe(pa.concat_tables(tables)) if tables else EDGE_SCHEMA.empty_table()
 
 
 def records_per_row(files: list[SigFile], builder: RecordBuilder, columns: list[str]) -> float:
