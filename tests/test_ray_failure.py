@@ -230,3 +230,38 @@ def test_a_pipeline_error_from_a_worker_without_smolcurate_is_the_shipping_advic
         _raise_if_not_shipped(RuntimeError("ActorDiedError: creation task failed\nModuleNotFoundError: "
                                            "No module named 'curation'"))
     _raise_if_not_shipped(RuntimeError("ModuleNotFoundError: No module named 'rapidocr'"))  # an extra, not us
+
+
+def _dying(starts: Path, always: bool):
+    """A partition function whose task for partition 1 SIGKILLs its worker (the first time, or every time);
+    each start leaves a file in ``starts``. Built in a closure, so Ray ships it by value."""
+
+    def run(p: int) -> int:
+        import uuid
+
+        (starts / f"{p}-{uuid.uuid4().hex}").touch()
+        if p == 1 and (always or len(list(starts.glob("1-*"))) == 1):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return 10 * p
+
+    return run
+
+
+@pytest.mark.ray
+def test_a_dedup_resolve_task_whose_worker_dies_is_retried_a_bounded_number_of_times(tmp_path, ray_session,
+                                                                                   monkeypatch):
+    from curation.dedup.parallel import ray_map
+    from curation.engine import ray_engine
+    from curation.engine.ray_engine import WorkerFailureError
+
+    once, always = tmp_path / "once", tmp_path / "always"
+    once.mkdir(), always.mkdir()
+    assert ray_map(_dying(once, always=False), [0, 1, 2], num_cpus=0.5) == [0, 10, 20]  # retried on a new worker
+    assert len(list(once.glob("1-*"))) == 2
+    # the bound is the pipeline's TASK_RETRIES (lowered here: each retry is a worker start)
+    monkeypatch.setattr(ray_engine, "TASK_RETRIES", 1)
+    with pytest.raises(WorkerFailureError, match=r"^dedup resolve: a Ray task's worker died 2 times .*rerun the same"):
+        ray_map(_dying(always, always=True), [1], num_cpus=0.5)
+    assert len(list(always.glob("1-*"))) == 2
+    with pytest.raises(ZeroDivisionError):  # an error in the code is not a worker death: not retried, not reworded
+        ray_map(lambda p: 1 // 0, [0], num_cpus=0.5)

@@ -49,7 +49,8 @@ _CRASHED = "crashed"
 #: deaths of its worker after which a chunk is isolated, and a single row is ledgered as ``decode/crash``
 CRASH_LIMIT = 2
 #: restarts Ray may make of one stage actor, and retries of one chunk's task, before the pass fails (then the
-#: driver starts a new pass over the chunks not finished)
+#: driver starts a new pass over the chunks not finished); TASK_RETRIES also bounds the retries of one dedup
+#: resolve task (curation.dedup.parallel.ray_map)
 ACTOR_RESTARTS = 8
 TASK_RETRIES = 4
 #: rounds in a row (a pass, then the isolation of its crashed chunks) that finish no chunk before the job gives up
