@@ -9,10 +9,12 @@ and a dict increment per event, next to a decode that costs milliseconds).
 Events: ``read`` (a whole file read from disk: the shared decode's read, a
 streamed digest, Pillow or pdfium opening a path), ``decode`` (one decode of
 an image, one PDF page render, one batch of video frames), ``probe`` (a video
-container header plus its first frame). The shared decode reads a video file
+container header plus its first frame), ``scan`` (the clip cutter's pass over
+every frame of a video, media.scenes.scan_video). The shared decode reads a video file
 once and its decoders decode those bytes; a video over the in-memory cap
 (media.decoded.VIDEO_IN_MEMORY_MAX) is streamed for its hash and read again by
-its decoders, which counts as a second ``read``.
+its decoders, which counts as a second ``read``. A clip source's scan reads
+the file, and its clips decode those bytes (curation.clips.expand).
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ _COUNTS: Counter[tuple[str, str]] = Counter()
 
 
 def count(event: str, kind: str, n: int = 1) -> None:
-    """Record ``n`` events (``read``, ``decode``, ``probe``) of a media ``kind`` (image, pdf, video)."""
+    """Record ``n`` events (``read``, ``decode``, ``probe``, ``scan``) of a media ``kind`` (image, pdf, video)."""
     with _LOCK:
         _COUNTS[(event, kind)] += n
 

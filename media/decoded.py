@@ -286,36 +286,74 @@ def ocr_rendered_pages(pages: list[PdfPage], rule: tuple[int, int, bool] | None)
 VIDEO_IN_MEMORY_MAX = 256 << 20
 
 
-class _RecentVideos:
-    """The bytes of the clip videos read last, by (path, size, mtime): the clips of one video are rows of their
-    own, and they all decode from one read of its file. At most ``VIDEO_IN_MEMORY_MAX`` bytes in all, and
-    emptied once a chunk is decoded; a thread asking for a file another thread is reading waits for that read
-    instead of reading it again."""
+class _ClipVideos:
+    """Video files' bytes shared by the clips of each video within a chunk, by (path, size, mtime).
+
+    The clips of one video are rows of their own, and they all decode from one read of its file. Two ways in:
+
+    - clip expansion (curation.clips.expand) reads a video once for its scene scan and *holds* those bytes
+      for the clip rows it made (:func:`hold_clip_video`): the decode of those clips, next in the same worker
+      (the chunk's first stage reads it and decodes it), takes them, and the last one releases them. Held
+      bytes total at most ``VIDEO_IN_MEMORY_MAX``; a video that does not fit is not held, and its clips read it
+      again (counted);
+    - a clip whose video is not held (a manifest of clips curated again) reads the file and keeps it for its
+      siblings; those are dropped oldest first once everything kept passes ``VIDEO_IN_MEMORY_MAX``.
+
+    Everything is emptied once a chunk is decoded (nothing is held between chunks); a thread asking for a
+    file another thread is reading waits for that read instead of reading it again.
+    """
 
     def __init__(self) -> None:
         self._items: dict[tuple[str, int, int], bytes] = {}
+        self._uses: dict[tuple[str, int, int], int] = {}  # held videos: clip decodes still to take them
         self._reading: dict[tuple[str, int, int], threading.Lock] = {}
         self._lock = threading.Lock()
+
+    def hold(self, key: tuple[str, int, int], data: bytes, uses: int) -> bool:
+        """Keep ``data`` for ``uses`` clip decodes; False (nothing kept) when it would pass the cap."""
+        with self._lock:
+            held = sum(len(self._items[k]) for k in self._uses)
+            if uses <= 0 or held + len(data) > VIDEO_IN_MEMORY_MAX:
+                return False
+            self._items[key] = data
+            self._uses[key] = uses
+            self._trim(key)
+        return True
+
+    def _take(self, key: tuple[str, int, int]) -> bytes | None:
+        """The bytes of ``key`` if present; a held video's last clip releases them (lock held)."""
+        hit = self._items.get(key)
+        if hit is not None and key in self._uses:
+            self._uses[key] -= 1
+            if self._uses[key] <= 0:
+                del self._uses[key], self._items[key]
+        return hit
+
+    def _trim(self, keep: tuple[str, int, int]) -> None:
+        """Drop kept (not held) videos, oldest first, while everything passes the cap (lock held)."""
+        total = sum(len(v) for v in self._items.values())
+        for k in list(self._items):
+            if total <= VIDEO_IN_MEMORY_MAX:
+                break
+            if k != keep and k not in self._uses:
+                total -= len(self._items.pop(k))
 
     def read(self, path: str, size: int, mtime_ns: int) -> bytes:
         key = (path, size, mtime_ns)
         with self._lock:
-            hit = self._items.get(key)
+            hit = self._take(key)
             if hit is not None:
                 return hit
             gate = self._reading.setdefault(key, threading.Lock())
         with gate:
             with self._lock:
-                hit = self._items.get(key)
+                hit = self._take(key)
             if hit is not None:
                 return hit
             data, _ = read_bytes(path, "video")
             with self._lock:
                 self._items[key] = data
-                total = sum(len(v) for v in self._items.values())
-                while total > VIDEO_IN_MEMORY_MAX and len(self._items) > 1:
-                    old = next(iter(self._items))
-                    total -= len(self._items.pop(old))
+                self._trim(key)
                 self._reading.pop(key, None)
         return data
 
@@ -323,9 +361,34 @@ class _RecentVideos:
         """Forget the bytes held (a chunk is decoded: nothing is held between chunks)."""
         with self._lock:
             self._items.clear()
+            self._uses.clear()
 
 
-_RECENT_VIDEOS = _RecentVideos()
+_CLIP_VIDEOS = _ClipVideos()
+
+
+def read_clip_video(path: str) -> tuple[bytes | None, tuple[str, int, int]]:
+    """A local video's bytes for the scan that cuts it into clips (one counted read), and the key to hold them
+    by (:func:`hold_clip_video`). ``None`` for a file over ``VIDEO_IN_MEMORY_MAX``: the scan streams the path.
+    MediaError words a missing or unreadable file as any decoder does."""
+    size = check_file(path)
+    st = os.stat(path)
+    key = (path, st.st_size, st.st_mtime_ns)
+    if size > VIDEO_IN_MEMORY_MAX:
+        return None, key
+    data, _ = read_bytes(path, "video")
+    return data, key
+
+
+def hold_clip_video(key: tuple[str, int, int], data: bytes | None, clips: int) -> bool:
+    """Hand the bytes a clip scan read to the shared decode of its ``clips`` clip rows (see :class:`_ClipVideos`);
+    True when held (not when ``data`` is None, ``clips`` is 0, or the chunk's held videos would pass the cap)."""
+    return data is not None and _CLIP_VIDEOS.hold(key, data, clips)
+
+
+def release_clip_videos() -> None:
+    """Drop every held clip video: a new chunk is being cut (bytes an undecoded chunk left are stale)."""
+    _CLIP_VIDEOS.clear()
 
 
 def _video_bytes(src: str, ref: Mapping[str, Any]) -> bytes | None:
@@ -337,7 +400,7 @@ def _video_bytes(src: str, ref: Mapping[str, Any]) -> bytes | None:
     if st.st_size > VIDEO_IN_MEMORY_MAX:
         return None
     if ref.get("start_s") is not None:  # a clip: its siblings read the same file
-        return _RECENT_VIDEOS.read(src, st.st_size, st.st_mtime_ns)
+        return _CLIP_VIDEOS.read(src, st.st_size, st.st_mtime_ns)
     return read_bytes(src, "video")[0]
 
 
@@ -438,7 +501,7 @@ class SharedDecode:
                  for j, ref in enumerate(items or ()) if needs.wants(media_kind(ref))]
         for (p, j, _), got in zip(tasks, self._map([t[2] for t in tasks])):
             self._store[(p, j)] = got
-        _RECENT_VIDEOS.clear()  # the clips of a video are rows of one chunk: their shared read is done
+        _CLIP_VIDEOS.clear()  # the clips of a video are rows of one chunk: their shared read is done
 
     def _map(self, refs: list[Mapping[str, Any]]) -> Iterable[DecodedMedia]:
         threads = decode_threads(self.requested_threads)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from media.counters import count as count_event
 from media.files import MediaError
 from media.video import VideoSource, _av, _decoder_error, _open_av, _video_input
 
@@ -116,9 +117,13 @@ def _resize(img: np.ndarray, w: int, h: int) -> np.ndarray:
 def scan_video(path: VideoSource, *, width: int = SCAN_WIDTH, max_errors: int = 64, label: str | None = None) -> VideoScan:
     """Decode every frame once (see module doc). MediaError when the container cannot be opened at all.
 
-    ``path`` may be the file's bytes (``label`` then names them in errors)."""
+    ``path`` may be the file's bytes (``label`` then names them in errors); a path is read whole, and counted
+    as a read (media.counters). The pass itself counts as one ``scan``."""
     src, p = _video_input(path, label)
     av = _av()
+    if isinstance(src, str):
+        count_event("read", "video")
+    count_event("scan", "video")
     times: list[np.ndarray] = []
     scores: list[np.ndarray] = []
     stds: list[np.ndarray] = []

@@ -249,6 +249,8 @@ def _decoder_error(exc: BaseException, p: str, alias: str | None = None) -> Medi
         text = f"{type(exc).__name__}: {_clean_error(exc)}"
     if alias and alias != p:
         text = text.replace(alias, p)
+    # PyAV names in-memory input '<none>': the message names the file the bytes were read from, as for a path
+    text = text.replace("'<none>'", f"'{p}'")
     return MediaError("undecodable", f"{p}: {text}")
 
 

@@ -148,7 +148,7 @@ def test_clips_of_one_video_share_one_read_and_a_large_video_is_streamed(tmp_pat
     counters.reset()
     shared.prepare(table)
     assert counters.snapshot() == {"read.video": 1, "probe.video": 2, "decode.video": 2}
-    assert not D._RECENT_VIDEOS._items  # nothing held once the chunk is decoded
+    assert not D._CLIP_VIDEOS._items  # nothing held once the chunk is decoded
     first, second = shared.get(0, 0, clips[0]), shared.get(1, 0, clips[1])
     assert first.byte_digest == second.byte_digest and first.frame_indices[0] < second.frame_indices[0]
     # over the in-memory cap: hashed while streamed, then the decoders read the path (two reads, counted)
@@ -158,6 +158,61 @@ def test_clips_of_one_video_share_one_read_and_a_large_video_is_streamed(tmp_pat
     assert counters.snapshot() == {"read.video": 2, "probe.video": 1, "decode.video": 1}
     small = decode_media({"kind": "video", "uri": path, "bytes": (vids / "s.mp4").read_bytes()}, needs)
     assert big.byte_digest == small.byte_digest and np.array_equal(big.frames, small.frames)
+
+
+def _shots(root: Path) -> Path:
+    """Two videos of distinct shots (each cut into several clips), 10 frames per second."""
+    vids = root / "shots"
+    vids.mkdir()
+    for name, seeds in (("a.mp4", (1, 2, 3)), ("b.mp4", (4, 5))):
+        synth.write_video(vids / name, np.concatenate([synth.moving_frames(20 + 5 * k, seed=s)
+                                                       for k, s in enumerate(seeds)]), fps=10)
+    return vids
+
+
+def test_a_clip_source_reads_each_video_once(tmp_path, monkeypatch):
+    """The scene scan's read is the only one: the clips' byte hash and sampled frames decode those bytes.
+    The output is the one the clips get when every consumer opens the file itself (over the in-memory cap)."""
+    import media.decoded as D
+
+    _shots(tmp_path)
+    body = {"sources": [{"name": "clips", "kind": "video", "path": "shots", "clips": {"method": "scenes"}}],
+            "dedup": {"exact": True, "video": {}}, "tokens": {"strategy": "smolvlm-256m"}}
+    counts, rows = _run(tmp_path, body)
+    clips = rows.num_rows
+    assert clips >= 4 and sorted({m[0]["uri"].rsplit("/", 1)[-1] for m in rows.column("media").to_pylist()}) == \
+        ["a.mp4", "b.mp4"]
+    # per video: one read, one scan; per clip: one batch of sampled frames (a clip reference needs no probe)
+    assert counts == {"read.video": 2, "scan.video": 2, "decode.video": clips}, counts
+    assert not D._CLIP_VIDEOS._items
+    # over the cap: the scan streams the file, the byte hash streams it once more, each clip's decoder opens it
+    monkeypatch.setattr(D, "VIDEO_IN_MEMORY_MAX", 1024)
+    streamed, again = _run(tmp_path, body, "streamed")
+    assert streamed == {"read.video": 2 + 2 + clips, "scan.video": 2, "decode.video": clips}, streamed
+    assert again.to_pylist() == rows.to_pylist()  # same rows, clip spans, byte and frame hashes, scores
+
+
+def test_held_clip_videos_stay_within_the_cap(tmp_path, monkeypatch):
+    """Held bytes are released by their last clip; a video that would pass the cap is not held (its clips
+    read it again, counted), and what earlier reads kept never pushes a held video out."""
+    import media.decoded as D
+
+    vids = _shots(tmp_path)
+    a, b = str(vids / "a.mp4"), str(vids / "b.mp4")
+    counters.reset()
+    data_a, key_a = D.read_clip_video(a)
+    data_b, key_b = D.read_clip_video(b)
+    assert data_a == (vids / "a.mp4").read_bytes() and counters.snapshot() == {"read.video": 2}
+    monkeypatch.setattr(D, "VIDEO_IN_MEMORY_MAX", len(data_a) + len(data_b) - 1)
+    store = D._ClipVideos()
+    assert store.hold(key_a, data_a, 2) and not store.hold(key_b, data_b, 1)
+    assert store.read(*key_a) is data_a and store.read(*key_a) is data_a  # two clips of a: no read
+    assert not store._items and counters.snapshot() == {"read.video": 2}
+    assert store.hold(key_a, data_a, 1)
+    assert store.read(*key_b) == data_b and counters.snapshot() == {"read.video": 3}  # b was not held
+    assert key_a in store._items  # b's kept bytes pass the cap, yet the held a stays
+    assert store.read(*key_a) is data_a and list(store._items) == [key_b]
+    assert not D.hold_clip_video(key_a, data_a, 0) and not D.hold_clip_video(key_a, None, 3)
 
 
 def test_threads_do_not_change_the_result(tmp_path):

@@ -6,6 +6,15 @@ at all stays one row, dropped at stage ``decode`` with the decoder's reason;
 a video whose timestamps jump stays one row, dropped (``timestamp_jump``).
 Ids derive from the video's key plus the clip's seconds (``rel#t=1.200,3.040``),
 so they do not depend on chunking or on the engine.
+
+Each video file is read from disk once: the scan decodes the bytes it read,
+and those bytes are held (media.decoded.hold_clip_video) for the shared decode
+of its clips, which runs next in the same worker (a chunk is read and goes
+through its first stage, where the decode is, in one worker on both engines),
+so the clips' byte hash, probe-free sampling and frame hashes read no file.
+Nothing travels between workers: a chunk record carries rows, not bytes. A
+file over media.decoded.VIDEO_IN_MEMORY_MAX is streamed by the scan and read
+again by its clips' decoders (counted; docs/media.md).
 """
 from __future__ import annotations
 
@@ -18,6 +27,7 @@ from curation.clips.config import ClipConfig
 from curation.clips.plan import Clip, Reject, plan_clips, timestamp_jump
 from curation.operators import DROP_DETAIL, DROP_REASON, DROP_STAGE, ensure_decision_columns
 import media as M
+from media.decoded import hold_clip_video, read_clip_video, release_clip_videos
 from media.scenes import scan_video
 from manifests.schema import make_id
 
@@ -36,6 +46,7 @@ def clip_key(key: str, start_s: float, end_s: float) -> str:
 def expand_clips(table: pa.Table, cfg: ClipConfig, transcode_dir: str | None = None) -> pa.Table:
     """The chunk with every undropped video row replaced by its clip rows (see module doc)."""
     table = ensure_decision_columns(table)
+    release_clip_videos()  # bytes an earlier chunk held and never decoded are stale
     if table.num_rows == 0:
         return table
     out: list[dict] = []
@@ -55,8 +66,12 @@ def _dropped(row: dict, stage: str, reason: str, detail: str) -> dict:
 def _video_rows(row: dict, cfg: ClipConfig, transcode_dir: str | None) -> list[dict]:
     ref = row["media"][0]
     path = ref.get("uri")
+    local = _local_path(ref)
+    data, file_key = None, None
     try:
-        scan = scan_video(path, width=cfg.scan_width)
+        if local is not None:  # read once: the scan, the transcode and the clips' decode use these bytes
+            data, file_key = read_clip_video(local)
+        scan = scan_video(path if data is None else data, width=cfg.scan_width, label=path)
     except M.MediaError as exc:
         return [_dropped(row, "decode", exc.reason, exc.detail)]
     if scan.frames == 0:
@@ -95,12 +110,25 @@ def _video_rows(row: dict, cfg: ClipConfig, transcode_dir: str | None) -> list[d
             from curation.clips.transcode import transcode_clip
 
             try:
-                new["media"] = [transcode_clip(media, cfg.transcode, _clip_path(transcode_dir, row, span))]
+                new["media"] = [transcode_clip(media, cfg.transcode, _clip_path(transcode_dir, row, span), data)]
                 new["meta"] = json.dumps({**m, "source_uri": path}, ensure_ascii=False, sort_keys=True)
             except M.MediaError as exc:
                 new = _dropped(new, "transcode", exc.reason, exc.detail)
         rows.append(new)
+    if file_key is not None and transcode_dir is None:  # transcoded clips decode their own files
+        hold_clip_video(file_key, data, len(clips))
     return rows
+
+
+def _local_path(ref: dict) -> str | None:
+    """The local file a video reference decodes from (as media.refs.ref_source resolves it), else None."""
+    from manifests.storage import is_uri
+    from media.containers import container_scheme
+
+    uri = ref.get("uri")
+    if ref.get("bytes") is not None or uri is None or container_scheme(uri) is not None or is_uri(uri):
+        return None
+    return uri.removeprefix("file://")
 
 
 def _clip_path(folder: str, row: dict, clip: Clip) -> str:

@@ -18,18 +18,20 @@ import numpy as np
 
 from curation.clips.config import TranscodeConfig
 from media.files import MediaError
-from media.video import _av, _av_rgb, _decoder_error
+from media.video import _av, _av_rgb, _decoder_error, _open_av
 
 
-def transcode_clip(ref: dict, cfg: TranscodeConfig, out_path: str) -> dict:
-    """Encode ``[ref.start_s, ref.end_s)`` of ``ref.uri`` into ``out_path``; the clip file's media reference."""
+def transcode_clip(ref: dict, cfg: TranscodeConfig, out_path: str, data: bytes | None = None) -> dict:
+    """Encode ``[ref.start_s, ref.end_s)`` of ``ref.uri`` into ``out_path``; the clip file's media reference.
+
+    ``data``: the source video's bytes when the caller already read them (the clip scan), else its path is opened."""
     av = _av()
     src = ref["uri"]
     start_s, end_s = float(ref["start_s"]), float(ref["end_s"])
     fps = float(ref.get("fps") or 0.0)
     frames: list[np.ndarray] = []
     try:
-        with av.open(src, metadata_errors="ignore") as container:
+        with _open_av(src if data is None else data) as container:
             stream = container.streams.video[0]
             tb = float(stream.time_base) if stream.time_base else 0.0
             t0 = float(stream.start_time * tb) if (stream.start_time is not None and tb) else 0.0

