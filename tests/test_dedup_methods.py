@@ -42,8 +42,52 @@ def test_dedup_config_fields_come_from_the_registry_and_recipe_keys_are_unchange
 
 def test_signature_fingerprint_is_stable():
     # the value stamped into existing manifests (extra.dedup_signature): changing it re-hashes every `against:`
-    assert DedupConfig().signature_fingerprint() == "5e590b4005448aab"
-    assert DedupConfig.model_validate({"exact": False}).signature_fingerprint() == "20d3a56274e1db56"
+    assert DedupConfig().signature_fingerprint() == "b1e697a9e0533cb2"
+    assert DedupConfig.model_validate({"exact": False}).signature_fingerprint() == "971295755ff827c2"
+
+
+#: stamps written before the crop-window pHashes were resampled from the verification thumbnail (phash.WINDOW_HASH)
+_BEFORE_WINDOW_HASH = {"default": "5e590b4005448aab", "exact_off": "20d3a56274e1db56", "crops_off": "e7eb36629f2b3ceb"}
+
+
+def test_a_stamp_from_before_the_window_hash_change_is_re_hashed(tmp_path, monkeypatch):
+    """``sig_phash_win`` changed value (issue #12): an ``against:`` manifest stamped before it is re-hashed from
+    its media, while a recipe that stores no window hashes (``crops: false``) still reads its stored signatures."""
+    import pyarrow as pa
+
+    import curation.dedup.external as ext
+    from curation.dedup import phash
+    from manifests.schema import build_schema, conform
+    from manifests.writer import ManifestWriter
+
+    cfg, crops_off = DedupConfig(), DedupConfig.model_validate({"image": {"crops": False}})
+    assert cfg.signature_fingerprint() != _BEFORE_WINDOW_HASH["default"]
+    assert DedupConfig.model_validate({"exact": False}).signature_fingerprint() != _BEFORE_WINDOW_HASH["exact_off"]
+    assert crops_off.signature_fingerprint() == _BEFORE_WINDOW_HASH["crops_off"]
+    now = cfg.signature_fingerprint()
+    with monkeypatch.context() as m:  # the window hash is what moves the stamp, and only where windows are hashed
+        m.setattr(phash, "WINDOW_HASH", phash.WINDOW_HASH + 1)
+        assert cfg.signature_fingerprint() != now
+        assert crops_off.signature_fingerprint() == _BEFORE_WINDOW_HASH["crops_off"]
+    schema = build_schema(signature_columns())
+
+    def committed(name: str, stamp: str):
+        writer = ManifestWriter(tmp_path / name, schema)
+        writer.write(conform(pa.table({"id": ["x"], "source": ["s"], "modality": ["image"]}), schema))
+        writer.commit(sources={"s": {"read": 1}}, extra={"dedup_signature": stamp})
+        return tmp_path / name
+
+    hashed: list[int] = []
+
+    def fake(table, config):
+        hashed.append(table.num_rows)
+        return table
+
+    monkeypatch.setattr(ext, "compute_signatures", fake)
+    list(ext._manifest_batches(committed("old", _BEFORE_WINDOW_HASH["default"]), cfg))
+    assert hashed == [1]  # stale: re-hashed
+    list(ext._manifest_batches(committed("old_nocrops", _BEFORE_WINDOW_HASH["crops_off"]), crops_off))
+    assert hashed == [1]  # no window hashes in this recipe: the stored signatures still serve
 
 
 def test_edge_kinds_are_owned_once_and_declare_their_bucket_rule():

@@ -38,6 +38,10 @@ LOW = 8
 TIE_MARGIN = 8.0
 #: images are decoded so their longer side is about this (JPEG draft scaling); the thumbnail is LANCZOS from there
 DECODE_SIDE = 128
+#: how the crop-window pHashes (``sig_phash_win``) are made, part of the signature fingerprint: 2: resampled
+#: from the verification thumbnail (:func:`window_thumbs`); 1 (unversioned): crops of the 128-px reduction.
+#: Manifests stamped before it are re-hashed when used as ``against:``
+WINDOW_HASH = 2
 
 ImageLike = Union[Image.Image, np.ndarray, str, bytes]
 

@@ -70,7 +70,7 @@ def _fingerprint(cfg: Any) -> list:
 
     im = cfg.image
     return [im.enabled, im.max_items, phash.DECODE_SIDE, phash.TIE_MARGIN,
-            im.verify and verify.VERIFY_SIDE, im.crops and list(verify.WINDOWS)]
+            im.verify and verify.VERIFY_SIDE, im.crops and [list(verify.WINDOWS), phash.WINDOW_HASH]]
 
 
 def flat_rows(t: pa.Table, cfg: ImageConfig) -> np.ndarray:
