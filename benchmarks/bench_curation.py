@@ -19,7 +19,7 @@ One run, every figure a ratio measured in that run, on the same files
      **decoder alone** (read + the decode those needs require, DCT-scaled or
      full): the floor no chain built on these decoders can beat.
    Reads and decodes per input are counted (:mod:`media.counters`) in the same runs; for the real videos
-   too (one pass of the video chain, counts only).
+   too (one pass of the video chain, counts only), whole and cut into clips (scene scans per video file).
 2. **Threads**: wall time of the default-filter chain with ``decode.threads``
    = 2 vs 1 (only meaningful on an idle machine).
 3. **Ray** (wall time incl. actor start-up): ``smolcurate curate`` with 1 and 2
@@ -138,22 +138,25 @@ def bench_images(realdata: Path, rounds: int) -> dict:
     return {"files": len(files), "cpu_s": med, "counts": counts}
 
 
-def video_counts(realdata: Path) -> dict:
-    """Reads, probes and frame decodes per video of ``curate`` (default filters, exact and video dedup) on the
-    real videos: counts only (one pass), no timing."""
+def video_counts(realdata: Path, clips: dict | None = None) -> dict:
+    """Reads, probes, scans and frame decodes per video of ``curate`` (default filters, exact and video dedup)
+    on the real videos, whole or cut into ``clips``: counts only (one pass), no timing. ``rows``: the rows
+    (clips) the chain decoded per video."""
     from curation.recipe import parse_recipe
     from media import counters
 
-    recipe = parse_recipe({"sources": [{"name": "clips", "kind": "video", "path": str(realdata / "videos"),
-                                        "chunk_size": 10_000}], "dedup": {"exact": True, "video": {}}})
+    src = {"name": "clips", "kind": "video", "path": str(realdata / "videos"), "chunk_size": 10_000}
+    if clips is not None:
+        src["clips"] = clips
+    recipe = parse_recipe({"sources": [src], "dedup": {"exact": True, "video": {}}})
     run, _ = _chain(recipe)
     counters.reset()
     with counters.counting() as c:
-        run()
+        rows = run()
     from curation.readers.files import KIND_EXTENSIONS, enumerate_files
 
     n = len(enumerate_files([str(realdata / "videos")], KIND_EXTENSIONS["video"])[1])
-    return {"videos": n, **{k: v / n for k, v in c.items()}}
+    return {"videos": n, "rows": rows / n, **{k: v / n for k, v in c.items()}}
 
 
 def bench_threads(realdata: Path, rounds: int) -> dict:
@@ -234,6 +237,10 @@ def main() -> int:
     print(f"videos ({v['videos']} real files, default filters + exact and video dedup): per input "
           f"{v.get('read.video', 0):.2f} file reads, {v.get('probe.video', 0):.2f} probes, "
           f"{v.get('decode.video', 0):.2f} frame decodes")
+    v = video_counts(args.realdata, {"method": "scenes"})
+    print(f"  cut into clips (scenes): per video file {v.get('read.video', 0):.2f} file reads, "
+          f"{v.get('scan.video', 0):.2f} scans, {v.get('probe.video', 0):.2f} probes, "
+          f"{v.get('decode.video', 0):.2f} frame decodes (one per clip), {v['rows']:.2f} clips kept")
     th = bench_threads(args.realdata, args.rounds)
     print(f"threads (wall, default filters): 1 thread {th[1]:.3f} s, 2 threads {th[2]:.3f} s -> {th[1] / th[2]:.2f}x")
     if not args.skip_ray:
