@@ -19,7 +19,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("grid", metavar="GRID.yaml", help="grid file (see docs/ablations.md)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (re-use it to resume)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: the cores this process may use)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads per run (default: the cores this process may use, shared out among --jobs)")
+    p.add_argument("--jobs", type=_jobs, default=None, metavar="N|auto",
+                   help="runs trained at once, one process each (default: the grid's jobs, else 1; auto: one per core on CPU)")
     p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default=None,
                    help="override the grid's precision (auto: bf16 autocast where the device supports it)")
     p.add_argument("--vision", metavar="PATH", default=None,
@@ -35,6 +38,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dry-run", action="store_true", help="validate the grid and list its runs, train nothing")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=_ablate)
+
+
+def _jobs(value: str) -> int | str:
+    if value == "auto":
+        return value
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number or auto, got {value!r}")
+    return n
 
 
 def _ablate(args: argparse.Namespace) -> int:
@@ -53,6 +68,7 @@ def _ablate(args: argparse.Namespace) -> int:
         freeze_lm=args.freeze_lm,
         only=args.only,
         overrides=args.overrides,
+        jobs=args.jobs,
     )
     if args.dry_run:
         grid, _, points = plan(args.grid, opts)

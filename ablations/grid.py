@@ -12,7 +12,7 @@ import hashlib
 import itertools
 import json
 from pathlib import Path
-from typing import Any, Literal, Optional, Sequence
+from typing import Any, Literal, Optional, Sequence, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
@@ -226,6 +226,16 @@ class Grid(_Strict):
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     experiments: list[Experiment] = Field(default_factory=list)
     findings: list[Finding] = Field(default_factory=list, description="paired comparisons written to findings.md")
+    jobs: Union[int, str] = Field(
+        1, description="runs trained at once, one process each (auto: one per core on CPU); --jobs overrides"
+    )
+
+    @field_validator("jobs", mode="before")
+    @classmethod
+    def _jobs(cls, v: Any) -> Any:
+        if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+            return v
+        raise ValueError(f"jobs is a positive number or auto, not {v!r}")
 
     @field_validator("task", mode="before")
     @classmethod

@@ -18,9 +18,10 @@ from __future__ import annotations
 import platform
 import shutil
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 
@@ -28,9 +29,10 @@ from ablations.backbones import Backbones, build_model
 from ablations.data import RunData, TaskSource, base_tokenizer, ensure_chat_tokens
 from ablations.grid import Grid, RunPoint, RunSettings, TaskSpec, expand, load_grid, parse_overrides
 from ablations.findings import write_findings
+from ablations.parallel import SourceRef, resolve_jobs, threads_per_job, train_in_pool
 from ablations.report import write_report
 from ablations.tasks import GENERATORS, generate_task, task_key
-from ablations.train import resolve_device, train_one
+from ablations.train import RESULT, DeviceSpec, resolve_device, train_one
 from manifests.errors import RecipeError, UserError
 
 
@@ -46,6 +48,7 @@ class AblationOptions:
     freeze_lm: bool = False
     only: Sequence[str] | None = None
     overrides: Sequence[str] | None = None  # --set key=value
+    jobs: int | str | None = None  # --jobs: overrides the grid's ``jobs``
 
     def backbones(self) -> Backbones:
         return Backbones(
@@ -116,38 +119,91 @@ def run_grid(
     if progress:
         for key, src in sources.items():
             progress(f"task {key}: {src.info['train']} train / {src.info['val']} val samples ({src.path})")
-        progress(f"{grid.name}: {len(points)} runs")
+
+    jobs_asked = opts.jobs if opts.jobs is not None else grid.jobs
+    firsts: dict[str, RunPoint] = {}  # same settings and task in another experiment: train once, report in both
+    for p in points:
+        firsts.setdefault(run_hash(p), p)
+    unique = list(firsts.values())
+    todo = [p for p in unique if not (out / "runs" / p.run_id / RESULT).is_file()]
+    jobs = resolve_jobs(jobs_asked, opts.device, len(todo))
+    threads = threads_per_job(jobs, opts.threads)
+    devs = {p.run_id: resolve_device(opts.device, opts.precision or p.settings.precision, threads) for p in unique}
+    if progress:
+        skipped = len(unique) - len(todo)
+        progress(f"{grid.name}: {len(points)} runs ({len(unique)} distinct, {skipped} finished before), "
+                 f"{jobs} at a time x {threads} thread{'s' if threads > 1 else ''}")
+
+    results: dict[str, dict] = {}
+    started = time.perf_counter()
+
+    def record(point: RunPoint, result: dict) -> None:
+        for q in points:
+            if run_hash(q) != run_hash(point):
+                continue
+            if q.run_id == result["run_id"]:
+                results[q.run_id] = result
+            else:
+                results[q.run_id] = {**result, "run_id": q.run_id, "point_id": q.point_id, "experiment": q.experiment,
+                                     "axis_values": q.axis_values, "same_as": result["run_id"]}
+
+    def report(final: bool) -> None:
+        ordered = [results[p.run_id] for p in points if p.run_id in results]
+        header = _header(grid, grid_path, sources, ordered, jobs)
+        write_report(out, ordered, header, plots=final)
+        if grid.findings:  # rewritten after every run, so a killed grid still leaves a report of what finished
+            write_findings(out, grid, ordered, header, plots=final)
 
     threads_before = torch.get_num_threads()  # train_one sets the run's threads; leave the caller's as they were
     try:
-        results: list[dict] = []
-        trained: dict[str, dict] = {}
-        for i, point in enumerate(points, 1):
-            key = task_key(point.task)
-            data_factory, model_factory = _factories(sources[key], out / "tokenizers" / key, backbones)
-            dev = resolve_device(opts.device, opts.precision or point.settings.precision, opts.threads)
-            twin = trained.get(run_hash(point))
-            if twin is not None:  # same settings and task in another experiment: train once, report in both
+        waiting = {p.run_id for p in todo}
+        for p in unique:
+            if p.run_id not in waiting:
+                record(p, train_one(p, *factories(sources[task_key(p.task)], out / "tokenizers" / task_key(p.task), backbones),
+                                    out / "runs" / p.run_id, devs[p.run_id]))
+        if jobs > 1:
+            if backbones.lm is None:  # trained here once, so that workers only read it
+                for p in todo:
+                    key = task_key(p.task)
+                    base_tokenizer(sources[key], p.settings.vocab_size, out / "tokenizers" / key)
+            refs = {key: SourceRef.of(src, _task_of(points, key).train, _task_of(points, key).val) for key, src in sources.items()}
+            keys = {p.run_id: task_key(p.task) for p in todo}
+            finished = train_in_pool(todo, refs, keys, out, backbones, devs, jobs, progress)
+        else:
+            finished = _in_turn(todo, sources, out, backbones, devs, progress)
+        try:
+            for n, (point, result) in enumerate(finished, 1):
+                record(point, result)
                 if progress:
-                    progress(f"[{i}/{len(points)}] {point.run_id}: same run as {twin['run_id']}")
-                results.append({**twin, "run_id": point.run_id, "point_id": point.point_id, "experiment": point.experiment,
-                                "axis_values": point.axis_values, "same_as": twin["run_id"]})
-            else:
-                if progress:
-                    progress(f"[{i}/{len(points)}] {point.run_id}")
-                result = train_one(point, data_factory, model_factory, out / "runs" / point.run_id, dev, progress)
-                trained[run_hash(point)] = result
-                results.append(result)
-            header = _header(grid, grid_path, sources, results)
-            write_report(out, results, header, plots=i == len(points))
-            if grid.findings:  # rewritten after every run, so a killed grid still leaves a report of what finished
-                write_findings(out, grid, results, header, plots=i == len(points))
+                    elapsed = time.perf_counter() - started
+                    progress(f"[{n}/{len(todo)} done] {point.run_id} ({result['metrics']['wall_s']:.0f} s; "
+                             f"{elapsed / 60:.1f} min so far)")
+                if n < len(todo):
+                    report(final=False)
+        finally:
+            finished.close()  # a failed run or Ctrl-C ends the pool's workers now, not at garbage collection
+        report(final=True)
     finally:
         torch.set_num_threads(threads_before)
     return out
 
 
-def _factories(source: TaskSource, tokenizer_dir: Path, backbones: Backbones):
+def _in_turn(todo: Sequence[RunPoint], sources: dict[str, TaskSource], out: Path, backbones: Backbones,
+             devs: dict[str, DeviceSpec], progress: Callable[[str], None] | None) -> Iterator[tuple[RunPoint, dict]]:
+    """Train the runs one after another in this process (``jobs: 1``, and every GPU grid by default)."""
+    for i, p in enumerate(todo, 1):
+        if progress:
+            progress(f"[{i}/{len(todo)}] {p.run_id}")
+        key = task_key(p.task)
+        data_factory, model_factory = factories(sources[key], out / "tokenizers" / key, backbones)
+        yield p, train_one(p, data_factory, model_factory, out / "runs" / p.run_id, devs[p.run_id], progress)
+
+
+def _task_of(points: Sequence[RunPoint], key: str) -> TaskSpec:
+    return next(p.task for p in points if task_key(p.task) == key)
+
+
+def factories(source: TaskSource, tokenizer_dir: Path, backbones: Backbones):
     """How train_one builds a run's data and model (called only for runs that are not finished)."""
 
     def data_factory(s: RunSettings, run_dir: Path) -> RunData:
@@ -172,7 +228,7 @@ def run_hash(point: RunPoint) -> str:
     return point.run_id.rsplit("-", 1)[1]
 
 
-def _header(grid: Grid, grid_path: str | Path, sources: dict[str, TaskSource], results: list[dict]) -> str:
+def _header(grid: Grid, grid_path: str | Path, sources: dict[str, TaskSource], results: list[dict], jobs: int = 1) -> str:
     first = results[0] if results else {}
     lines = [f"# Ablation results: {grid.name}", ""]
     if grid.description.strip():
@@ -184,7 +240,8 @@ def _header(grid: Grid, grid_path: str | Path, sources: dict[str, TaskSource], r
             lines.append(f"  - {name}: {desc}")
     if first:
         lines.append(
-            f"- device: {first.get('device')} ({first.get('autocast')}, {first.get('threads')} threads), "
+            f"- device: {first.get('device')} ({first.get('autocast')}, {first.get('threads')} threads"
+            f"{f', {jobs} runs at a time' if jobs > 1 else ''}), "
             f"python {platform.python_version()}, {sys.platform}"
         )
     lines.append("- metrics: mean ± std over seeds; accuracy by greedy decoding on held-out samples")

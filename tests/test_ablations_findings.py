@@ -228,6 +228,7 @@ def reduced_findings_grid(tmp_path: Path, only: str | None = None) -> Path:
     """The shipped findings grid with the tiny model, a few steps, tiny tasks and two seeds."""
     raw = yaml.safe_load(FINDINGS.read_text())
     raw["seeds"] = [0, 1]
+    raw["jobs"] = 1  # runs in turn, so the kill below lands in a known run; the pool is tested on its own
     raw["base"].update(TINY)
     raw["task"].update({"train": 16, "val": 4, "width": 64, "height": 32})
     for exp in raw["experiments"]:
@@ -295,8 +296,68 @@ def test_killed_findings_run_resumes_and_gives_the_same_report(tmp_path):
     seen: list[str] = []
     run_grid(path, out, ONE_THREAD, progress=seen.append)
     assert {n: (out / "runs" / n / "result.json").stat().st_mtime_ns for n in finished} == stamps
-    trained = [m for m in seen if m.startswith("[") and "same run" not in m]
-    assert len(trained) == 4 and not any(f"{n}:" in m for n in finished for m in seen if "step" in m)
+    trained = [m for m in seen if m.startswith("[") and "done]" not in m]
+    assert trained == ["[1/2] loss-lossfull-s0-" + trained[0].split("-")[-1], trained[1]]
+    assert not any(f"{n}:" in m for n in finished for m in seen if "step" in m)
     assert _quality(json.loads((out / "findings.json").read_text())) == _quality(json.loads((ref / "findings.json").read_text()))
     table = [ln for ln in (out / "findings.md").read_text().splitlines() if ln.startswith("| f6")]
     assert table == [ln for ln in (ref / "findings.md").read_text().splitlines() if ln.startswith("| f6")]
+
+
+@pytest.mark.slow
+def test_runs_in_parallel_processes_equal_runs_in_turn_and_resume_after_a_kill(tmp_path):
+    """``jobs: 2`` trains the same runs as ``jobs: 1`` (same threads, same numbers), and a kill mid-pool resumes."""
+    path = reduced_findings_grid(tmp_path, only="loss")
+    ref = run_grid(path, tmp_path / "ref", ONE_THREAD)
+    two = AblationOptions(threads=1, jobs=2)
+
+    class Kill(Exception):
+        pass
+
+    def kill_after_first_finished(msg: str) -> None:
+        if msg.startswith("[1/4 done]"):
+            raise Kill
+
+    out = tmp_path / "out"
+    with pytest.raises(Kill):
+        run_grid(path, out, two, progress=kill_after_first_finished)
+    assert not _workers_alive()  # the pool ended with the grid: nothing keeps writing into out/
+    finished = sorted(p.name for p in (out / "runs").iterdir() if (p / "result.json").is_file())
+    assert 1 <= len(finished) < 4
+    seen: list[str] = []
+    run_grid(path, out, two, progress=seen.append)
+    assert seen[0].startswith("task ") and f"{len(finished)} finished before), 2 at a time x 1 thread" in seen[1]
+    assert sum(": step 1/" in m for m in seen) == 4 - len(finished)  # only the unfinished runs train
+    assert _quality(json.loads((out / "findings.json").read_text())) == _quality(json.loads((ref / "findings.json").read_text()))
+    for run in (ref / "runs").iterdir():
+        a, b = (json.loads((d / run.name / "result.json").read_text()) for d in (ref / "runs", out / "runs"))
+        assert a["loss_curve"] == b["loss_curve"] and a["metrics"]["val_loss"] == b["metrics"]["val_loss"]
+
+
+def _workers_alive() -> bool:
+    import multiprocessing
+
+    return any(p.is_alive() for p in multiprocessing.active_children())
+
+
+def test_jobs_is_a_positive_number_or_auto(tmp_path, capsys):
+    with pytest.raises(RecipeError) as err:
+        parse_grid(two_arms(jobs=0))
+    assert err.value.field == "jobs"
+    assert parse_grid(two_arms(jobs="auto")).jobs == "auto"
+    path = tmp_path / "g.yaml"
+    path.write_text(yaml.safe_dump(two_arms()))
+    assert cli_main(["ablate", str(path), "--out", str(tmp_path / "o"), "--jobs", "two"]) == 2
+    assert "--jobs" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+def test_auto_jobs_is_one_per_core_on_cpu_and_one_on_a_gpu(monkeypatch):
+    from ablations import parallel
+
+    monkeypatch.setattr(parallel, "available_cores", lambda: 2)
+    assert parallel.resolve_jobs("auto", "cpu", runs=45) == 2
+    assert parallel.resolve_jobs("auto", "cpu", runs=1) == 1
+    assert parallel.resolve_jobs("auto", "cuda", runs=45) == 1
+    assert parallel.resolve_jobs(3, "cpu", runs=45) == 3
+    assert parallel.threads_per_job(2, None) == 1 and parallel.threads_per_job(1, None) == 2
+    assert parallel.threads_per_job(2, 2) == 2
