@@ -136,6 +136,8 @@ def findings_markdown(grid: Grid, evaluated: Sequence[dict[str, Any]], header: s
         lines.append(f"- verdict: **{e['verdict']}**: {e['reason']}")
         if f.why.strip():
             lines.append(f"- design: {' '.join(f.why.split())}")
+        if f.otherwise.strip() and e["verdict"] != "reproduced":
+            lines.append(f"- what this scale cannot show, and what would: {' '.join(f.otherwise.split())}")
         lines += ["", "| arm | " + " | ".join(METRICS[c][0] for c in COST if _has(e, c)) + " |",
                   "|---|" + "---|" * sum(_has(e, c) for c in COST)]
         for side in ("arm", "baseline"):

@@ -207,7 +207,8 @@ class Finding(_Strict):
     direction: Literal["higher", "lower"] = Field(description="the side of arm - baseline the paper predicts for metric")
     arm: dict[str, Any] = Field(description="axis values of the arm the paper favours")
     baseline: dict[str, Any] = Field(description="axis values of the arm it is compared with")
-    why: str = Field("", description="why the design gives the finding room to show, and what scale it would need otherwise")
+    why: str = Field("", description="why the design gives the finding room to show")
+    otherwise: str = Field("", description="when it does not reproduce: what this scale cannot show, and what scale would")
     learned: Optional[dict[str, float]] = Field(
         None,
         description="{metric: minimum}: the task counts as learned when at least one arm's mean reaches it; "

@@ -149,7 +149,7 @@ def run_grid(
 
     def report(final: bool) -> None:
         ordered = [results[p.run_id] for p in points if p.run_id in results]
-        header = _header(grid, grid_path, sources, ordered, jobs)
+        header = _header(grid, grid_path, sources, ordered, resolve_jobs(jobs_asked, opts.device, len(unique)))
         write_report(out, ordered, header, plots=final)
         if grid.findings:  # rewritten after every run, so a killed grid still leaves a report of what finished
             write_findings(out, grid, ordered, header, plots=final)
@@ -240,7 +240,8 @@ def _header(grid: Grid, grid_path: str | Path, sources: dict[str, TaskSource], r
             lines.append(f"  - {name}: {desc}")
     if first:
         lines.append(
-            f"- device: {first.get('device')} ({first.get('autocast')}, {first.get('threads')} threads"
+            f"- device: {first.get('device')} ({first.get('autocast')}, {first.get('threads')} "
+            f"thread{'s' if first.get('threads') != 1 else ''}"
             f"{f', {jobs} runs at a time' if jobs > 1 else ''}), "
             f"python {platform.python_version()}, {sys.platform}"
         )
