@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute  # noqa: F401
 import pytest
 
 from curation import synth
@@ -103,6 +105,36 @@ def test_bisected_parts_merge_into_the_chunk_one_run_stages(tmp_path):
     assert bytes_table(crash["kept"]).num_rows == 0 and crash["counts"]["crashed"] == 1
 
 
+def test_inputs_read_apart_merge_into_the_chunk_and_an_unread_input_is_ledgered_as_read_crash(tmp_path):
+    """A chunk whose reading kills its worker: its files read in ranges (in-process, no Ray) merge into the whole
+    chunk's result; a file ledgered unread is the row a failed read of it gives, at read/crash."""
+    from curation.engine.ray_engine import _isolated, merge_parts, narrowable, narrowed, recipe_json
+    from curation.engine.stages import bytes_table
+    from curation.readers import plan_source
+
+    img = _images(tmp_path, 3)
+    (img / "p01_empty.jpg").write_bytes(b"")  # a failed read (read/zero_bytes): sorts second
+    recipe = load_recipe(_recipe(tmp_path, 7))
+    spec = plan_source(recipe, 0).chunks[0]
+    js = recipe_json(recipe)
+    assert narrowable(spec) and [it[1] for it in narrowed(spec, 1, 3)["items"]] == ["p01.jpg", "p01_empty.jpg"]
+    assert _isolated(js, recipe.base_dir, 0, spec, 0, None, "setup") == {"rows": 0}
+    whole = _isolated(js, recipe.base_dir, 0, spec, 0, None, "run")
+    parts = [(lo, _isolated(js, recipe.base_dir, 0, spec, lo, hi, "read")) for lo, hi in ((0, 1), (1, 2), (2, 4), (4, 6))]
+    kept, ledger, counts = merge_parts(recipe, 0, spec, parts[::-1])
+    assert kept.equals(bytes_table(whole["kept"])) and kept.num_rows == 4
+    assert ledger.equals(bytes_table(whole["ledger"])) and ledger.num_rows == 2
+    assert (counts["read"], counts["kept"], counts["dropped"], counts["inputs"]) == (6, 4, 2, 6)
+    unread = _isolated(js, recipe.base_dir, 0, spec, 2, 3, "unread")
+    assert bytes_table(unread["kept"]).num_rows == 0 and unread["counts"]["crashed"] == 1
+    row = bytes_table(unread["ledger"])
+    failed = bytes_table(whole["ledger"]).filter(pa.compute.equal(bytes_table(whole["ledger"]).column("stage"), "read"))
+    assert failed.column("uri").to_pylist()[0].endswith("p01_empty.jpg") and failed.column("reason")[0].as_py() == "zero_bytes"
+    assert (row.column("stage")[0].as_py(), row.column("reason")[0].as_py()) == ("read", "crash")
+    same = [c for c in row.column_names if c not in ("reason", "detail")]  # the chunk's ledger has score columns too
+    assert row.select(same).equals(failed.select(same))
+
+
 # --------------------------------------------------------------------------- on the shared Ray session
 
 
@@ -141,6 +173,32 @@ def test_an_input_that_segfaults_its_decoder_is_isolated_and_ledgered(tmp_path, 
     # the poison's chunk-mate (a copy of p01) is kept, or with dedup one of the pair is kept, the other ledgered
     pair = {"p01.jpg", "p02_copy.jpg"}
     assert [r["stage"] for u, r in by_uri.items() if Path(u).name in pair] == (["dedup"] if restarts else [])
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_an_input_whose_reading_segfaults_is_isolated_and_ledgered_as_read_crash(tmp_path, ray_session, monkeypatch):
+    """The reading of a chunk kills its workers (SMOLCURATE_TEST_READ_CRASH): the operators set up alone, so its
+    files are bisected; the one whose reading kills is ledgered as read/crash, its chunk-mate kept, the rest as
+    the local engine makes of the same files with that one empty (a failed read)."""
+    img = _images(tmp_path, 2)  # chunks of 2: [p00, p01], [p02_copy, poison]
+    (img / POISON).write_bytes(b"")  # the local engine's counterpart: a file whose read fails
+    recipe = load_recipe(_recipe(tmp_path, 2, dedup=False))
+    run_job(recipe, tmp_path / "local", engine="local", quiet=True)
+    monkeypatch.setenv("SMOLCURATE_TEST_READ_CRASH", POISON)  # every read of a chunk naming it kills its process
+    res = run_job(recipe, tmp_path / "ray", engine="ray", workers=2, quiet=True)
+    info = {d: open_manifest(tmp_path / d).info for d in ("local", "ray")}
+    assert res.kept == 3 and info["ray"]["totals"] == info["local"]["totals"]
+    assert info["ray"]["sources"] == info["local"]["sources"]
+    assert {"source": "photos", "stage": "read", "reason": "crash", "count": 1} in info["ray"]["drops"]
+    _same_data(tmp_path / "local", tmp_path / "ray")
+    validate(tmp_path / "ray")
+    loc, ray_ = (open_manifest(tmp_path / d).ledger() for d in ("local", "ray"))
+    row = ray_.to_pylist()
+    assert len(row) == 1 and row[0]["uri"].endswith(POISON) and (row[0]["stage"], row[0]["reason"]) == ("read", "crash")
+    assert loc.column("reason").to_pylist() == ["zero_bytes"]
+    same = [c for c in loc.column_names if c not in ("reason", "detail")]
+    assert ray_.select(same).equals(loc.select(same))
 
 
 def _stage_workers() -> list:

@@ -20,7 +20,11 @@ third time in the pipeline but handed back to the driver, which isolates it:
 its rows are bisected in single-use Ray tasks (every stage in one process)
 until the rows that kill their worker every time stand alone. Those are
 ledgered at stage ``decode`` with reason ``crash``; the other rows' results are
-merged into the chunk exactly as an undisturbed run would stage it. Every loop
+merged into the chunk exactly as an undisturbed run would stage it. When it is
+the reading of the chunk that kills (and the operators set up fine alone), a
+reader that can read a subset of its inputs (``narrow``/``unread``: files) has
+its inputs bisected instead, and an input whose reading alone kills is ledgered
+unread at stage ``read`` with reason ``crash``. Every loop
 is bounded: Ray's restarts and retries per actor and task, ``CRASH_LIMIT``
 deaths per chunk and per row, and rounds that must each finish something.
 """
@@ -28,6 +32,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -59,6 +65,11 @@ IDLE_ROUNDS = 2
 CRASH_STAGE = "decode"
 CRASH_REASON = "crash"
 CRASH_DETAIL = f"its worker process died {CRASH_LIMIT} times running this input alone (a native crash)"
+#: the ledger row (stage ``read``, reason CRASH_REASON) of an input whose reading alone killed its worker every time
+READ_CRASH_DETAIL = f"its worker process died {CRASH_LIMIT} times reading this input alone (a native crash)"
+#: test-only fault hook (off unless set; forwarded to the workers like media/decoded.py's): reading a chunk whose
+#: spec names a path containing this substring segfaults the reading process
+READ_CRASH_ENV = "SMOLCURATE_TEST_READ_CRASH"
 
 
 class WorkerFailureError(UserError):
@@ -114,7 +125,9 @@ class _StageActor:
             marker = json.dumps({_CRASHED: k, "stage": self.INDEX})
             return {"counts": marker} if self.LAST else {**_empty_record(rec), "counts": marker}
         if self.INDEX == 0:
-            state = self.runner.start(k, json.loads(str(rec["spec"])))
+            spec = json.loads(str(rec["spec"]))
+            _test_read_fault(spec)
+            state = self.runner.start(k, spec)
         else:
             state = ChunkState.from_record(rec)
         state = self.runner.run(state)
@@ -271,40 +284,91 @@ class _AttemptCounts:
             pass
 
 
+def _test_read_fault(spec: dict) -> None:
+    """The test-only read fault (READ_CRASH_ENV): a segfault before reading a chunk that names the poisoned path."""
+    poison = os.environ.get(READ_CRASH_ENV)
+    if poison and poison in json.dumps(spec):
+        os.kill(os.getpid(), signal.SIGSEGV)
+
+
+def narrowable(spec: dict) -> bool:
+    """Whether the chunk's reader can read (and ledger unread) a subset of its inputs (``narrow``/``unread``)."""
+    from curation.readers import reader_class
+
+    cls = reader_class(spec["type"])
+    return callable(getattr(cls, "narrow", None)) and callable(getattr(cls, "unread", None))
+
+
+def narrowed(spec: dict, lo: int, hi: int) -> dict:
+    """The chunk spec of inputs ``[lo, hi)`` of ``spec``."""
+    from curation.readers import reader_class
+    from curation.readers.base import decode_spec, encode_spec
+
+    cls = reader_class(spec["type"])
+    return encode_spec(spec["type"], cls.narrow(decode_spec(cls.spec_type, spec), lo, hi))
+
+
+def _split_ledger(table: Any) -> tuple[Any, Any]:
+    """(kept rows without the decision columns, ledger rows) of a table whose dropped rows are marked."""
+    from curation.engine.chunk import to_ledger
+    from curation.operators import DECISION_COLUMNS, split_decided
+
+    kept, gone = split_decided(table)
+    return kept.drop_columns([c for c in DECISION_COLUMNS if c in kept.column_names]), to_ledger(gone)
+
+
 def _isolated(recipe_js: str, base_dir: str | None, k: int, spec: dict, lo: int, hi: int | None, mode: str) -> dict:
     """One part of a crashed chunk in a single-use Ray task: every stage in this process, nothing staged.
 
-    ``mode``: ``rows`` reads the chunk and sets up every operator on no row (a crash there is no input's) and
-    counts the rows; ``run`` runs rows ``[lo, hi)`` through every stage exactly as the pipeline would;
-    ``crash`` ledgers rows ``[lo, hi)`` (read, never decoded) as ``decode/crash``.
+    ``mode``: ``rows`` reads the chunk and sets up every operator on no row (a crash there is no decoded input's)
+    and counts the rows; ``setup`` only sets up the operators (after ``rows`` crashed: is it the reading?);
+    ``run`` runs rows ``[lo, hi)`` through every stage exactly as the pipeline would; ``crash`` ledgers rows
+    ``[lo, hi)`` (read, never decoded) as ``decode/crash``; ``read`` reads only the inputs ``[lo, hi)`` of the
+    chunk and runs them through every stage; ``unread`` ledgers the inputs ``[lo, hi)``, never opened, as
+    ``read/crash``.
     """
     import pyarrow as pa
 
-    from curation.engine.chunk import to_ledger
     from curation.engine.stages import stage_layout, table_bytes
-    from curation.operators import DECISION_COLUMNS, mark_dropped, split_decided
+    from curation.operators import mark_dropped
+    from curation.readers import SourceContext, reader_class, spec_inputs
+    from curation.readers.base import decode_spec
     from curation.recipe import parse_recipe
 
     try:
         recipe = parse_recipe(json.loads(recipe_js), base_dir, check_paths=False)
         n = len(stage_layout(recipe)[0])
         runners = [StageRunner(recipe, None, j, j == n - 1) for j in range(n)]
-        state = runners[0].start(k, spec)
+        if mode == "setup":
+            for runner in runners:
+                runner.ops(spec["source"])
+            return {"rows": 0}
+        # read and unread: the inputs [lo, hi) as a chunk of their own; the other modes: the whole chunk, rows [lo, hi)
+        part = narrowed(spec, lo, hi if hi is not None else spec_inputs(spec)) if mode in ("read", "unread") else spec
+        if mode == "unread":
+            cls = reader_class(spec["type"])
+            table = cls().unread(SourceContext.of(recipe, spec["source"]), decode_spec(cls.spec_type, part),
+                                 CRASH_REASON, READ_CRASH_DETAIL)
+            kept, ledger = _split_ledger(table)
+            counts = {"read": table.num_rows, "seconds": 0.0, "stages": {}, "kept": kept.num_rows,
+                      "dropped": ledger.num_rows, _CRASHED: ledger.num_rows}
+            return {"kept": table_bytes(kept), "ledger": table_bytes(ledger), "counts": counts}
+        _test_read_fault(part)
+        state = runners[0].start(k, part)
         total = state.kept.num_rows
         if mode == "rows":
             state.kept = state.kept.slice(0, 0)
             for runner in runners:
                 state = runner.run(state)
             return {"rows": total}
-        hi = total if hi is None else min(hi, total)
-        state.kept = state.kept.slice(lo, max(0, hi - lo))
-        state.counts["read"] = state.kept.num_rows
+        if mode != "read":
+            hi = total if hi is None else min(hi, total)
+            state.kept = state.kept.slice(lo, max(0, hi - lo))
+            state.counts["read"] = state.kept.num_rows
         if mode == "crash":
             marked = mark_dropped(state.kept, pa.array([True] * state.kept.num_rows, pa.bool_()), CRASH_STAGE,
                                   CRASH_REASON, CRASH_DETAIL)
-            kept, gone = split_decided(marked)
-            kept = kept.drop_columns([c for c in DECISION_COLUMNS if c in kept.column_names])
-            ledger = to_ledger(gone)
+            kept, ledger = _split_ledger(marked)
             counts = {**state.counts, "kept": kept.num_rows, "dropped": ledger.num_rows, _CRASHED: ledger.num_rows}
         else:
             for runner in runners:
@@ -322,7 +386,7 @@ class _Part:
     k: int
     lo: int
     hi: int | None
-    mode: str = "run"  # rows | run | crash (see _isolated)
+    mode: str = "run"  # rows | setup | run | crash | read | unread (see _isolated)
     deaths: int = 0
 
 
@@ -519,14 +583,19 @@ class RayEngine:
 
     def _isolate(self, recipe: Recipe, staging: Staging, plan: list[dict[str, Any]], specs: dict[int, dict],
                  chunks: list[int], on_done: Callable[[dict[str, Any]], None]) -> int:
-        """Bisect the rows of ``chunks`` in single-use tasks, stage each chunk merged; returns the rows ledgered
-        as ``decode/crash``. Each chunk is first read and its operators set up on no row: a crash there is
-        not an input's and ends the job (else a broken setup would ledger every input). A part of several rows
-        that kills its worker is split in halves at once (a retry of an innocent part costs no more than its
-        halves); a single row is ledgered after CRASH_LIMIT deaths."""
+        """Bisect the rows of ``chunks`` in single-use tasks, stage each chunk merged; returns the inputs ledgered
+        as ``decode/crash`` or ``read/crash``. Each chunk is first read and its operators set up on no row. When
+        that kills its worker CRASH_LIMIT times, the operators are set up alone: a crash there is not an input's
+        and ends the job (else a broken setup would ledger every input); if they set up fine, the reading is at
+        fault, and a reader that can read a subset of a chunk's inputs (``narrow``, files) has its inputs
+        bisected instead of the rows, an input whose reading alone kills CRASH_LIMIT workers being ledgered as
+        ``read/crash`` (other readers: the job ends). A part of several rows or inputs that kills its worker is
+        split in halves at once (a retry of an innocent part costs no more than its halves); a single one is
+        ledgered after CRASH_LIMIT deaths."""
         import ray
 
         from curation.engine.ray_session import worker_runtime_env
+        from curation.readers import spec_inputs
 
         options: dict[str, Any] = dict(num_cpus=max(p["num_cpus"] for p in plan), max_retries=0)
         if any(p["num_gpus"] for p in plan):
@@ -546,13 +615,19 @@ class RayEngine:
             inflight[ref] = part
             open_parts[part.k] += 1
 
-        def split(k: int, lo: int, hi: int) -> None:
+        def split(k: int, lo: int, hi: int, mode: str = "run") -> None:
             if hi - lo <= 1:
-                submit(_Part(k, lo, hi))
+                submit(_Part(k, lo, hi, mode))
             else:
                 mid = (lo + hi) // 2
-                submit(_Part(k, lo, mid))
-                submit(_Part(k, mid, hi))
+                submit(_Part(k, lo, mid, mode))
+                submit(_Part(k, mid, hi, mode))
+
+        def not_isolated(part: _Part, exc: BaseException, what: str) -> WorkerFailureError:
+            src = recipe.sources[specs[part.k]["source"]].name
+            return WorkerFailureError(
+                f"chunk {part.k} of source {src!r} kills its worker before any input is decoded ({what}: "
+                f"{_first_line(exc)}); the other chunks are staged: rerun to resume")
 
         for k in chunks:
             submit(_Part(k, 0, None, mode="rows"))
@@ -567,24 +642,29 @@ class RayEngine:
                 if not worker_failure(exc):
                     raise
                 log.debug("isolation: chunk %d rows %s-%s (%s) killed its worker", part.k, part.lo, part.hi, part.mode)
-                if part.mode != "run":  # no input was decoded: reading, or setting up the operators, killed it
-                    if part.deaths + 1 >= CRASH_LIMIT:
-                        src = recipe.sources[specs[part.k]["source"]].name
-                        raise WorkerFailureError(
-                            f"chunk {part.k} of source {src!r} kills its worker before any input is decoded "
-                            f"(reading it, or setting up the operators: {_first_line(exc)}); the other chunks "
-                            "are staged: rerun to resume") from None
-                    submit(replace(part, deaths=part.deaths + 1))
-                elif part.hi - part.lo > 1:
-                    split(part.k, part.lo, part.hi)
-                elif part.deaths + 1 < CRASH_LIMIT:
+                last = part.deaths + 1 >= CRASH_LIMIT
+                if part.mode in ("rows", "setup", "crash", "unread"):  # no input was decoded
+                    if not last:
+                        submit(replace(part, deaths=part.deaths + 1))
+                    elif part.mode == "rows" and narrowable(specs[part.k]):  # the reading, or the set-up?
+                        submit(_Part(part.k, 0, None, mode="setup"))
+                    else:
+                        what = "setting up the operators" if part.mode == "setup" else \
+                            "reading it, or setting up the operators"
+                        raise not_isolated(part, exc, what) from None
+                elif part.hi - part.lo > 1:  # run or read: halves
+                    split(part.k, part.lo, part.hi, part.mode)
+                elif not last:
                     submit(replace(part, deaths=part.deaths + 1))
                 else:
-                    submit(_Part(part.k, part.lo, part.hi, mode="crash"))
+                    submit(_Part(part.k, part.lo, part.hi, mode="crash" if part.mode == "run" else "unread"))
                 continue
             _raise_user_error(out)
             if part.mode == "rows":
                 split(part.k, 0, int(out["rows"]))
+                continue
+            if part.mode == "setup":  # the operators set up fine: the reading kills; bisect the inputs
+                split(part.k, 0, spec_inputs(specs[part.k]), "read")
                 continue
             results[part.k].append((part.lo, out))
             crashed += int(out["counts"].get(_CRASHED, 0))
@@ -594,8 +674,8 @@ class RayEngine:
                 staging.write_chunk(k, kept, ledger, counts)
                 on_done(counts)
         if crashed:
-            log.warning("%d inputs killed their worker every time they ran; ledgered as %s/%s", crashed,
-                        CRASH_STAGE, CRASH_REASON)
+            log.warning("%d inputs killed their worker every time they ran; ledgered as %s/%s (or read/%s)", crashed,
+                        CRASH_STAGE, CRASH_REASON, CRASH_REASON)
         return crashed
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 import glob
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Callable
 
 import pyarrow as pa
 
@@ -224,9 +225,23 @@ class FilesReader(Reader):
         return specs, fp.hexdigest(), len(entries)
 
     def read(self, ctx: SourceContext, spec: FilesSpec) -> pa.Table:
+        return self._rows(ctx, spec, lambda rel, path: _file_row(ctx.kind, rel, path))
+
+    # the two methods below let the Ray engine isolate a file whose reading kills its worker (curation.engine.ray_engine)
+    @staticmethod
+    def narrow(spec: FilesSpec, lo: int, hi: int) -> FilesSpec:
+        """The files ``[lo, hi)`` of a chunk as a chunk of their own (each file's row does not depend on the others)."""
+        items = tuple(spec.items[lo:hi])
+        return replace(spec, pos0=items[0][0] if items else spec.pos0, items=items)
+
+    def unread(self, ctx: SourceContext, spec: FilesSpec, reason: str, detail: str) -> pa.Table:
+        """The chunk's rows without opening its files, every one dropped at stage ``read`` with ``reason``."""
+        return self._rows(ctx, spec, lambda rel, path: (None, None, (reason, detail)))
+
+    def _rows(self, ctx: SourceContext, spec: FilesSpec, row: Callable[[str, str], tuple]) -> pa.Table:
         cols: dict[str, list] = {k: [] for k in ("key", "uri", "pos", "media", "text", "meta", "reason", "detail")}
         for pos, rel, path in spec.items:
-            media, text, fail = _file_row(ctx.kind, rel, path)
+            media, text, fail = row(rel, path)
             for k, v in (("key", rel), ("uri", path), ("pos", pos), ("media", media or []), ("text", text),
                          ("meta", json.dumps({"path": rel}, ensure_ascii=False)),
                          ("reason", fail[0] if fail else None), ("detail", fail[1] if fail else None)):
