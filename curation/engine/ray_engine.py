@@ -34,6 +34,7 @@ import json
 import logging
 import os
 import signal
+import time
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -103,10 +104,15 @@ class _StageActor:
         self.runner = StageRunner(recipe, Staging(self.OUT_DIR, keep_local=False), self.INDEX, self.LAST)
         self.attempts = None
         if self.ATTEMPTS:
-            try:
-                self.attempts = ray.get_actor(self.ATTEMPTS)
-            except (ValueError, ray.exceptions.RayError):  # gone with its node: Ray's bounded retries still apply
-                self.attempts = None
+            for wait in (0.0, 0.5, 1.0, 2.0):
+                time.sleep(wait)
+                try:
+                    self.attempts = ray.get_actor(self.ATTEMPTS)
+                    break
+                except ValueError:  # not (yet) known by that name
+                    continue
+                except ray.exceptions.RayError:  # gone with its node: Ray's bounded retries still apply
+                    break
 
     def _starts(self, k: int) -> int:
         """Count this start of chunk ``k`` at this stage; returns how many there were (1 when not counted)."""
@@ -219,21 +225,27 @@ def worker_failure(exc: BaseException) -> bool:
     return any(isinstance(e, kinds) for e in error_chain(exc))
 
 
-class _Attempts:
-    """Starts of each (stage, chunk) over all the passes of one job.
+def _attempts_class() -> type:
+    """The ``_Attempts`` actor's class, defined here so that Ray ships it by value: its worker then imports
+    nothing of smolcurate (``import curation.engine`` alone costs about 0.9 s, all of it on the job's start)."""
 
-    It lives on the head node (zero CPUs), so a worker node going away does not take the counts with it.
-    """
+    class _Attempts:
+        """Starts of each (stage, chunk) over all the passes of one job.
 
-    def __init__(self) -> None:
-        self.starts: dict[str, int] = {}
+        It lives on the head node (zero CPUs), so a worker node going away does not take the counts with it.
+        """
 
-    def begin(self, key: str) -> int:
-        self.starts[key] = self.starts.get(key, 0) + 1
-        return self.starts[key]
+        def __init__(self) -> None:
+            self.starts: dict[str, int] = {}
 
-    def report(self) -> dict[str, int]:
-        return self.starts
+        def begin(self, key: str) -> int:
+            self.starts[key] = self.starts.get(key, 0) + 1
+            return self.starts[key]
+
+        def report(self) -> dict[str, int]:
+            return self.starts
+
+    return _Attempts
 
 
 #: a resource only the head node has (Ray >= 2.7): the counts live where the cluster's own state does
@@ -261,9 +273,9 @@ class _AttemptCounts:
         else:  # pragma: no cover - an older Ray: the driver's node
             options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
                 ray.get_runtime_context().get_node_id(), soft=True)
-        actor = ray.remote(_Attempts).options(**options).remote()
-        ray.get(actor.report.remote())  # up before the first stage actor asks for it
-        return actor
+        # not waited for: the name is registered when .remote() returns, and the stage actors' first calls
+        # queue until it is up, so its start overlaps theirs instead of adding to the job's fixed cost
+        return ray.remote(_attempts_class()).options(**options).remote()
 
     def report(self) -> dict[str, int]:
         import ray
