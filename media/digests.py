@@ -32,6 +32,7 @@ def digest(data: bytes | memoryview) -> bytes:
 _FILE_DIGESTS: dict[tuple[str, int, int], bytes] = {}
 _FILE_DIGESTS_MAX = 1024
 _FILE_DIGESTS_LOCK = threading.Lock()
+_FILE_DIGEST_GATES: dict[tuple[str, int, int], threading.Lock] = {}  # a file being hashed: its waiters
 
 
 def file_digest(path: str | os.PathLike, kind: str = "video") -> bytes:
@@ -41,19 +42,29 @@ def file_digest(path: str | os.PathLike, kind: str = "video") -> bytes:
     key = (p, st.st_size, st.st_mtime_ns)
     with _FILE_DIGESTS_LOCK:
         hit = _FILE_DIGESTS.get(key)
-    if hit is not None:
-        return hit
-    h = xxhash.xxh3_128()
-    with open(p, "rb") as fh:
-        for block in iter(lambda: fh.read(_BLOCK), b""):
-            h.update(block)
-    count("read", kind)
-    out = h.digest()
-    with _FILE_DIGESTS_LOCK:
-        if len(_FILE_DIGESTS) >= _FILE_DIGESTS_MAX:
-            _FILE_DIGESTS.pop(next(iter(_FILE_DIGESTS)))
-        _FILE_DIGESTS[key] = out
-    return out
+        if hit is not None:
+            return hit
+        gate = _FILE_DIGEST_GATES.setdefault(key, threading.Lock())
+    with gate:  # the clips of one video hash it in several decode threads at once: one reads, the rest wait
+        try:
+            with _FILE_DIGESTS_LOCK:
+                hit = _FILE_DIGESTS.get(key)
+            if hit is not None:
+                return hit
+            h = xxhash.xxh3_128()
+            with open(p, "rb") as fh:
+                for block in iter(lambda: fh.read(_BLOCK), b""):
+                    h.update(block)
+            count("read", kind)
+            out = h.digest()
+            with _FILE_DIGESTS_LOCK:
+                if len(_FILE_DIGESTS) >= _FILE_DIGESTS_MAX:
+                    _FILE_DIGESTS.pop(next(iter(_FILE_DIGESTS)))
+                _FILE_DIGESTS[key] = out
+            return out
+        finally:
+            with _FILE_DIGESTS_LOCK:
+                _FILE_DIGEST_GATES.pop(key, None)
 
 
 def pixel_digest(arr: np.ndarray) -> bytes:
