@@ -131,8 +131,9 @@ def run_grid(
     devs = {p.run_id: resolve_device(opts.device, opts.precision or p.settings.precision, threads) for p in unique}
     if progress:
         skipped = len(unique) - len(todo)
-        progress(f"{grid.name}: {len(points)} runs ({len(unique)} distinct, {skipped} finished before), "
-                 f"{jobs} at a time x {threads} thread{'s' if threads > 1 else ''}")
+        plan_line = (f"{jobs} at a time x {threads} thread{'s' if threads > 1 else ''}" if todo
+                     else "nothing left to train")
+        progress(f"{grid.name}: {len(points)} runs ({len(unique)} distinct, {skipped} finished before), {plan_line}")
 
     results: dict[str, dict] = {}
     started = time.perf_counter()
