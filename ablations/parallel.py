@@ -114,13 +114,23 @@ def _drain(lines: Any, progress: Callable[[str], None] | None) -> None:
 
 
 def _end(pool: ProcessPoolExecutor) -> None:
-    """Shut the pool down without waiting for runs in flight: on an error or Ctrl-C they are abandoned, resumable."""
-    procs = list(getattr(pool, "_processes", {}).values())
-    pool.shutdown(wait=False, cancel_futures=True)
-    for proc in procs:
-        if proc.is_alive():
-            proc.terminate()
-    for proc in procs:
+    """End the pool without finishing the runs in flight: on an error or Ctrl-C they are abandoned, resumable.
+
+    The workers are killed first; the pool then sees them broken, and its shutdown waits for its own
+    threads. Every worker it ever listed is then reaped, so no process is left writing into the output.
+    """
+    seen = {}
+
+    def kill() -> None:
+        seen.update(getattr(pool, "_processes", None) or {})
+        for proc in seen.values():
+            if proc.is_alive():
+                proc.terminate()
+
+    kill()
+    pool.shutdown(wait=True, cancel_futures=True)
+    kill()
+    for proc in seen.values():
         proc.join(timeout=10)
 
 
