@@ -296,10 +296,27 @@ class _AttemptCounts:
             pass
 
 
+def read_poisoned(spec: dict) -> bool:
+    """Whether the test-only read fault (READ_CRASH_ENV) hits this chunk spec: the spec names a path containing
+    the poison's substring and, for a poison ``<substring>@<n>``, covers input ``n`` of its source (its
+    ``pos0 <= n < pos0 + inputs``), so one sample of a shard or one row of a table can be poisoned."""
+    poison = os.environ.get(READ_CRASH_ENV)
+    if not poison:
+        return False
+    name, at, ordinal = poison.rpartition("@")
+    if not (at and name and ordinal.isdigit()):
+        return poison in json.dumps(spec)
+    if name not in json.dumps(spec):
+        return False
+    from curation.readers import spec_inputs
+
+    pos0 = int(spec.get("pos0", 0))
+    return pos0 <= int(ordinal) < pos0 + spec_inputs(spec)
+
+
 def _test_read_fault(spec: dict) -> None:
     """The test-only read fault (READ_CRASH_ENV): a segfault before reading a chunk that names the poisoned path."""
-    poison = os.environ.get(READ_CRASH_ENV)
-    if poison and poison in json.dumps(spec):
+    if read_poisoned(spec):
         os.kill(os.getpid(), signal.SIGSEGV)
 
 
@@ -329,7 +346,8 @@ def _split_ledger(table: Any) -> tuple[Any, Any]:
     return kept.drop_columns([c for c in DECISION_COLUMNS if c in kept.column_names]), to_ledger(gone)
 
 
-def _isolated(recipe_js: str, base_dir: str | None, k: int, spec: dict, lo: int, hi: int | None, mode: str) -> dict:
+def _isolated(recipe_js: str, base_dir: str | None, k: int, spec: dict, lo: int, hi: int | None, mode: str,
+              within: tuple[int, int] | None = None) -> dict:
     """One part of a crashed chunk in a single-use Ray task: every stage in this process, nothing staged.
 
     ``mode``: ``rows`` reads the chunk and sets up every operator on no row (a crash there is no decoded input's)
@@ -337,7 +355,8 @@ def _isolated(recipe_js: str, base_dir: str | None, k: int, spec: dict, lo: int,
     ``run`` runs rows ``[lo, hi)`` through every stage exactly as the pipeline would; ``crash`` ledgers rows
     ``[lo, hi)`` (read, never decoded) as ``decode/crash``; ``read`` reads only the inputs ``[lo, hi)`` of the
     chunk and runs them through every stage; ``unread`` ledgers the inputs ``[lo, hi)``, never opened, as
-    ``read/crash``.
+    ``read/crash``. With ``within`` (inputs ``[a, b)``, after a read bisection), ``rows``, ``run`` and ``crash``
+    work on those inputs alone, as a chunk of their own: their rows, not the whole chunk's.
     """
     import pyarrow as pa
 
@@ -355,6 +374,8 @@ def _isolated(recipe_js: str, base_dir: str | None, k: int, spec: dict, lo: int,
             for runner in runners:
                 runner.ops(spec["source"])
             return {"rows": 0}
+        if within is not None:
+            spec = narrowed(spec, int(within[0]), int(within[1]))
         # read and unread: the inputs [lo, hi) as a chunk of their own; the other modes: the whole chunk, rows [lo, hi)
         part = narrowed(spec, lo, hi if hi is not None else spec_inputs(spec)) if mode in ("read", "unread") else spec
         if mode == "unread":
@@ -393,17 +414,104 @@ def _isolated(recipe_js: str, base_dir: str | None, k: int, spec: dict, lo: int,
 
 @dataclass(frozen=True)
 class _Part:
-    """A row range of a crashed chunk, how many workers it has killed on its own, and what to do with it."""
+    """A row (or input) range of a crashed chunk, how many workers it has killed on its own, and what to do with it."""
 
     k: int
     lo: int
     hi: int | None
     mode: str = "run"  # rows | setup | run | crash | read | unread (see _isolated)
     deaths: int = 0
+    within: tuple[int, int] | None = None  # rows/run/crash of these inputs alone (a part of a read bisection)
+
+    @property
+    def order(self) -> tuple[int, int]:
+        """Where the part's rows go in the merged chunk: (input, row within it) after a read bisection."""
+        return (self.within[0], self.lo) if self.within is not None else (self.lo, -1)
 
 
-def merge_parts(recipe: Recipe, k: int, spec: dict, parts: list[tuple[int, dict]]) -> tuple[Any, Any, dict[str, Any]]:
-    """(kept rows, ledger rows, counts) of a chunk from the results of its row ranges, as one run would stage it."""
+class IsolationFailed(Exception):
+    """A part that is no input's fault (the set-up, or a ledgering) kept killing its worker: ``what`` it did."""
+
+    def __init__(self, part: _Part, what: str, death: BaseException) -> None:
+        super().__init__(what)
+        self.part, self.what, self.death = part, what, death
+
+
+def bisect_chunks(specs: dict[int, dict], chunks: list[int], start: Callable[[_Part], None],
+                  next_done: Callable[[], tuple[_Part, Any]],
+                  stage: Callable[[int, list[tuple[Any, dict]]], None]) -> int:
+    """Isolate crashed ``chunks``: the driver's loop, without Ray (``start`` runs a part somewhere, ``next_done``
+    returns a finished one with its result, or the :class:`BaseException` of its worker's death; ``stage``
+    takes a chunk's part results). Returns the inputs ledgered as crashes; raises :class:`IsolationFailed`.
+
+    Bounded: every part dies at most CRASH_LIMIT times, and each transition narrows it (halves, or a chunk ->
+    its inputs -> an input read alone -> its rows -> a row ledgered): ``rows`` (read the chunk, set up on no
+    row) -> ``run`` halves -> ``crash``; when ``rows`` dies, ``setup`` -> ``read`` halves; a single input whose
+    ``read`` dies is read alone with no decode (``rows`` within it): if that dies CRASH_LIMIT times the
+    reading is at fault (``unread``: read/crash), else its rows are bisected (``run`` within it, a row that
+    dies CRASH_LIMIT times: decode/crash)."""
+    from curation.readers import spec_inputs
+
+    results: dict[int, list[tuple[Any, dict]]] = {k: [] for k in chunks}
+    open_parts = {k: 0 for k in chunks}
+    crashed = 0
+
+    def submit(part: _Part) -> None:
+        start(part)
+        open_parts[part.k] += 1
+
+    def split(k: int, lo: int, hi: int, mode: str = "run", within: tuple[int, int] | None = None) -> None:
+        if hi - lo <= 1:
+            submit(_Part(k, lo, hi, mode, within=within))
+        else:
+            mid = (lo + hi) // 2
+            submit(_Part(k, lo, mid, mode, within=within))
+            submit(_Part(k, mid, hi, mode, within=within))
+
+    for k in chunks:
+        submit(_Part(k, 0, None, mode="rows"))
+    while any(open_parts.values()):
+        part, out = next_done()
+        open_parts[part.k] -= 1
+        if isinstance(out, BaseException):  # its worker died
+            log.debug("isolation: chunk %d %s-%s (%s, within %s) killed its worker", part.k, part.lo, part.hi,
+                      part.mode, part.within)
+            last = part.deaths + 1 >= CRASH_LIMIT
+            if part.mode in ("rows", "setup", "crash", "unread"):  # no input was decoded
+                if not last:
+                    submit(replace(part, deaths=part.deaths + 1))
+                elif part.mode == "rows" and part.within is not None:  # one input read alone, no decode: the reading
+                    submit(_Part(part.k, part.within[0], part.within[1], mode="unread"))
+                elif part.mode == "rows" and narrowable(specs[part.k]):  # the reading, or the set-up?
+                    submit(_Part(part.k, 0, None, mode="setup"))
+                else:
+                    raise IsolationFailed(part, "setting up the operators" if part.mode == "setup" else
+                                          "reading it, or setting up the operators", out)
+            elif part.hi - part.lo > 1:  # run or read: halves
+                split(part.k, part.lo, part.hi, part.mode, part.within)
+            elif part.mode == "read":  # one input: its reading, or a decode of its rows? read it alone, no decode
+                submit(_Part(part.k, 0, None, mode="rows", within=(part.lo, part.hi)))
+            elif not last:
+                submit(replace(part, deaths=part.deaths + 1))
+            else:
+                submit(replace(part, mode="crash", deaths=0))
+            continue
+        if part.mode == "rows":
+            split(part.k, 0, int(out["rows"]), "run", part.within)
+            continue
+        if part.mode == "setup":  # the operators set up fine: the reading kills; bisect the inputs
+            split(part.k, 0, spec_inputs(specs[part.k]), "read")
+            continue
+        results[part.k].append((part.order, out))
+        crashed += int(out["counts"].get(_CRASHED, 0))
+        if open_parts[part.k] == 0:
+            stage(part.k, results.pop(part.k))
+    return crashed
+
+
+def merge_parts(recipe: Recipe, k: int, spec: dict, parts: list[tuple[Any, dict]]) -> tuple[Any, Any, dict[str, Any]]:
+    """(kept rows, ledger rows, counts) of a chunk from the results of its row (or input) ranges, in the order of
+    their keys (a row, or an ``_Part.order``), as one run would stage it."""
     import pyarrow as pa
 
     from curation.engine.stages import bytes_table, concat_ledgers
@@ -599,15 +707,15 @@ class RayEngine:
         as ``decode/crash`` or ``read/crash``. Each chunk is first read and its operators set up on no row. When
         that kills its worker CRASH_LIMIT times, the operators are set up alone: a crash there is not an input's
         and ends the job (else a broken setup would ledger every input); if they set up fine, the reading is at
-        fault, and a reader that can read a subset of a chunk's inputs (``narrow``, files) has its inputs
-        bisected instead of the rows, an input whose reading alone kills CRASH_LIMIT workers being ledgered as
-        ``read/crash`` (other readers: the job ends). A part of several rows or inputs that kills its worker is
-        split in halves at once (a retry of an innocent part costs no more than its halves); a single one is
-        ledgered after CRASH_LIMIT deaths."""
+        fault, and a reader that can read a subset of a chunk's inputs (``narrow``/``unread``: files, table
+        ranges, WebDataset shards) has its inputs bisected instead of the rows; an input whose part dies is read
+        alone without a decode: when that kills CRASH_LIMIT workers it is ledgered unread as ``read/crash``, else
+        its rows are bisected, a row that kills CRASH_LIMIT workers alone being ``decode/crash`` (other
+        readers: the job ends). A part of several rows or inputs that kills its worker is split in halves at
+        once (a retry of an innocent part costs no more than its halves). The loop is :func:`bisect_chunks`."""
         import ray
 
         from curation.engine.ray_session import worker_runtime_env
-        from curation.readers import spec_inputs
 
         options: dict[str, Any] = dict(num_cpus=max(p["num_cpus"] for p in plan), max_retries=0)
         if any(p["num_gpus"] for p in plan):
@@ -617,74 +725,37 @@ class RayEngine:
             options["runtime_env"] = env
         task = ray.remote(_isolated).options(**options)
         js = recipe_json(recipe)
-        results: dict[int, list[tuple[int, dict]]] = {k: [] for k in chunks}
-        open_parts = {k: 0 for k in chunks}
         inflight: dict[Any, _Part] = {}
-        crashed = 0
 
-        def submit(part: _Part) -> None:
-            ref = task.remote(js, recipe.base_dir, part.k, specs[part.k], part.lo, part.hi, part.mode)
+        def start(part: _Part) -> None:
+            ref = task.remote(js, recipe.base_dir, part.k, specs[part.k], part.lo, part.hi, part.mode, part.within)
             inflight[ref] = part
-            open_parts[part.k] += 1
 
-        def split(k: int, lo: int, hi: int, mode: str = "run") -> None:
-            if hi - lo <= 1:
-                submit(_Part(k, lo, hi, mode))
-            else:
-                mid = (lo + hi) // 2
-                submit(_Part(k, lo, mid, mode))
-                submit(_Part(k, mid, hi, mode))
-
-        def not_isolated(part: _Part, exc: BaseException, what: str) -> WorkerFailureError:
-            src = recipe.sources[specs[part.k]["source"]].name
-            return WorkerFailureError(
-                f"chunk {part.k} of source {src!r} kills its worker before any input is decoded ({what}: "
-                f"{_first_line(exc)}); the other chunks are staged: rerun to resume")
-
-        for k in chunks:
-            submit(_Part(k, 0, None, mode="rows"))
-        while inflight:
+        def next_done() -> tuple[_Part, Any]:
             ready, _ = ray.wait(list(inflight), num_returns=1)
             part = inflight.pop(ready[0])
-            open_parts[part.k] -= 1
             try:
                 out = ray.get(ready[0])
             except Exception as exc:  # noqa: BLE001 - only worker deaths are bisected; the rest re-raise
                 _raise_if_not_shipped(exc)
                 if not worker_failure(exc):
                     raise
-                log.debug("isolation: chunk %d rows %s-%s (%s) killed its worker", part.k, part.lo, part.hi, part.mode)
-                last = part.deaths + 1 >= CRASH_LIMIT
-                if part.mode in ("rows", "setup", "crash", "unread"):  # no input was decoded
-                    if not last:
-                        submit(replace(part, deaths=part.deaths + 1))
-                    elif part.mode == "rows" and narrowable(specs[part.k]):  # the reading, or the set-up?
-                        submit(_Part(part.k, 0, None, mode="setup"))
-                    else:
-                        what = "setting up the operators" if part.mode == "setup" else \
-                            "reading it, or setting up the operators"
-                        raise not_isolated(part, exc, what) from None
-                elif part.hi - part.lo > 1:  # run or read: halves
-                    split(part.k, part.lo, part.hi, part.mode)
-                elif not last:
-                    submit(replace(part, deaths=part.deaths + 1))
-                else:
-                    submit(_Part(part.k, part.lo, part.hi, mode="crash" if part.mode == "run" else "unread"))
-                continue
+                return part, exc
             _raise_user_error(out)
-            if part.mode == "rows":
-                split(part.k, 0, int(out["rows"]))
-                continue
-            if part.mode == "setup":  # the operators set up fine: the reading kills; bisect the inputs
-                split(part.k, 0, spec_inputs(specs[part.k]), "read")
-                continue
-            results[part.k].append((part.lo, out))
-            crashed += int(out["counts"].get(_CRASHED, 0))
-            if open_parts[part.k] == 0:
-                k = part.k
-                kept, ledger, counts = merge_parts(recipe, k, specs[k], results.pop(k))
-                staging.write_chunk(k, kept, ledger, counts)
-                on_done(counts)
+            return part, out
+
+        def stage(k: int, parts: list[tuple[Any, dict]]) -> None:
+            kept, ledger, counts = merge_parts(recipe, k, specs[k], parts)
+            staging.write_chunk(k, kept, ledger, counts)
+            on_done(counts)
+
+        try:
+            crashed = bisect_chunks(specs, chunks, start, next_done, stage)
+        except IsolationFailed as failed:
+            src = recipe.sources[specs[failed.part.k]["source"]].name
+            raise WorkerFailureError(
+                f"chunk {failed.part.k} of source {src!r} kills its worker before any input is decoded "
+                f"({failed.what}: {_first_line(failed.death)}); the other chunks are staged: rerun to resume") from None
         if crashed:
             log.warning("%d inputs killed their worker every time they ran; ledgered as %s/%s (or read/%s)", crashed,
                         CRASH_STAGE, CRASH_REASON, CRASH_REASON)

@@ -13,7 +13,7 @@ the source row (``curation.readers.keys``): never a position.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 import numpy as np
@@ -164,6 +164,50 @@ class TableReader(Reader):
 
     def convert(self, ctx: SourceContext, table: pa.Table, uris: pa.Array, pos: np.ndarray, base: str) -> pa.Table:
         raise NotImplementedError
+
+    # the two methods below let the Ray engine isolate a row whose reading kills its worker
+    # (curation.engine.ray_engine); an input of a chunk is a row (Parquet, Arrow), a line or an array element
+    @staticmethod
+    def narrow(spec: TableSpec, lo: int, hi: int) -> TableSpec:
+        """The rows ``[lo, hi)`` of a chunk as a chunk of their own. Parquet and Arrow ranges are rows (no I/O);
+        a JSON range is bytes, so its line (element) boundaries come from a scan of the chunk's bytes, as
+        planning finds them: nothing is parsed."""
+        hi = min(hi, spec.count)
+        lo = min(lo, hi)
+        moved = dict(pos0=spec.pos0 + lo, first=spec.first + lo, count=hi - lo)
+        if spec.format in ("parquet", "hf"):
+            return replace(spec, start=spec.start + lo, end=spec.start + hi, **moved)
+        starts, ends = _element_bounds(spec)
+        a = spec.start + int(starts[lo]) if lo < len(starts) else spec.end
+        b = spec.start + int(ends[hi - 1]) if lo < hi <= len(ends) else a
+        return replace(spec, start=a, end=b, **moved)
+
+    def unread(self, ctx: SourceContext, spec: TableSpec, reason: str, detail: str) -> pa.Table:
+        """The chunk's rows without parsing or decoding them, every one dropped at stage ``read`` with ``reason``.
+
+        A row's key needs its content (an ``id_column`` value, or a hash of the parsed row), which is what
+        could not be read, so an unread row cannot have the id a read gives it; it gets the nearest stable
+        one. A JSON line or element is keyed as one that fails to parse (``raw:`` and a hash of its bytes:
+        the chunk's bytes are read, never parsed; blank lines give no row, as in a read); a Parquet or Arrow
+        row, whose bytes are not its own, by its ordinal in the source (``pos:<n>``). Its uri and position are
+        the ones a read gives it."""
+        sep = "[" if spec.format == "json" else ":"
+        if spec.format in ("parquet", "hf"):
+            ordinal = np.arange(spec.first, spec.first + spec.count, dtype=np.int64)
+            pos = spec.pos0 + np.arange(spec.count, dtype=np.int64)
+            keys = [f"pos:{p}" for p in pos.tolist()]
+            return assemble(ctx, keys, _uris(spec.file + ":", ordinal), pos, fail_reason=[reason] * spec.count,
+                            fail_detail=[detail] * spec.count)
+        buf = J.read_bytes(spec.file, spec.start, spec.end)
+        starts, ends = J.element_bounds_in(buf, spec.format == "json")
+        failed = [(k, reason, detail, buf[a:b]) for k, (a, b) in enumerate(zip(starts.tolist(), ends.tolist()))
+                  if k < spec.count and buf[a:b].strip(b" \t\r\n")]
+        return _failed_rows(ctx, spec, failed, sep) if failed else assemble(ctx, [], [], [])
+
+
+def _element_bounds(spec: TableSpec) -> tuple[np.ndarray, np.ndarray]:
+    """(starts, ends) of the lines or array elements of a JSON range, relative to its start (its bytes scanned)."""
+    return J.element_bounds_in(J.read_bytes(spec.file, spec.start, spec.end), spec.format == "json")
 
 
 def _uris(prefix: str, numbers: np.ndarray, suffix: str = "") -> pa.Array:

@@ -28,7 +28,7 @@ import glob
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pyarrow as pa
@@ -173,18 +173,60 @@ class WebDatasetReader(Reader):
         rows: dict[str, list] = {k: [] for k in ("key", "uri", "media", "text", "turns", "meta", "reason", "detail")}
         for key, members in groups:
             _sample(ctx, spec, key, members, data, rows)
-        if scan.problem and spec.stop < 0:
-            cut_key = split_name(scan.cut_member)[0] if scan.cut_member else None
-            if groups and cut_key == groups[-1][0]:
-                rows["reason"][-1], rows["detail"][-1] = "truncated_shard", f"{spec.shard}: {scan.problem}"
-            else:
-                name = cut_key or f"<tail@{scan.end}>"
-                _add(rows, f"{spec.label}:{name}", f"{spec.shard}#{name}", fail=("truncated_shard", f"{spec.shard}: {scan.problem}"))
-        n = len(rows["key"])
-        return assemble(ctx, rows["key"], rows["uri"], spec.pos0 + np.arange(n), media=pa.array(rows["media"], MEDIA_LIST),
-                        text=pa.array(rows["text"], pa.string()), turns=pa.array(rows["turns"], TURNS),
-                        meta=pa.array(rows["meta"], pa.string()),
-                        fail_reason=rows["reason"], fail_detail=rows["detail"])
+        _tail(spec, scan, groups, rows)
+        return _assemble(ctx, spec, rows)
+
+    # the two methods below let the Ray engine isolate a sample whose reading kills its worker
+    # (curation.engine.ray_engine); an input of a chunk is a sample (plus a cut tail), as ``inputs()`` counts them
+    @staticmethod
+    def narrow(spec: ShardSpec, lo: int, hi: int) -> ShardSpec:
+        """The samples ``[lo, hi)`` of a chunk as a chunk of their own: their header offsets come from a scan of
+        the chunk's tar headers (no member is read), so each part reads only its own members."""
+        scan = scan_tar(spec.shard, spec.start, None if spec.stop < 0 else spec.stop)
+        groups = group(scan.members)
+        hi = min(hi, spec.count)
+        lo = min(lo, hi)
+
+        def header(i: int) -> int:
+            return groups[i][1][0].header if i < len(groups) else scan.end
+
+        # the last part keeps the chunk's stop (a stop of -1 reports a cut shard); one that ends at the last whole
+        # sample of a cut shard, before the tail, stops at the scan's end
+        stop = spec.stop if hi >= spec.count else header(hi)
+        return replace(spec, pos0=spec.pos0 + lo, start=header(lo), stop=stop, count=hi - lo)
+
+    def unread(self, ctx: SourceContext, spec: ShardSpec, reason: str, detail: str) -> pa.Table:
+        """The chunk's rows from its tar headers alone (no member is read), every one dropped at stage ``read``
+        with ``reason``: the key, id, uri and position a read gives each sample, with no media, text or meta."""
+        scan = scan_tar(spec.shard, spec.start, None if spec.stop < 0 else spec.stop)
+        groups = group(scan.members)
+        rows: dict[str, list] = {k: [] for k in ("key", "uri", "media", "text", "turns", "meta", "reason", "detail")}
+        for key, _ in groups:
+            _add(rows, f"{spec.label}:{key}", f"{spec.shard}#{key}", fail=(reason, detail))
+        _tail(spec, scan, groups, rows, (reason, detail))
+        return _assemble(ctx, spec, rows)
+
+
+def _tail(spec: ShardSpec, scan, groups: list, rows: dict, fail: tuple[str, str] | None = None) -> None:
+    """A shard cut short, in the chunk that runs to its end: the cut sample marked, or its tail as a row of its own
+    (``fail`` overrides the ``truncated_shard`` reason, for an unread chunk)."""
+    if not (scan.problem and spec.stop < 0):
+        return
+    cut_key = split_name(scan.cut_member)[0] if scan.cut_member else None
+    reason, detail = fail or ("truncated_shard", f"{spec.shard}: {scan.problem}")
+    if groups and cut_key == groups[-1][0]:
+        rows["reason"][-1], rows["detail"][-1] = reason, detail
+    else:
+        name = cut_key or f"<tail@{scan.end}>"
+        _add(rows, f"{spec.label}:{name}", f"{spec.shard}#{name}", fail=(reason, detail))
+
+
+def _assemble(ctx: SourceContext, spec: ShardSpec, rows: dict) -> pa.Table:
+    n = len(rows["key"])
+    return assemble(ctx, rows["key"], rows["uri"], spec.pos0 + np.arange(n), media=pa.array(rows["media"], MEDIA_LIST),
+                    text=pa.array(rows["text"], pa.string()), turns=pa.array(rows["turns"], TURNS),
+                    meta=pa.array(rows["meta"], pa.string()),
+                    fail_reason=rows["reason"], fail_detail=rows["detail"])
 
 
 def _next_header(members: list[TarMember], groups: list) -> int:
