@@ -135,6 +135,196 @@ def test_inputs_read_apart_merge_into_the_chunk_and_an_unread_input_is_ledgered_
     assert row.select(same).equals(failed.select(same))
 
 
+def _shards(root: Path, sizes: list[int], cut: dict[int, str] | None = None) -> Path:
+    """WebDataset shards s0.tar, s1.tar, ... of ``sizes`` captioned samples; ``cut`` ends a shard inside its last
+    member's data (``member``: the last sample is cut) or inside its last sample's first header (``tail``)."""
+    import tarfile
+
+    from tests.readers_fixtures import img2dataset_shard, jpeg
+
+    folder = root / "wds"
+    folder.mkdir(parents=True)
+    for s, n in enumerate(sizes):
+        path = img2dataset_shard(folder / f"s{s}.tar", [
+            (f"k{s}{i}", jpeg(synth.photo_like(10 * s + i + 1, (64, 48))), f"caption {s} {i}", {"n": i})
+            for i in range(n)])
+        how = (cut or {}).get(s)
+        if how:
+            with tarfile.open(path) as tf:
+                ms = tf.getmembers()
+            at = ms[-1].offset_data + ms[-1].size // 2 if how == "member" else ms[-3].offset + 100
+            path.write_bytes(path.read_bytes()[:at])
+    return folder
+
+
+def _source_recipe(root: Path, source: str) -> Path:
+    p = root / "r.yaml"
+    p.write_text(f"sources:\n  - {source}\noutput: {{shard_rows: 4}}\n")
+    return p
+
+
+def _apart(recipe, si: int, spec: dict) -> None:
+    """Reading a chunk's inputs one at a time and merging them gives the whole chunk's run, and a chunk ledgered
+    unread has one row per row a read gives, at read/crash, with the uri and position a read gives it."""
+    from curation.engine.ray_engine import _isolated, merge_parts, recipe_json
+    from curation.engine.stages import bytes_table
+    from curation.readers import SourceContext, reader_class
+    from curation.readers.base import decode_spec
+
+    js = recipe_json(recipe)
+    whole = _isolated(js, recipe.base_dir, si, spec, 0, None, "run")
+    parts = [((lo, -1), _isolated(js, recipe.base_dir, si, spec, lo, lo + 1, "read")) for lo in range(spec["count"])]
+    kept, ledger, counts = merge_parts(recipe, si, spec, parts[::-1])
+    assert kept.equals(bytes_table(whole["kept"])) and ledger.equals(bytes_table(whole["ledger"]))
+    assert counts["read"] == whole["counts"]["read"] and counts["inputs"] == spec["count"]
+    cls = reader_class(spec["type"])
+    ctx = SourceContext.of(recipe, si)
+    read = cls().read(ctx, decode_spec(cls.spec_type, spec))
+    unread = cls().unread(ctx, decode_spec(cls.spec_type, spec), "crash", "died")
+    assert unread.select(["_uri", "_pos"]).equals(read.select(["_uri", "_pos"]))
+    assert set(unread.column("_drop_stage").to_pylist()) == {"read"}
+    assert set(unread.column("_drop_reason").to_pylist()) == {"crash"}
+    return read, unread
+
+
+def test_samples_of_a_shard_read_apart_merge_into_the_chunk_and_unread_keep_their_ids(tmp_path):
+    """WebDataset: an input is a sample (or a cut shard's tail); a part reads only its own members (its header
+    offsets from a scan of the chunk's headers), and an unread sample has the id a read gives it."""
+    from curation.engine.ray_engine import narrowed
+    from curation.readers import plan_source
+
+    _shards(tmp_path, [3, 3, 3], cut={1: "member", 2: "tail"})
+    recipe = load_recipe(_source_recipe(tmp_path, "{name: w, kind: image_text, format: webdataset, path: wds, "
+                                                   "chunk_size: 8}"))
+    chunks = plan_source(recipe, 0).chunks
+    assert [c["count"] for c in chunks] == [3, 3, 3]  # s2's cut sample is a tail of its own
+    for spec in chunks:
+        read, unread = _apart(recipe, 0, spec)
+        cols = ["id", "_key", "_uri", "_pos"]
+        assert unread.select(cols).equals(read.select(cols)) and unread.num_rows == 3
+        assert unread.column("meta").null_count == 3 and unread.column("text").null_count == 3
+        assert [narrowed(spec, i, i + 1)["start"] for i in range(3)] == sorted({narrowed(spec, i, 3)["start"]
+                                                                               for i in range(3)})
+    reasons = {r["_key"]: r["_drop_reason"] for spec in chunks[1:]
+               for r in _apart(recipe, 0, spec)[0].to_pylist() if r["_drop_reason"]}
+    assert set(reasons.values()) == {"truncated_shard"} and len(reasons) == 2 and reasons.get("s1.tar:k12")
+    assert [k for k in reasons if k.startswith("s2.tar:<tail@")]  # the cut header: a row of its own
+
+
+def test_table_rows_read_apart_merge_into_the_chunk_and_unread_rows_get_stable_keys(tmp_path):
+    """JSON Lines, JSON arrays and Parquet: an input is a line, an element or a row. An unread JSON line is keyed
+    as one that fails to parse (a hash of its bytes), an unread Parquet row by its ordinal in the source
+    (``pos:<n>``): the id a read gives comes from content that was not read."""
+    import pyarrow.parquet as pq
+
+    from curation.readers import plan_source
+
+    rows = [{"text": f"line number {i}", "n": i} for i in range(7)]
+    for d in ("t", "arr", "pq"):
+        (tmp_path / d).mkdir()
+    (tmp_path / "t" / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:3]) + "\nnot json\n"
+                                            + json.dumps(rows[3]) + "\n")  # a blank line and a bad one
+    (tmp_path / "t" / "b.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[4:]))
+    (tmp_path / "arr" / "c.json").write_text(json.dumps(rows, indent=1))
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "pq" / "d.parquet", row_group_size=3)
+    src = "{name: %s, kind: text, format: %s, path: %s, chunk_size: 4}"
+    p = tmp_path / "r.yaml"
+    p.write_text("sources:\n" + "".join(f"  - {src % t}\n" for t in (("j", "jsonl", "t"), ("a", "jsonl", "arr"),
+                                                                        ("p", "parquet", "pq"))))
+    recipe = load_recipe(p)
+    keys: dict[str, list] = {}
+    for si, name in enumerate("jap"):
+        for spec in plan_source(recipe, si).chunks:
+            read, unread = _apart(recipe, si, spec)
+            keys.setdefault(name, []).append((read.column("_key").to_pylist(), unread.column("_key").to_pylist()))
+    (r0, u0), (r1, u1), _ = keys["j"]  # a.jsonl: 4 lines (3 rows, a blank), then the bad line and a row
+    assert len(r0) == len(u0) == 3 and all(k.startswith("raw:") for k in u0) and not set(u0) & set(r0)
+    assert r1[0] == u1[0] and r1[0].startswith("raw:")  # the bad line: the key a failed parse gives it
+    assert all(k.startswith("raw:") for _, u in keys["a"] for k in u)
+    assert [u for _, u in keys["p"]] == [[f"pos:{i}" for i in range(4)], [f"pos:{i}" for i in range(4, 7)]]
+
+
+def test_the_read_fault_can_poison_one_input_of_a_chunk(monkeypatch):
+    from curation.engine.ray_engine import READ_CRASH_ENV, read_poisoned
+
+    spec = {"type": "webdataset", "source": 0, "pos0": 3, "shard": "/d/s1.tar", "label": "s1.tar", "start": 0,
+            "stop": -1, "count": 3}
+    assert not read_poisoned(spec)
+    monkeypatch.setenv(READ_CRASH_ENV, "s1.tar")
+    assert read_poisoned(spec) and not read_poisoned({**spec, "shard": "/d/s2.tar", "label": "s2.tar"})
+    monkeypatch.setenv(READ_CRASH_ENV, "s1.tar@4")  # input 4 of the source: the chunk's second sample
+    assert read_poisoned(spec) and read_poisoned({**spec, "pos0": 4, "count": 1})
+    assert not read_poisoned({**spec, "count": 1}) and not read_poisoned({**spec, "pos0": 5, "count": 1})
+
+
+class _Died(BaseException):
+    """A simulated worker death (the test hooks' segfault, raised instead of sent)."""
+
+
+def _isolate_here(recipe, specs: dict[int, dict], monkeypatch) -> tuple[int, list, dict]:
+    """Run the driver's isolation loop (bisect_chunks) with every part in this process, one after the other;
+    the hooks' SIGSEGV raises _Died instead. Returns (crashed, the parts that died, the staged chunk results)."""
+    from curation.engine.ray_engine import _isolated, bisect_chunks, recipe_json
+
+    kill = os.kill
+
+    def fake_kill(pid: int, sig: int) -> None:
+        if pid == os.getpid() and sig == signal.SIGSEGV:
+            raise _Died()
+        kill(pid, sig)
+
+    monkeypatch.setattr(os, "kill", fake_kill)
+    js = recipe_json(recipe)
+    queue: list = []
+    died: list = []
+    staged: dict = {}
+
+    def next_done():
+        part = queue.pop(0)
+        try:
+            return part, _isolated(js, recipe.base_dir, part.k, specs[part.k], part.lo, part.hi, part.mode,
+                                   part.within)
+        except _Died as death:
+            died.append(part)
+            return part, death
+
+    crashed = bisect_chunks(specs, list(specs), queue.append, next_done, lambda k, parts: staged.update({k: parts}))
+    return crashed, died, staged
+
+
+def test_a_decode_crash_inside_a_read_bisection_is_decode_crash_and_a_read_crash_is_read_crash(tmp_path,
+                                                                                                monkeypatch):
+    """A chunk whose reading kills its workers (one file's read) holds another file whose decode kills them: the
+    inputs are bisected; an input whose part dies is read alone without a decode; the one whose reading kills
+    is read/crash, the one read fine whose decode kills is decode/crash, the other two are kept as one run
+    keeps them. Every part dies at most CRASH_LIMIT times, and the deaths are few."""
+    from curation.engine.ray_engine import CRASH_LIMIT, merge_parts
+    from curation.readers import plan_source
+
+    _images(tmp_path, 3)
+    (tmp_path / "imgs" / POISON).unlink()
+    recipe = load_recipe(_recipe(tmp_path, 4, dedup=False))  # one chunk: p00, p01, p02, p03_copy
+    spec = plan_source(recipe, 0).chunks[0]
+    clean = merge_parts(recipe, 0, spec, list(_isolate_here(recipe, {0: spec}, monkeypatch)[2][0]))
+    monkeypatch.setenv("SMOLCURATE_TEST_READ_CRASH", "p02.jpg")
+    monkeypatch.setenv("SMOLCURATE_TEST_DECODE_CRASH", "p00.jpg")
+    crashed, died, staged = _isolate_here(recipe, {0: spec}, monkeypatch)
+    kept, ledger, counts = merge_parts(recipe, 0, spec, staged[0])
+    assert crashed == 2 and counts["crashed"] == 2 and counts["read"] == 4
+    labels = {Path(r["uri"]).name: (r["stage"], r["reason"]) for r in ledger.to_pylist()}
+    assert labels == {"p00.jpg": ("decode", "crash"), "p02.jpg": ("read", "crash")}
+    keep = pa.compute.is_in(clean[0].column("id"), value_set=kept.column("id"))
+    assert kept.equals(clean[0].filter(keep)) and kept.num_rows == 2
+    per_part: dict = {}
+    for part in died:
+        key = (part.mode, part.lo, part.hi, part.within)
+        per_part[key] = per_part.get(key, 0) + 1
+    assert max(per_part.values()) <= CRASH_LIMIT
+    # the chunk read x2, then its inputs [0,2) [2,4) [0,1) [2,3) once each, p02 read alone x2, p00's row run alone x2
+    assert len(died) == 10, per_part
+    assert per_part[("rows", 0, None, (2, 3))] == CRASH_LIMIT and per_part[("run", 0, 1, (0, 1))] == CRASH_LIMIT
+
+
 # --------------------------------------------------------------------------- on the shared Ray session
 
 
