@@ -157,6 +157,15 @@ def _shards(root: Path, sizes: list[int], cut: dict[int, str] | None = None) -> 
     return folder
 
 
+def _text(i: int) -> str:
+    return f"Row number {i} of a small table, long enough in words and characters to pass the text filters."
+
+
+def _lines(path: Path, lo: int, n: int) -> None:
+    """A JSON Lines file of rows ``lo .. lo + n - 1``."""
+    path.write_text("".join(json.dumps({"text": _text(i), "n": i}) + "\n" for i in range(lo, lo + n)))
+
+
 def _source_recipe(root: Path, source: str) -> Path:
     p = root / "r.yaml"
     p.write_text(f"sources:\n  - {source}\noutput: {{shard_rows: 4}}\n")
@@ -320,9 +329,34 @@ def test_a_decode_crash_inside_a_read_bisection_is_decode_crash_and_a_read_crash
         key = (part.mode, part.lo, part.hi, part.within)
         per_part[key] = per_part.get(key, 0) + 1
     assert max(per_part.values()) <= CRASH_LIMIT
-    # the chunk read x2, then its inputs [0,2) [2,4) [0,1) [2,3) once each, p02 read alone x2, p00's row run alone x2
-    assert len(died) == 10, per_part
-    assert per_part[("rows", 0, None, (2, 3))] == CRASH_LIMIT and per_part[("run", 0, 1, (0, 1))] == CRASH_LIMIT
+    # the chunk read x2, then its inputs [0,2) [2,4) [0,1) [2,3) once each, p02 read alone (no decode) once (its
+    # read's death counted), p00's row run alone x2
+    assert len(died) == 9, per_part
+    assert per_part[("rows", 0, None, (2, 3))] == CRASH_LIMIT - 1 and per_part[("run", 0, 1, (0, 1))] == CRASH_LIMIT
+
+
+def test_one_poisoned_row_of_a_table_chunk_is_read_crash_and_its_chunk_mates_are_kept(tmp_path, monkeypatch):
+    """The read fault on one line of a JSONL chunk (``<file>@<n>``): the isolation loop reads the lines apart; the
+    poisoned one is ledgered unread, the others are what the clean run keeps."""
+    from curation.engine.ray_engine import merge_parts
+    from curation.readers import plan_source
+
+    (tmp_path / "t").mkdir()
+    for name, lo in (("a", 0), ("b", 3)):
+        _lines(tmp_path / "t" / f"{name}.jsonl", lo, 3)
+    recipe = load_recipe(_source_recipe(tmp_path, "{name: j, kind: text, format: jsonl, path: t, chunk_size: 3}"))
+    specs = dict(enumerate(plan_source(recipe, 0).chunks))  # a.jsonl, b.jsonl
+    clean = {k: merge_parts(recipe, k, specs[k], parts) for k, parts in _isolate_here(recipe, specs, monkeypatch)[2].items()}
+    monkeypatch.setenv("SMOLCURATE_TEST_READ_CRASH", "b.jsonl@4")  # b.jsonl's second line: input 4 of the source
+    crashed, died, staged = _isolate_here(recipe, specs, monkeypatch)
+    assert crashed == 1 and {p.k for p in died} == {1}
+    out = {k: merge_parts(recipe, k, specs[k], parts) for k, parts in staged.items()}
+    assert out[0][0].equals(clean[0][0]) and out[0][1].num_rows == 0
+    kept, ledger, _ = out[1]
+    row = ledger.to_pylist()
+    assert len(row) == 1 and row[0]["uri"].endswith("b.jsonl:2") and (row[0]["stage"], row[0]["reason"]) == ("read", "crash")
+    assert kept.column("text").to_pylist() == [_text(3), _text(5)]
+    assert kept.equals(clean[1][0].filter(pa.compute.is_in(clean[1][0].column("text"), value_set=kept.column("text"))))
 
 
 # --------------------------------------------------------------------------- on the shared Ray session
@@ -389,6 +423,43 @@ def test_an_input_whose_reading_segfaults_is_isolated_and_ledgered_as_read_crash
     assert loc.column("reason").to_pylist() == ["zero_bytes"]
     same = [c for c in loc.column_names if c not in ("reason", "detail")]
     assert ray_.select(same).equals(loc.select(same))
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_poisoned_shard_and_a_poisoned_table_file_are_read_crash_and_the_rest_is_the_local_run(tmp_path,
+                                                                                                 ray_session,
+                                                                                                 monkeypatch):
+    """One job, two sources: a WebDataset shard and a JSONL file whose reading kills every worker. Their chunks
+    are read apart by samples and lines; each sample and line is ledgered read/crash (a sample with the id a
+    read gives it, a line keyed by its bytes), and everything else is the clean local run's."""
+    _shards(tmp_path, [3, 2, 2])
+    (tmp_path / "wds" / "s1.tar").rename(tmp_path / "wds" / "s1-poisoned.tar")  # 2 samples
+    (tmp_path / "t").mkdir()
+    for name, lo, n in (("a", 0, 3), ("b-poisoned", 3, 2), ("c", 5, 2)):
+        _lines(tmp_path / "t" / f"{name}.jsonl", lo, n)
+    p = tmp_path / "r.yaml"
+    p.write_text("sources:\n  - {name: w, kind: image_text, format: webdataset, path: wds, chunk_size: 8}\n"
+                 "  - {name: j, kind: text, format: jsonl, path: t, chunk_size: 8}\noutput: {shard_rows: 4}\n")
+    recipe = load_recipe(p)
+    run_job(recipe, tmp_path / "local", engine="local", quiet=True)
+    monkeypatch.setenv("SMOLCURATE_TEST_READ_CRASH", "-poisoned.")  # every read of a chunk of those two files dies
+    res = run_job(recipe, tmp_path / "ray", engine="ray", workers=2, quiet=True)
+    loc, ray_ = (open_manifest(tmp_path / d) for d in ("local", "ray"))
+    assert res.kept == loc.info["totals"]["rows"] - 4 and ray_.info["totals"]["read"] == loc.info["totals"]["read"]
+    ledger = ray_.ledger().to_pylist()
+    assert all((r["stage"], r["reason"]) == ("read", "crash") for r in ledger) and len(ledger) == 4
+    assert sorted(r["uri"].rsplit("/", 1)[1] for r in ledger) == [
+        "b-poisoned.jsonl:1", "b-poisoned.jsonl:2", "s1-poisoned.tar#k10", "s1-poisoned.tar#k11"]
+    assert loc.ledger().num_rows == 0
+    table = loc.table()
+    lost = pa.compute.is_in(table.column("id"), value_set=pa.array([r["id"] for r in ledger]))
+    assert pa.compute.sum(lost).as_py() == 2  # the samples' ids are the ones a read gives; the lines' are not
+    gone = pa.compute.or_(lost, pa.compute.is_in(table.column("text"), value_set=pa.array([_text(3), _text(4)])))
+    assert ray_.table().equals(table.filter(pa.compute.invert(gone)))
+    assert {"source": "w", "stage": "read", "reason": "crash", "count": 2} in ray_.info["drops"]
+    assert {"source": "j", "stage": "read", "reason": "crash", "count": 2} in ray_.info["drops"]
+    validate(tmp_path / "ray")
 
 
 def _stage_workers() -> list:

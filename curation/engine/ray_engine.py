@@ -22,9 +22,10 @@ until the rows that kill their worker every time stand alone. Those are
 ledgered at stage ``decode`` with reason ``crash``; the other rows' results are
 merged into the chunk exactly as an undisturbed run would stage it. When it is
 the reading of the chunk that kills (and the operators set up fine alone), a
-reader that can read a subset of its inputs (``narrow``/``unread``: files) has
-its inputs bisected instead, and an input whose reading alone kills is ledgered
-unread at stage ``read`` with reason ``crash``. Every loop
+reader that can read a subset of its inputs (``narrow``/``unread``: files, table
+ranges, WebDataset shards) has its inputs bisected instead; an input whose part
+dies is read alone without a decode: if that kills too, it is ledgered unread at
+stage ``read`` with reason ``crash``, else its rows are bisected. Every loop
 is bounded: Ray's restarts and retries per actor and task, ``CRASH_LIMIT``
 deaths per chunk and per row, and rounds that must each finish something.
 """
@@ -447,9 +448,10 @@ def bisect_chunks(specs: dict[int, dict], chunks: list[int], start: Callable[[_P
     Bounded: every part dies at most CRASH_LIMIT times, and each transition narrows it (halves, or a chunk ->
     its inputs -> an input read alone -> its rows -> a row ledgered): ``rows`` (read the chunk, set up on no
     row) -> ``run`` halves -> ``crash``; when ``rows`` dies, ``setup`` -> ``read`` halves; a single input whose
-    ``read`` dies is read alone with no decode (``rows`` within it): if that dies CRASH_LIMIT times the
-    reading is at fault (``unread``: read/crash), else its rows are bisected (``run`` within it, a row that
-    dies CRASH_LIMIT times: decode/crash)."""
+    ``read`` dies is read alone with no decode (``rows`` within it, that death counted): if that dies too
+    (CRASH_LIMIT deaths in all) the reading is at fault (``unread``: read/crash), else its rows are bisected
+    (``run`` within it, a row that dies CRASH_LIMIT times alone: decode/crash). So a read crash costs the
+    same deaths as before that distinction, and a decode crash inside a read bisection CRASH_LIMIT more."""
     from curation.readers import spec_inputs
 
     results: dict[int, list[tuple[Any, dict]]] = {k: [] for k in chunks}
@@ -490,7 +492,8 @@ def bisect_chunks(specs: dict[int, dict], chunks: list[int], start: Callable[[_P
             elif part.hi - part.lo > 1:  # run or read: halves
                 split(part.k, part.lo, part.hi, part.mode, part.within)
             elif part.mode == "read":  # one input: its reading, or a decode of its rows? read it alone, no decode
-                submit(_Part(part.k, 0, None, mode="rows", within=(part.lo, part.hi)))
+                # (this death counts: a death of that read too makes CRASH_LIMIT reading the input alone)
+                submit(_Part(part.k, 0, None, mode="rows", deaths=part.deaths + 1, within=(part.lo, part.hi)))
             elif not last:
                 submit(replace(part, deaths=part.deaths + 1))
             else:
