@@ -346,7 +346,8 @@ def test_one_poisoned_row_of_a_table_chunk_is_read_crash_and_its_chunk_mates_are
         _lines(tmp_path / "t" / f"{name}.jsonl", lo, 3)
     recipe = load_recipe(_source_recipe(tmp_path, "{name: j, kind: text, format: jsonl, path: t, chunk_size: 3}"))
     specs = dict(enumerate(plan_source(recipe, 0).chunks))  # a.jsonl, b.jsonl
-    clean = {k: merge_parts(recipe, k, specs[k], parts) for k, parts in _isolate_here(recipe, specs, monkeypatch)[2].items()}
+    staged = _isolate_here(recipe, specs, monkeypatch)[2]
+    clean = {k: merge_parts(recipe, k, specs[k], parts) for k, parts in staged.items()}
     monkeypatch.setenv("SMOLCURATE_TEST_READ_CRASH", "b.jsonl@4")  # b.jsonl's second line: input 4 of the source
     crashed, died, staged = _isolate_here(recipe, specs, monkeypatch)
     assert crashed == 1 and {p.k for p in died} == {1}
@@ -354,7 +355,8 @@ def test_one_poisoned_row_of_a_table_chunk_is_read_crash_and_its_chunk_mates_are
     assert out[0][0].equals(clean[0][0]) and out[0][1].num_rows == 0
     kept, ledger, _ = out[1]
     row = ledger.to_pylist()
-    assert len(row) == 1 and row[0]["uri"].endswith("b.jsonl:2") and (row[0]["stage"], row[0]["reason"]) == ("read", "crash")
+    assert len(row) == 1 and row[0]["uri"].endswith("b.jsonl:2")
+    assert (row[0]["stage"], row[0]["reason"]) == ("read", "crash")
     assert kept.column("text").to_pylist() == [_text(3), _text(5)]
     assert kept.equals(clean[1][0].filter(pa.compute.is_in(clean[1][0].column("text"), value_set=kept.column("text"))))
 

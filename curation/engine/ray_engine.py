@@ -450,8 +450,9 @@ def bisect_chunks(specs: dict[int, dict], chunks: list[int], start: Callable[[_P
     row) -> ``run`` halves -> ``crash``; when ``rows`` dies, ``setup`` -> ``read`` halves; a single input whose
     ``read`` dies is read alone with no decode (``rows`` within it, that death counted): if that dies too
     (CRASH_LIMIT deaths in all) the reading is at fault (``unread``: read/crash), else its rows are bisected
-    (``run`` within it, a row that dies CRASH_LIMIT times alone: decode/crash). So a read crash costs the
-    same deaths as before that distinction, and a decode crash inside a read bisection CRASH_LIMIT more."""
+    (``run`` within it, a row that dies CRASH_LIMIT times alone: decode/crash). A read crash costs no more
+    deaths than ledgering the input at once would; a decode crash found that way costs the bisection of its
+    input's rows."""
     from curation.readers import spec_inputs
 
     results: dict[int, list[tuple[Any, dict]]] = {k: [] for k in chunks}
