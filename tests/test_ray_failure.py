@@ -361,6 +361,33 @@ def test_one_poisoned_row_of_a_table_chunk_is_read_crash_and_its_chunk_mates_are
     assert kept.equals(clean[1][0].filter(pa.compute.is_in(clean[1][0].column("text"), value_set=kept.column("text"))))
 
 
+def test_one_poisoned_sample_of_a_shard_chunk_is_read_crash_with_its_id_and_its_chunk_mates_are_kept(tmp_path,
+                                                                                                     monkeypatch):
+    """The read fault on one sample of a WebDataset chunk (``s1.tar@4``): the isolation loop reads the samples
+    apart; the poisoned one is ledgered unread with the id a read gives it, its chunk-mates are the clean run's."""
+    from curation.engine.ray_engine import merge_parts
+    from curation.readers import plan_source
+
+    _shards(tmp_path, [3, 3])
+    recipe = load_recipe(_source_recipe(tmp_path, "{name: w, kind: image_text, format: webdataset, path: wds, "
+                                                   "chunk_size: 8}"))
+    specs = dict(enumerate(plan_source(recipe, 0).chunks))  # s0.tar, s1.tar
+    staged = _isolate_here(recipe, specs, monkeypatch)[2]
+    clean = {k: merge_parts(recipe, k, specs[k], parts) for k, parts in staged.items()}
+    monkeypatch.setenv("SMOLCURATE_TEST_READ_CRASH", "s1.tar@4")  # s1.tar's second sample: input 4 of the source
+    crashed, died, staged = _isolate_here(recipe, specs, monkeypatch)
+    assert crashed == 1 and {p.k for p in died} == {1}
+    out = {k: merge_parts(recipe, k, specs[k], parts) for k, parts in staged.items()}
+    assert out[0][0].equals(clean[0][0])
+    kept, ledger, _ = out[1]
+    row = ledger.to_pylist()
+    assert len(row) == 1 and row[0]["uri"].endswith("s1.tar#k11")
+    assert (row[0]["stage"], row[0]["reason"]) == ("read", "crash")
+    ids = clean[1][0].column("id")
+    assert row[0]["id"] == ids[1].as_py() and kept.column("text").to_pylist() == ["caption 1 0", "caption 1 2"]
+    assert kept.equals(clean[1][0].filter(pa.compute.invert(pa.compute.equal(ids, row[0]["id"]))))
+
+
 # --------------------------------------------------------------------------- on the shared Ray session
 
 
