@@ -107,7 +107,9 @@ def test_partitions_live_on_the_store_and_the_result_equals_local(signatures, s3
     assert any(k.startswith("run/.staging/dedup/semantic/part-") for k in calls[1])
     assert not [p for p in work.rglob("edges-*.parquet")]  # the tasks' results were read from the store
 
-    # a rerun finds every partition's marker on the store and redoes none of them
+    # a rerun after a kill before the clusters were written finds every partition's marker on the store and
+    # redoes none of them; once the answer is written, a rerun reads it and runs no partition at all
+    (work / "result.done").unlink()
     ran = []
 
     def counting(fn, items):
@@ -124,6 +126,8 @@ def test_partitions_live_on_the_store_and_the_result_equals_local(signatures, s3
     finally:
         resolve_mod._process_partition = real
     assert again.equals(local) and ran and not done
+    ran.clear()
+    assert resolve_duplicates(signatures, cfg, workdir=work, map_fn=counting, shared=shared).equals(local) and not ran
 
 
 def test_without_map_fn_or_on_disk_nothing_goes_to_the_store(signatures, tmp_path):

@@ -34,7 +34,7 @@ from curation.dedup.minhash import (
     shingle_sets,
 )
 from curation.dedup.phash import chroma_moments, hamming, phash_images, phash_images_detail, phash_thumbs
-from curation.dedup.resolve import RESULT_SCHEMA, resolve_duplicates
+from curation.dedup.resolve import RESULT_SCHEMA, resolve_duplicates, resolve_parts
 from curation.dedup.signatures import (
     SIGNATURE_COLUMNS,
     MediaSignatures,
@@ -77,6 +77,7 @@ __all__ = [
     "phash_images_detail",
     "phash_thumbs",
     "resolve_duplicates",
+    "resolve_parts",
     "shingle_hashes",
     "shingle_sets",
     "signature_columns",

@@ -20,7 +20,8 @@ Memory stays bounded because no step holds every signature:
    clusters embeddings. This module names no method.
 4. **Clusters.** Union-find over the verified edges only; the representative of
    each cluster follows the documented rank; the answer lists only rows that
-   are in a cluster or contaminated.
+   are in a cluster or contaminated, and is written input file by input file
+   (strings are built per file, never for the whole answer at once).
 
 The phases live in :mod:`~curation.dedup.records` (1), :mod:`~curation.dedup.buckets`
 (2), the method modules (3) and :mod:`~curation.dedup.clusters` (4);
@@ -33,8 +34,9 @@ from __future__ import annotations
 
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -47,14 +49,14 @@ from curation.dedup.clusters import clusters as _clusters
 from curation.dedup.config import DedupConfig, EvalSetConfig
 from curation.dedup.external import CARRY, iter_source, write_source
 from curation.dedup.inputs import SigFile, fingerprint, input_files
-from curation.dedup.layout import EDGE_SCHEMA, RESULT_SCHEMA, ROLE_AGAINST, ROLE_EVAL, MapFn
+from curation.dedup.layout import EDGE_SCHEMA, RESULT_SCHEMA, ROLE_AGAINST, ROLE_EVAL, ROLE_NEW, MapFn
 from curation.dedup.methods import ResolveContext, methods
 from curation.dedup.records import RecordBuilder, Scatter, node_table
 from curation.dedup.shared import SharedArea
 from manifests.errors import UserError
 from manifests.fsutil import atomic_write
 
-__all__ = ["RESULT_SCHEMA", "resolve_duplicates"]
+__all__ = ["RESULT_SCHEMA", "resolve_duplicates", "resolve_parts"]
 
 #: sub-folders of the shared area (cleared on a store when the inputs change)
 SHARED_SUBDIRS = ("buckets", "edges", "semantic")
@@ -90,7 +92,7 @@ def resolve_duplicates(
     map_fn: MapFn | None = None,
     shared: str | os.PathLike | None = None,
 ) -> pa.Table:
-    """Clusters and drop decisions for signature rows.
+    """Clusters and drop decisions for signature rows, as one table (see :func:`resolve_parts`).
 
     ``signatures``: a pyarrow Dataset, a list of parquet paths, a folder of
     parquet files, or a Table of rows carrying ``id``, ``modality`` and the
@@ -105,7 +107,32 @@ def resolve_duplicates(
 
     Returns ``id, dup_cluster, reason, detail`` for every row that is in a
     cluster (its representative included, with a null reason) or is
-    contaminated; rows not listed are singletons.
+    contaminated, sorted by id; rows not listed are singletons.
+    """
+    with _workdir(workdir) as work:
+        parts = resolve_parts(signatures, config, against, decontaminate, work, map_fn, shared)
+        tables = [pq.read_table(p) for p in parts.values()]
+    if not tables:
+        return RESULT_SCHEMA.empty_table()
+    out = pa.concat_tables(tables)
+    return out.take(pc.sort_indices(out, sort_keys=[("id", "ascending")]))
+
+
+def resolve_parts(
+    signatures: Any,
+    config: DedupConfig | Mapping[str, Any] | None = None,
+    against: Sequence[str | os.PathLike] | None = None,
+    decontaminate: Sequence[str | EvalSetConfig | Mapping[str, Any]] | None = None,
+    workdir: str | os.PathLike | None = None,
+    map_fn: MapFn | None = None,
+    shared: str | os.PathLike | None = None,
+) -> dict[int, Path]:
+    """The answer of :func:`resolve_duplicates` written per input file: {file index: parquet part}.
+
+    A file's part holds the answer's rows of that file alone (sorted by id); files with none have no part.
+    What a large job's driver holds is then the integer state of the rows in clusters, never the answer's
+    strings, and each chunk reads only its own part. The parts live in ``workdir/result`` (resumable: a
+    rerun with the same inputs returns them without recomputing).
     """
     cfg = config if isinstance(config, DedupConfig) else DedupConfig.model_validate(dict(config or {}))
     against_list = [str(a) for a in (cfg.against if against is None else against)]
@@ -114,28 +141,32 @@ def resolve_duplicates(
     else:
         evals = DedupConfig.model_validate({"decontaminate": list(decontaminate)}).eval_sets
     if workdir is None:
-        import tempfile
-
-        tmp = tempfile.TemporaryDirectory(prefix="smolcurate-dedup-")
-        work = Path(tmp.name)
-    else:
-        tmp = None
-        work = Path(workdir)
-        work.mkdir(parents=True, exist_ok=True)
+        raise ValueError("resolve_parts writes its parts into `workdir`: give one")
+    work = Path(workdir)
+    work.mkdir(parents=True, exist_ok=True)
     area = SharedArea(shared if shared is not None and map_fn is not None else work)
-    try:
-        return _resolve(signatures, cfg, against_list, evals, work, map_fn or _serial_map, area)
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
+    return _resolve(signatures, cfg, against_list, evals, work, map_fn or _serial_map, area)
+
+
+@contextmanager
+def _workdir(workdir: str | os.PathLike | None) -> Iterator[Path]:
+    if workdir is not None:
+        yield Path(workdir)
+        return
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="smolcurate-dedup-") as tmp:
+        yield Path(tmp)
 
 
 def _resolve(signatures: Any, cfg: DedupConfig, against: list[str], evals: list[EvalSetConfig], work: Path, map_fn: MapFn,
-             area: SharedArea) -> pa.Table:
+             area: SharedArea) -> dict[int, Path]:
     files = input_files(signatures)
     fp = fingerprint(files, cfg, against, evals)
+    if _done(work, "result", fp):
+        return {int(p.stem.split("-")[1]): p for p in sorted((work / "result").glob("part-*.parquet"))}
     if not _done(work, "inputs", fp):
-        for sub in ("sources", "buckets", "nodes", "edges", "join"):
+        for sub in ("sources", "buckets", "nodes", "edges", "join", "result"):
             shutil.rmtree(work / sub, ignore_errors=True)
         for marker in work.glob("*.done"):
             marker.unlink()
@@ -228,7 +259,12 @@ def _resolve(signatures: Any, cfg: DedupConfig, against: list[str], evals: list[
             _mark(work, phase.marker, fp)
         method_edges.append(found.cast(EDGE_SCHEMA))
     all_edges = dedupe_edges(pa.concat_tables(method_edges))
-    return _clusters(all_edges, work, evals)
+    del edges, cands, method_edges
+    shutil.rmtree(work / "result", ignore_errors=True)
+    new = [(f.offset, f.rows) for f in files if f.role == ROLE_NEW]
+    parts = _clusters(all_edges, work, evals, new, work / "result")
+    _mark(work, "result", fp)
+    return parts
 
 
 def merged(area: SharedArea, names: list[str], dedupe: Callable[[pa.Table], pa.Table]) -> pa.Table:

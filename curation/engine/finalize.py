@@ -6,7 +6,9 @@ never on chunk timing, engine or worker count.
 """
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -15,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from curation.dedup.layout import RESULT_SCHEMA
 from curation.engine.chunk import STAGED_LEDGER_SCHEMA
 from curation.engine.staging import Staging
 from curation.filters import operator_columns, source_operators
@@ -24,7 +27,7 @@ from manifests.fsutil import atomic_write
 from manifests.schema import CORE_NAMES, build_schema, conform, make_id
 from manifests.writer import ManifestWriter
 
-DEDUP_RESULT = "dedup-result.parquet"
+DEDUP_RESULT = "dedup-result.json"  # {chunk: its part of the answer}, written once the answer is complete
 
 
 # --------------------------------------------------------------------------- ids
@@ -73,9 +76,27 @@ def _apply_ids(table: pa.Table, fix: pl.DataFrame | None) -> pa.Table:
 # --------------------------------------------------------------------------- dedup
 
 
+class DedupAnswer:
+    """The dedup answer staged per chunk (parts under ``dedup/result``): each chunk's finalize reads only its own rows,
+    so the driver never holds the whole answer while it writes the shards."""
+
+    def __init__(self, parts: dict[int, Path]) -> None:
+        self.parts = parts
+        self.schema = RESULT_SCHEMA
+
+    def chunk(self, k: int) -> pa.Table:
+        path = self.parts.get(k)
+        return pq.read_table(path) if path is not None else self.schema.empty_table()
+
+    def table(self) -> pa.Table:
+        """The whole answer (tests and notebooks; a job reads it by chunk)."""
+        parts = [self.chunk(k) for k in sorted(self.parts)]
+        return pa.concat_tables(parts) if parts else self.schema.empty_table()
+
+
 def run_dedup(recipe: Recipe, staging: Staging, nchunks: int, fixes: dict[int, pl.DataFrame],
-              map_fn: Callable | None = None) -> pa.Table | None:
-    """Resolve duplicates over every staged chunk (cached in the staging area for resumes).
+              map_fn: Callable | None = None) -> DedupAnswer | None:
+    """Resolve duplicates over every staged chunk (staged per chunk in the staging area, for resumes).
 
     ``map_fn`` runs the per-partition work in parallel (Ray tasks on the Ray
     engine); the result does not depend on it.
@@ -83,12 +104,14 @@ def run_dedup(recipe: Recipe, staging: Staging, nchunks: int, fixes: dict[int, p
     cfg = recipe.dedup_config()
     if cfg is None:
         return None
-    cached = staging.path(DEDUP_RESULT)
-    if cached.is_file():
-        return pq.read_table(cached)
-    from curation.dedup import resolve_duplicates
+    index = staging.path(DEDUP_RESULT)
+    if index.is_file():
+        return DedupAnswer({int(k): staging.path(rel) for k, rel in json.loads(index.read_text()).items()})
+    from curation.dedup import resolve_parts
+    from curation.dedup.inputs import input_files
 
     paths: list[str] = []
+    chunk_of_path: dict[str, int] = {}
     for k in range(nchunks):
         path = staging.kept_path(k)
         if k in fixes:  # give dedup the final ids
@@ -97,14 +120,16 @@ def run_dedup(recipe: Recipe, staging: Staging, nchunks: int, fixes: dict[int, p
             atomic_write(path, lambda p, t=fixed: pq.write_table(t, p, compression="zstd"))
         if pq.ParquetFile(path).metadata.num_rows:
             paths.append(str(path))
+            chunk_of_path[str(path)] = k
     workdir = staging.path("dedup")
     workdir.mkdir(parents=True, exist_ok=True)
     shared = None if staging.remote is None else f"{staging.remote}/dedup"  # what Ray tasks read: on the store
-    result = resolve_duplicates(paths, cfg, [_local_manifest(a) for a in cfg.against], list(cfg.eval_sets), workdir, map_fn,
-                                shared)
-    result = result.select([c for c in ("id", "dup_cluster", "reason", "detail") if c in result.column_names])
-    atomic_write(cached, lambda p: pq.write_table(result, p))
-    return result
+    parts = resolve_parts(paths, cfg, [_local_manifest(a) for a in cfg.against], list(cfg.eval_sets), workdir, map_fn,
+                          shared)
+    order = [f.path for f in input_files(paths)]  # the parts are numbered in the order resolve reads its inputs
+    answer = {chunk_of_path[order[fi]]: part for fi, part in parts.items()}
+    atomic_write(index, lambda p: p.write_text(json.dumps({k: str(v.relative_to(staging.root)) for k, v in answer.items()})))
+    return DedupAnswer(answer)
 
 
 def _local_manifest(path: str) -> str:
@@ -119,12 +144,10 @@ def _local_manifest(path: str) -> str:
 
 
 def _split_duplicates(kept: pa.Table, dup: pa.Table | None) -> tuple[pa.Table, pa.Table]:
-    """(kept rows with dup_cluster, ledger rows of the duplicates/contaminated) for one chunk."""
+    """(kept rows with dup_cluster, ledger rows of the duplicates/contaminated) for one chunk; ``dup``: its answer."""
     if dup is None:
         return kept, STAGED_LEDGER_SCHEMA.empty_table()
     n = kept.num_rows
-    # only this chunk's rows of the result: the join then builds its table from them, not from every duplicate
-    dup = dup.filter(pc.is_in(dup.column("id"), value_set=kept.column("id")))
     left = pa.table({"id": kept.column("id"), "_row": pa.array(np.arange(n, dtype=np.int64))})
     joined = left.join(dup, keys="id", join_type="left outer", use_threads=False).sort_by("_row")  # see writer._group_counts
     cluster_type = dup.schema.field("dup_cluster").type if "dup_cluster" in dup.column_names else pa.string()
@@ -154,7 +177,7 @@ def _split_duplicates(kept: pa.Table, dup: pa.Table | None) -> tuple[pa.Table, p
 # --------------------------------------------------------------------------- schema
 
 
-def manifest_schema(recipe: Recipe, staging: Staging, nchunks: int, dup: pa.Table | None) -> pa.Schema:
+def manifest_schema(recipe: Recipe, staging: Staging, nchunks: int, dup: DedupAnswer | None) -> pa.Schema:
     """Core columns, then declared operator columns in chain order, then any other staged extension columns."""
     declared: dict[str, pa.DataType] = {}
     for i in range(len(recipe.sources)):
@@ -170,7 +193,7 @@ def manifest_schema(recipe: Recipe, staging: Staging, nchunks: int, dup: pa.Tabl
     for name in sorted(seen):
         extra[name] = seen[name]
     if dup is not None:
-        extra["dup_cluster"] = dup.schema.field("dup_cluster").type if "dup_cluster" in dup.column_names else pa.string()
+        extra["dup_cluster"] = dup.schema.field("dup_cluster").type
     return build_schema(extra)
 
 
@@ -212,7 +235,7 @@ def write_manifest(
     out_dir: str | os.PathLike,
     chunk_of: list[int],
     fixes: dict[int, pl.DataFrame],
-    dup: pa.Table | None,
+    dup: DedupAnswer | None,
     extra: dict[str, Any],
     tick: Callable[[], None] = lambda: None,
 ) -> dict[str, Any]:
@@ -229,7 +252,7 @@ def write_manifest(
         fix = fixes.get(k)
         kept = _apply_ids(staging.read_kept(k), fix)
         led = _apply_ids(staging.read_dropped(k), fix)
-        kept, dups = _split_duplicates(kept, dup)
+        kept, dups = _split_duplicates(kept, dup.chunk(k) if dup is not None else None)
         if dups.num_rows:
             led = pa.concat_tables([led, dups], promote_options="default").sort_by(PRIVATE_POS)
         name = plans[chunk_of[k]].name
