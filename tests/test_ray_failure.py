@@ -335,28 +335,38 @@ def test_a_decode_crash_inside_a_read_bisection_is_decode_crash_and_a_read_crash
     assert per_part[("rows", 0, None, (2, 3))] == CRASH_LIMIT - 1 and per_part[("run", 0, 1, (0, 1))] == CRASH_LIMIT
 
 
-def test_one_poisoned_row_of_a_table_chunk_is_read_crash_and_its_chunk_mates_are_kept(tmp_path, monkeypatch):
-    """The read fault on one line of a JSONL chunk (``<file>@<n>``): the isolation loop reads the lines apart; the
-    poisoned one is ledgered unread, the others are what the clean run keeps."""
+def _one_poisoned(tmp_path: Path, source: str, poison: str, monkeypatch) -> tuple[dict, dict]:
+    """The clean and the poisoned (READ_CRASH ``poison``) results, per chunk, of the isolation loop run here on
+    every chunk of ``source``; asserts one input crashed, and only chunk 1 died."""
     from curation.engine.ray_engine import merge_parts
     from curation.readers import plan_source
 
+    recipe = load_recipe(_source_recipe(tmp_path, source))
+    specs = dict(enumerate(plan_source(recipe, 0).chunks))
+    runs = []
+    for env in (None, poison):
+        if env:
+            monkeypatch.setenv("SMOLCURATE_TEST_READ_CRASH", env)
+        crashed, died, staged = _isolate_here(recipe, specs, monkeypatch)
+        assert (crashed, {p.k for p in died}) == ((1, {1}) if env else (0, set()))
+        runs.append({k: merge_parts(recipe, k, specs[k], parts) for k, parts in staged.items()})
+    clean, out = runs
+    assert out[0][0].equals(clean[0][0]) and out[0][1].num_rows == 0  # the other chunk: untouched
+    row = out[1][1].to_pylist()
+    assert len(row) == 1 and (row[0]["stage"], row[0]["reason"]) == ("read", "crash")
+    return clean, out
+
+
+def test_one_poisoned_row_of_a_table_chunk_is_read_crash_and_its_chunk_mates_are_kept(tmp_path, monkeypatch):
+    """The read fault on one line of a JSONL chunk (``<file>@<n>``): the isolation loop reads the lines apart; the
+    poisoned one is ledgered unread, the others are what the clean run keeps."""
     (tmp_path / "t").mkdir()
     for name, lo in (("a", 0), ("b", 3)):
         _lines(tmp_path / "t" / f"{name}.jsonl", lo, 3)
-    recipe = load_recipe(_source_recipe(tmp_path, "{name: j, kind: text, format: jsonl, path: t, chunk_size: 3}"))
-    specs = dict(enumerate(plan_source(recipe, 0).chunks))  # a.jsonl, b.jsonl
-    staged = _isolate_here(recipe, specs, monkeypatch)[2]
-    clean = {k: merge_parts(recipe, k, specs[k], parts) for k, parts in staged.items()}
-    monkeypatch.setenv("SMOLCURATE_TEST_READ_CRASH", "b.jsonl@4")  # b.jsonl's second line: input 4 of the source
-    crashed, died, staged = _isolate_here(recipe, specs, monkeypatch)
-    assert crashed == 1 and {p.k for p in died} == {1}
-    out = {k: merge_parts(recipe, k, specs[k], parts) for k, parts in staged.items()}
-    assert out[0][0].equals(clean[0][0]) and out[0][1].num_rows == 0
+    clean, out = _one_poisoned(tmp_path, "{name: j, kind: text, format: jsonl, path: t, chunk_size: 3}",
+                               "b.jsonl@4", monkeypatch)  # b.jsonl's second line: input 4 of the source
     kept, ledger, _ = out[1]
-    row = ledger.to_pylist()
-    assert len(row) == 1 and row[0]["uri"].endswith("b.jsonl:2")
-    assert (row[0]["stage"], row[0]["reason"]) == ("read", "crash")
+    assert ledger.column("uri")[0].as_py().endswith("b.jsonl:2")
     assert kept.column("text").to_pylist() == [_text(3), _text(5)]
     assert kept.equals(clean[1][0].filter(pa.compute.is_in(clean[1][0].column("text"), value_set=kept.column("text"))))
 
@@ -365,27 +375,14 @@ def test_one_poisoned_sample_of_a_shard_chunk_is_read_crash_with_its_id_and_its_
                                                                                                      monkeypatch):
     """The read fault on one sample of a WebDataset chunk (``s1.tar@4``): the isolation loop reads the samples
     apart; the poisoned one is ledgered unread with the id a read gives it, its chunk-mates are the clean run's."""
-    from curation.engine.ray_engine import merge_parts
-    from curation.readers import plan_source
-
     _shards(tmp_path, [3, 3])
-    recipe = load_recipe(_source_recipe(tmp_path, "{name: w, kind: image_text, format: webdataset, path: wds, "
-                                                   "chunk_size: 8}"))
-    specs = dict(enumerate(plan_source(recipe, 0).chunks))  # s0.tar, s1.tar
-    staged = _isolate_here(recipe, specs, monkeypatch)[2]
-    clean = {k: merge_parts(recipe, k, specs[k], parts) for k, parts in staged.items()}
-    monkeypatch.setenv("SMOLCURATE_TEST_READ_CRASH", "s1.tar@4")  # s1.tar's second sample: input 4 of the source
-    crashed, died, staged = _isolate_here(recipe, specs, monkeypatch)
-    assert crashed == 1 and {p.k for p in died} == {1}
-    out = {k: merge_parts(recipe, k, specs[k], parts) for k, parts in staged.items()}
-    assert out[0][0].equals(clean[0][0])
+    clean, out = _one_poisoned(tmp_path, "{name: w, kind: image_text, format: webdataset, path: wds, chunk_size: 8}",
+                               "s1.tar@4", monkeypatch)  # s1.tar's second sample: input 4 of the source
     kept, ledger, _ = out[1]
-    row = ledger.to_pylist()
-    assert len(row) == 1 and row[0]["uri"].endswith("s1.tar#k11")
-    assert (row[0]["stage"], row[0]["reason"]) == ("read", "crash")
     ids = clean[1][0].column("id")
-    assert row[0]["id"] == ids[1].as_py() and kept.column("text").to_pylist() == ["caption 1 0", "caption 1 2"]
-    assert kept.equals(clean[1][0].filter(pa.compute.invert(pa.compute.equal(ids, row[0]["id"]))))
+    assert ledger.column("uri")[0].as_py().endswith("s1.tar#k11") and ledger.column("id")[0] == ids[1]
+    assert kept.column("text").to_pylist() == ["caption 1 0", "caption 1 2"]
+    assert kept.equals(clean[1][0].filter(pa.compute.invert(pa.compute.equal(ids, ids[1]))))
 
 
 # --------------------------------------------------------------------------- on the shared Ray session
