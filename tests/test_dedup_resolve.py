@@ -149,6 +149,47 @@ def test_result_does_not_depend_on_partitions_or_file_split(corpus, tmp_path):
     assert one.equals(many)
 
 
+def test_the_answer_is_written_per_input_file_each_with_its_own_rows_only(corpus, tmp_path, monkeypatch):
+    """resolve_parts: one part per file with rows in the answer, each sorted by id and holding that file's rows;
+    together they are resolve_duplicates' table; a kill while the parts are written resumes to the same parts."""
+    from curation.dedup import clusters as clusters_mod
+    from curation.dedup import resolve_parts
+
+    _, t = corpus
+    cfg = DedupConfig(partitions=5)
+    whole = resolve_duplicates(t, cfg, workdir=tmp_path / "whole")
+    assert whole.num_rows > 0
+    paths = []
+    for i, (lo, hi) in enumerate(((0, 9), (9, 10), (10, 22), (22, t.num_rows))):
+        p = tmp_path / f"in-{i}.parquet"
+        pq.write_table(t.slice(lo, hi - lo), p)
+        paths.append(str(p))
+    real = clusters_mod.atomic_write
+    writes = []
+
+    def killed_after_one(path, write):
+        if writes:
+            raise KeyboardInterrupt("killed")
+        writes.append(path)
+        return real(path, write)
+
+    monkeypatch.setattr(clusters_mod, "atomic_write", killed_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        resolve_parts(paths, cfg, workdir=tmp_path / "w")
+    monkeypatch.setattr(clusters_mod, "atomic_write", real)
+    parts = resolve_parts(paths, cfg, workdir=tmp_path / "w")
+    assert len(parts) >= 2 and set(parts) <= set(range(len(paths)))
+    seen = []
+    for fi, path in sorted(parts.items()):
+        part = pq.read_table(path)
+        ids = part.column("id").to_pylist()
+        assert ids == sorted(ids) and set(ids) <= set(pq.read_table(paths[fi]).column("id").to_pylist())
+        seen.append(part)
+    together = pa.concat_tables(seen)
+    assert together.sort_by("id").equals(whole)
+    assert resolve_duplicates(paths, cfg, workdir=tmp_path / "w").equals(whole)
+
+
 def test_unverified_text_uses_the_signature_estimate_across_files(corpus, tmp_path):
     _, t = corpus
     text = t.filter(pa.array([i.startswith("t-") for i in t.column("id").to_pylist()]))

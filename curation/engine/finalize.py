@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Callable
 
@@ -46,11 +47,10 @@ def id_fixups(recipe: Recipe, plans: list[SourcePlan], staging: Staging, chunk_o
     if not table_chunks:
         return {}
     paths = [(k, path) for k in table_chunks for path in (staging.kept_path(k), staging.dropped_path(k))]
-    # pass 1 holds one 64-bit hash per row (not the ids: memory per row stays 8 bytes); pass 2 reads the rows
-    # whose hash repeats, and the exact comparison below decides among them
-    hashes = np.sort(np.concatenate([pl.read_parquet(path, columns=["id"])["id"].hash(seed=0).to_numpy() for _, path in paths]))
-    repeated = pl.Series("_h", np.unique(hashes[1:][hashes[1:] == hashes[:-1]]))
-    del hashes
+    # pass 1 finds the 64-bit id hashes that repeat, spilled to disk by their top bits so that the driver holds one
+    # bucket of hashes at a time, not one per row; pass 2 reads the rows whose hash repeats, and the exact
+    # comparison below decides among them
+    repeated = pl.Series("_h", _repeated_hashes([path for _, path in paths], staging.path("id-hashes")), dtype=pl.UInt64)
     if repeated.len() == 0:
         return {}
     frames = [pl.scan_parquet(path).filter(pl.col("id").hash(seed=0).is_in(repeated.implode()))
@@ -63,6 +63,39 @@ def id_fixups(recipe: Recipe, plans: list[SourcePlan], staging: Staging, chunk_o
     new = [make_id(s, f"{key}#{occ}") for s, key, occ in zip(rep["source"], rep[PRIVATE_KEY], rep["_occ"])]
     rep = rep.with_columns(pl.Series("_new_id", new, dtype=pl.Utf8))
     return {int(k): g.select([PRIVATE_POS, "_new_id"]) for (k,), g in rep.group_by("_chunk")}
+
+
+#: id hashes per spill bucket of id_fixups (8 bytes each): what the driver holds at once, whatever the rows
+HASH_BUCKET_ROWS = 4_000_000
+
+
+def _repeated_hashes(paths: list[Path], spill: Path) -> np.ndarray:
+    """The distinct ``id`` hashes (polars, seed 0) that occur more than once over the files, sorted."""
+    rows = sum(pq.ParquetFile(p).metadata.num_rows for p in paths)
+    bits = max(0, int(np.ceil(np.log2(max(rows, 1) / HASH_BUCKET_ROWS))))
+    if bits == 0:  # one bucket: in memory
+        hashes = np.sort(np.concatenate([pl.read_parquet(p, columns=["id"])["id"].hash(seed=0).to_numpy() for p in paths]))
+        return np.unique(hashes[1:][hashes[1:] == hashes[:-1]])
+    shutil.rmtree(spill, ignore_errors=True)
+    spill.mkdir(parents=True)
+    files = [open(spill / f"b-{b:04d}.u64", "wb") for b in range(1 << bits)]
+    try:
+        for p in paths:
+            h = pl.read_parquet(p, columns=["id"])["id"].hash(seed=0).to_numpy()
+            bucket = (h >> np.uint64(64 - bits)).astype(np.int64)
+            order = np.argsort(bucket, kind="stable")
+            h, bounds = h[order], np.searchsorted(bucket[order], np.arange((1 << bits) + 1))
+            for b in np.flatnonzero(np.diff(bounds)):  # a loop per bucket, not per row
+                files[b].write(h[bounds[b]:bounds[b + 1]].tobytes())
+    finally:
+        for f in files:
+            f.close()
+    found = []
+    for b in range(1 << bits):
+        hashes = np.sort(np.fromfile(spill / f"b-{b:04d}.u64", dtype=np.uint64))
+        found.append(np.unique(hashes[1:][hashes[1:] == hashes[:-1]]))
+    shutil.rmtree(spill, ignore_errors=True)
+    return np.concatenate(found)
 
 
 def _apply_ids(table: pa.Table, fix: pl.DataFrame | None) -> pa.Table:
