@@ -175,9 +175,9 @@ def test_the_answer_is_written_per_input_file_each_with_its_own_rows_only(corpus
 
     monkeypatch.setattr(clusters_mod, "atomic_write", killed_after_one)
     with pytest.raises(KeyboardInterrupt):
-        resolve_parts(paths, cfg, workdir=tmp_path / "w")
+        resolve_parts(paths, tmp_path / "w", config=cfg)
     monkeypatch.setattr(clusters_mod, "atomic_write", real)
-    parts = resolve_parts(paths, cfg, workdir=tmp_path / "w")
+    parts = resolve_parts(paths, tmp_path / "w", config=cfg)
     assert len(parts) >= 2 and set(parts) <= set(range(len(paths)))
     seen = []
     for fi, path in sorted(parts.items()):

@@ -110,7 +110,8 @@ def resolve_duplicates(
     contaminated, sorted by id; rows not listed are singletons.
     """
     with _workdir(workdir) as work:
-        parts = resolve_parts(signatures, config, against, decontaminate, work, map_fn, shared)
+        parts = resolve_parts(signatures, work, config=config, against=against, decontaminate=decontaminate,
+                              map_fn=map_fn, shared=shared)
         tables = [pq.read_table(p) for p in parts.values()]
     if not tables:
         return RESULT_SCHEMA.empty_table()
@@ -118,34 +119,19 @@ def resolve_duplicates(
     return out.take(pc.sort_indices(out, sort_keys=[("id", "ascending")]))
 
 
-def resolve_parts(
-    signatures: Any,
-    config: DedupConfig | Mapping[str, Any] | None = None,
-    against: Sequence[str | os.PathLike] | None = None,
-    decontaminate: Sequence[str | EvalSetConfig | Mapping[str, Any]] | None = None,
-    workdir: str | os.PathLike | None = None,
-    map_fn: MapFn | None = None,
-    shared: str | os.PathLike | None = None,
-) -> dict[int, Path]:
+def resolve_parts(signatures: Any, workdir: str | os.PathLike, **options: Any) -> dict[int, Path]:
     """The answer of :func:`resolve_duplicates` written per input file: {file index: parquet part}.
 
-    A file's part holds the answer's rows of that file alone (sorted by id); files with none have no part.
-    What a large job's driver holds is then the integer state of the rows in clusters, never the answer's
-    strings, and each chunk reads only its own part. The parts live in ``workdir/result`` (resumable: a
-    rerun with the same inputs returns them without recomputing).
+    ``options``: the other keywords of :func:`resolve_duplicates`. Files are indexed in the order resolve
+    reads them (:func:`~curation.dedup.inputs.input_files`: a list of paths sorted). A file's part holds the
+    answer's rows of that file alone (sorted by id); files with none have no part. What a large job's driver
+    holds is then the integer state of the rows in clusters, never the answer's strings, and each chunk reads
+    only its own part. The parts live in ``workdir/result`` (resumable: a rerun with the same inputs returns
+    them without recomputing).
     """
-    cfg = config if isinstance(config, DedupConfig) else DedupConfig.model_validate(dict(config or {}))
-    against_list = [str(a) for a in (cfg.against if against is None else against)]
-    if decontaminate is None:
-        evals = cfg.eval_sets
-    else:
-        evals = DedupConfig.model_validate({"decontaminate": list(decontaminate)}).eval_sets
-    if workdir is None:
-        raise ValueError("resolve_parts writes its parts into `workdir`: give one")
     work = Path(workdir)
     work.mkdir(parents=True, exist_ok=True)
-    area = SharedArea(shared if shared is not None and map_fn is not None else work)
-    return _resolve(signatures, cfg, against_list, evals, work, map_fn or _serial_map, area)
+    return _resolve(signatures, work, **options)
 
 
 @contextmanager
@@ -159,8 +145,15 @@ def _workdir(workdir: str | os.PathLike | None) -> Iterator[Path]:
         yield Path(tmp)
 
 
-def _resolve(signatures: Any, cfg: DedupConfig, against: list[str], evals: list[EvalSetConfig], work: Path, map_fn: MapFn,
-             area: SharedArea) -> dict[int, Path]:
+def _resolve(signatures: Any, work: Path, config: DedupConfig | Mapping[str, Any] | None = None, against: Sequence | None = None,
+             decontaminate: Sequence | None = None, map_fn: MapFn | None = None, shared: str | os.PathLike | None = None
+             ) -> dict[int, Path]:
+    cfg = config if isinstance(config, DedupConfig) else DedupConfig.model_validate(dict(config or {}))
+    against = [str(a) for a in (cfg.against if against is None else against)]
+    evals = cfg.eval_sets if decontaminate is None else \
+        DedupConfig.model_validate({"decontaminate": list(decontaminate)}).eval_sets
+    area = SharedArea(shared if shared is not None and map_fn is not None else work)
+    map_fn = map_fn or _serial_map
     files = input_files(signatures)
     fp = fingerprint(files, cfg, against, evals)
     if _done(work, "result", fp):

@@ -157,8 +157,8 @@ def run_dedup(recipe: Recipe, staging: Staging, nchunks: int, fixes: dict[int, p
     workdir = staging.path("dedup")
     workdir.mkdir(parents=True, exist_ok=True)
     shared = None if staging.remote is None else f"{staging.remote}/dedup"  # what Ray tasks read: on the store
-    parts = resolve_parts(paths, cfg, [_local_manifest(a) for a in cfg.against], list(cfg.eval_sets), workdir, map_fn,
-                          shared)
+    parts = resolve_parts(paths, workdir, config=cfg, against=[_local_manifest(a) for a in cfg.against],
+                          decontaminate=list(cfg.eval_sets), map_fn=map_fn, shared=shared)
     order = [f.path for f in input_files(paths)]  # the parts are numbered in the order resolve reads its inputs
     answer = {chunk_of_path[order[fi]]: part for fi, part in parts.items()}
     atomic_write(index, lambda p: p.write_text(json.dumps({k: str(v.relative_to(staging.root)) for k, v in answer.items()})))
