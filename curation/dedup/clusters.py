@@ -124,7 +124,10 @@ def _attributes(work: Path, involved: np.ndarray) -> pa.Table | None:
             parts.append(t.filter(pa.array(m)))
     if not parts:
         return None
-    return pa.concat_tables(parts).sort_by("node")
+    attrs = pa.concat_tables(parts)
+    node = attrs.column("node").to_numpy()
+    # the files hold ascending node ranges in name order, so this is sorted already (no second copy)
+    return attrs if bool(np.all(node[1:] > node[:-1])) else attrs.sort_by("node")
 
 
 def _representatives(keys: np.ndarray, roots: np.ndarray, idx: Callable[[np.ndarray], np.ndarray], arole: np.ndarray,
