@@ -44,3 +44,27 @@ def test_a_job_with_repeated_table_rows_gives_the_same_ids_when_the_hashes_spill
     a, b = (open_manifest(tmp_path / d).table() for d in ("a", "b"))
     assert a.num_rows == 60 and len(set(a.column("id").to_pylist())) == 60
     assert a.column("id").equals(b.column("id"))
+
+
+def test_top_cutoff_is_the_exact_order_statistic_read_one_chunk_at_a_time():
+    from curation.engine.cutoffs import top_cutoff
+
+    rng = np.random.default_rng(3)
+    chunks = [np.concatenate([rng.normal(0, 1, 500), rng.choice([-0.5, 0.0, 0.25, 2.0], 200), [np.nan] * 7,
+                              rng.uniform(-1e-300, 1e-300, 20), [-1e300, 1e300, -np.inf]]) for _ in range(5)]
+    values = np.concatenate(chunks)
+    v = values[~np.isnan(values)]
+    passes = []
+
+    def scores():
+        passes.append(1)
+        return iter(chunks)
+
+    for frac in (1e-9, 0.01, 0.3, 0.5, 0.77, 1.0):
+        passes.clear()
+        keep = lambda n, f=frac: max(1, int(np.ceil(f * n)))  # noqa: E731
+        want = float(np.sort(v)[::-1][keep(v.size) - 1])
+        assert top_cutoff(scores, keep) == want, frac
+        assert len(passes) == 5  # the count, then 4 passes of 16 bits
+    assert top_cutoff(lambda: iter([np.array([np.nan])]), lambda n: 1) is None
+    assert top_cutoff(scores, lambda n: None) is None

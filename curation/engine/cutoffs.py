@@ -1,18 +1,18 @@
 """Global thresholds: cutoffs that need every chunk's scores, such as DataComp's top fraction per source.
 
 An operator that keeps "the top 30% by clip score of each source" cannot decide
-inside a chunk. Such an operator declares ``global_cutoff`` (see
+inside a chunk. Such an operator declares ``global_cutoff`` and ``keep(n)`` (see
 :class:`curation.enrich.clip.ClipScoreFilter`): after every chunk is staged,
-its score column is read per source from the staged kept rows, the cutoff is
-computed once and saved in the staging area, then every staged chunk moves
-the rows below it to its ledger (stage and reason of the operator). Saving
+its score column is read per source from the staged kept rows (a few passes of
+one chunk at a time: :func:`top_cutoff`), the cutoff is computed once and saved
+in the staging area, then every staged chunk moves the rows below it to its ledger (stage and reason of the operator). Saving
 the cutoffs before rewriting makes the pass resumable: a rerun after a kill
 applies the same cutoffs, and rows already moved are not scored again.
 """
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -56,10 +56,9 @@ def apply_cutoffs(recipe: Recipe, staging: Staging, nchunks: int, chunk_of: list
             cutoffs[key] = {}
             for i, op in pairs:
                 column = op.global_cutoff()["column"]
-                parts = [pq.read_table(staging.kept_path(k), columns=[column]).column(column)
-                         for k in range(nchunks) if chunk_of[k] == i and column in pq.read_schema(staging.kept_path(k)).names]
-                values = np.concatenate([p.to_numpy(zero_copy_only=False).astype(np.float64) for p in parts]) if parts else np.array([])
-                cut = op.cutoff(values)
+                paths = [staging.kept_path(k) for k in range(nchunks)
+                         if chunk_of[k] == i and column in pq.read_schema(staging.kept_path(k)).names]
+                cut = top_cutoff(lambda: _scores(paths, column), op.keep)
                 if cut is not None:
                     cutoffs[key][recipe.sources[i].name] = cut
         atomic_write_json(saved, cutoffs)
@@ -74,6 +73,57 @@ def apply_cutoffs(recipe: Recipe, staging: Staging, nchunks: int, chunk_of: list
             _apply_chunk(staging, k, todo)
     atomic_write(staging.path(CUTOFFS_DONE), lambda p: p.write_text("done"))
     return cutoffs
+
+
+def _scores(paths: list, column: str) -> Iterator[np.ndarray]:
+    for path in paths:
+        yield pq.read_table(path, columns=[column]).column(column).to_numpy(zero_copy_only=False).astype(np.float64)
+
+
+#: bits of the order key settled per pass over the scores (4 passes for a float64)
+RADIX_BITS = 16
+
+
+def top_cutoff(scores: Callable[[], Iterable[np.ndarray]], keep: Callable[[int], int | None]) -> float | None:
+    """The score of the last row kept when ``keep(n)`` of the ``n`` scored (non-NaN) rows are kept, highest first.
+
+    Exact, and the driver holds one chunk's scores and a histogram, not a score per row: the k-th largest is
+    found digit by digit (RADIX_BITS at a time) of an order-preserving integer key, one pass over the chunks'
+    score column per digit. ``scores()`` yields them afresh for each pass.
+    """
+    n = sum(int((~np.isnan(v)).sum()) for v in scores())
+    k = keep(n) if n else None
+    if not k:
+        return None
+    rank = n - min(k, n)  # 0-based rank, ascending, of the cutoff
+    prefix, settled, width = np.uint64(0), 0, RADIX_BITS
+    while settled < 64:
+        shift = np.uint64(64 - settled - width)
+        counts = np.zeros(1 << width, dtype=np.int64)
+        for v in scores():
+            key = _order_key(v[~np.isnan(v)])
+            if settled:
+                key = key[(key >> np.uint64(64 - settled)) == prefix]
+            counts += np.bincount(((key >> shift) & np.uint64((1 << width) - 1)).astype(np.int64), minlength=1 << width)
+        below = np.cumsum(counts)
+        digit = int(np.searchsorted(below, rank, side="right"))
+        rank -= int(below[digit - 1]) if digit else 0
+        prefix = (prefix << np.uint64(width)) | np.uint64(digit)
+        settled += width
+    return float(_from_order_key(np.array([prefix], dtype=np.uint64))[0])
+
+
+_SIGN = np.uint64(1 << 63)
+
+
+def _order_key(v: np.ndarray) -> np.ndarray:
+    """float64 -> uint64 whose unsigned order is the floats' order (negative: all bits flipped; else sign set)."""
+    bits = np.ascontiguousarray(v, dtype=np.float64).view(np.uint64)
+    return np.where(bits & _SIGN, ~bits, bits | _SIGN)
+
+
+def _from_order_key(key: np.ndarray) -> np.ndarray:
+    return np.where(key & _SIGN, key & ~_SIGN, ~key).view(np.float64)
 
 
 def _apply_chunk(staging: Staging, k: int, todo: list[tuple[Any, float]]) -> None:

@@ -370,13 +370,11 @@ class ClipScoreFilter(Enricher):
     def global_cutoff(self) -> Optional[dict[str, str]]:
         return {"column": SCORE_CLIP} if self.cfg.top_fraction is not None else None
 
-    def cutoff(self, values: np.ndarray) -> Optional[float]:
-        """The score of the last row kept by ``top_fraction`` (rows scoring at least it stay)."""
-        v = values[~np.isnan(values)]
-        if v.size == 0 or self.cfg.top_fraction is None:
+    def keep(self, n: int) -> Optional[int]:
+        """How many of ``n`` scored rows ``top_fraction`` keeps (at least one); the engine finds the cutoff score."""
+        if self.cfg.top_fraction is None:
             return None
-        keep = max(1, math.ceil(self.cfg.top_fraction * v.size))
-        return float(np.sort(v)[::-1][keep - 1])
+        return max(1, math.ceil(self.cfg.top_fraction * n))
 
     def apply_cutoff(self, table: pa.Table, cut: float) -> pa.Table:
         return check(table, SCORE_CLIP, ">=", cut, self.stage, "clip_score_top_fraction")
