@@ -13,7 +13,7 @@ together. The driver's peak is also its own ``ru_maxrss`` (exact).
   copies of an earlier row of their block and 10% near copies (last word
   replaced: Jaccard of word 5-grams >= 0.9), so families
   of 2-4 rows span many chunks.
-- ``images``: the resolve stage (``resolve_duplicates`` with the Ray engine's
+- ``images``: the resolve stage (``resolve_parts``, as a job runs it, with the Ray engine's
   ``map_fn``) over staged signature files shaped as the map stage writes them:
   64-bit pHash, chroma, detail, area, bytes and pixel digests. 10% are
   byte-identical copies of an original, 10% re-encodes (other bytes and
@@ -346,7 +346,10 @@ def make_image_sigs(rows: int, folder: Path, seed: int = 1, crops: bool = False)
 def child_images(folder: str, work: str, workers: str) -> dict[str, Any]:
     import ray
 
-    from curation.dedup import DedupConfig, resolve_duplicates
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from curation.dedup import DedupConfig, resolve_parts
     from curation.dedup.parallel import ray_map
     from curation.engine.ray_session import init_ray
 
@@ -356,12 +359,16 @@ def child_images(folder: str, work: str, workers: str) -> dict[str, Any]:
                                       "video": {"enabled": False}})
     shutil.rmtree(work, ignore_errors=True)
     t0, c0 = time.perf_counter(), _cpu_s()
-    res = resolve_duplicates(paths, cfg, workdir=work, map_fn=ray_map)
+    parts = resolve_parts(paths, work, config=cfg, map_fn=ray_map)  # as a job runs it: the answer per input file
     secs = time.perf_counter() - t0
-    reasons = res.column("reason").to_pylist()
+    dups = rows = 0
+    for part in parts.values():  # counted after the peak that matters, one part at a time
+        reason = pq.read_table(part, columns=["reason"]).column("reason")
+        dups += pc.sum(pc.equal(reason, "duplicate")).as_py() or 0
+        rows += len(reason)
     out = {"seconds": secs, "driver_cpu_s": _cpu_s() - c0, "driver_ru_maxrss_mb": _ru_maxrss_mb(),
-           "read": sum(__import__("pyarrow.parquet").parquet.ParquetFile(p).metadata.num_rows for p in paths),
-           "dropped": {"dedup/duplicate": sum(r == "duplicate" for r in reasons)}, "in_clusters": res.num_rows}
+           "read": sum(pq.ParquetFile(p).metadata.num_rows for p in paths),
+           "dropped": {"dedup/duplicate": dups}, "in_clusters": rows}
     ray.shutdown()
     return out
 
