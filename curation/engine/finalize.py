@@ -121,11 +121,6 @@ class DedupAnswer:
         path = self.parts.get(k)
         return pq.read_table(path) if path is not None else self.schema.empty_table()
 
-    def table(self) -> pa.Table:
-        """The whole answer (tests and notebooks; a job reads it by chunk)."""
-        parts = [self.chunk(k) for k in sorted(self.parts)]
-        return pa.concat_tables(parts) if parts else self.schema.empty_table()
-
 
 def run_dedup(recipe: Recipe, staging: Staging, nchunks: int, fixes: dict[int, pl.DataFrame],
               map_fn: Callable | None = None) -> DedupAnswer | None:
