@@ -107,7 +107,7 @@ def clusters(edges: pa.Table, work: Path, evals: list[EvalSetConfig], files: Seq
             continue
         e0, e1 = edge_at[fi]
         part = _part(out_node[r0:r1], out_rep[r0:r1], out_dup[r0:r1], (dn[e0:e1], do[e0:e1], dk[e0:e1], ddist[e0:e1]),
-                     idx, aid, rank, contaminated)
+                     idx, aid, rank, contaminated, cont_nodes)
         path = out / f"part-{fi:06d}.parquet"
         atomic_write(path, lambda p, t=part: pq.write_table(t, p))
         written[fi] = path
@@ -161,7 +161,7 @@ def _representatives(keys: np.ndarray, roots: np.ndarray, idx: Callable[[np.ndar
 
 def _part(node: np.ndarray, rep: np.ndarray, dup: np.ndarray, directed: tuple[np.ndarray, ...],
           idx: Callable[[np.ndarray], np.ndarray], aid: pa.Array, rank: np.ndarray,
-          contaminated: dict[int, tuple[str, str]]) -> pa.Table:
+          contaminated: dict[int, tuple[str, str]], cont_nodes: np.ndarray) -> pa.Table:
     """The answer's rows of one input file (its nodes ascending), sorted by id."""
     ids = aid.take(pa.array(idx(node)))
     in_cluster = rep >= 0
@@ -169,7 +169,7 @@ def _part(node: np.ndarray, rep: np.ndarray, dup: np.ndarray, directed: tuple[np
     reason = np.full(node.size, None, dtype=object)
     detail = np.full(node.size, None, dtype=object)
     reason[dup] = "duplicate"
-    for i in np.flatnonzero(~dup & np.isin(node, np.fromiter(contaminated, np.int64, len(contaminated)))):
+    for i in np.flatnonzero(~dup & np.isin(node, cont_nodes)):
         reason[i], detail[i] = contaminated[int(node[i])]  # contaminated rows are few: their own reason and detail
     detail_arr = pa.array(detail, pa.string())
     if dup.any():

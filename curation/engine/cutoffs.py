@@ -89,14 +89,10 @@ def top_cutoff(scores: Callable[[], Iterable[np.ndarray]], keep: Callable[[int],
 
     Exact, and the driver holds one chunk's scores and a histogram, not a score per row: the k-th largest is
     found digit by digit (RADIX_BITS at a time) of an order-preserving integer key, one pass over the chunks'
-    score column per digit. ``scores()`` yields them afresh for each pass.
+    score column per digit (the first also counts the rows). ``scores()`` yields them afresh for each pass.
     """
-    n = sum(int((~np.isnan(v)).sum()) for v in scores())
-    k = keep(n) if n else None
-    if not k:
-        return None
-    rank = n - min(k, n)  # 0-based rank, ascending, of the cutoff
     prefix, settled, width = np.uint64(0), 0, RADIX_BITS
+    rank = None
     while settled < 64:
         shift = np.uint64(64 - settled - width)
         counts = np.zeros(1 << width, dtype=np.int64)
@@ -105,6 +101,12 @@ def top_cutoff(scores: Callable[[], Iterable[np.ndarray]], keep: Callable[[int],
             if settled:
                 key = key[(key >> np.uint64(64 - settled)) == prefix]
             counts += np.bincount(((key >> shift) & np.uint64((1 << width) - 1)).astype(np.int64), minlength=1 << width)
+        if rank is None:  # the first pass counts every scored row too
+            n = int(counts.sum())
+            k = keep(n) if n else None
+            if not k:
+                return None
+            rank = n - min(k, n)  # 0-based rank, ascending, of the cutoff
         below = np.cumsum(counts)
         digit = int(np.searchsorted(below, rank, side="right"))
         rank -= int(below[digit - 1]) if digit else 0

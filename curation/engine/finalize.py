@@ -73,15 +73,14 @@ def _repeated_hashes(paths: list[Path], spill: Path) -> np.ndarray:
     """The distinct ``id`` hashes (polars, seed 0) that occur more than once over the files, sorted."""
     rows = sum(pq.ParquetFile(p).metadata.num_rows for p in paths)
     bits = max(0, int(np.ceil(np.log2(max(rows, 1) / HASH_BUCKET_ROWS))))
+    hashes = (pl.read_parquet(p, columns=["id"])["id"].hash(seed=0).to_numpy() for p in paths)
     if bits == 0:  # one bucket: in memory
-        hashes = np.sort(np.concatenate([pl.read_parquet(p, columns=["id"])["id"].hash(seed=0).to_numpy() for p in paths]))
-        return np.unique(hashes[1:][hashes[1:] == hashes[:-1]])
+        return _repeats(np.concatenate(list(hashes)))
     shutil.rmtree(spill, ignore_errors=True)
     spill.mkdir(parents=True)
     files = [open(spill / f"b-{b:04d}.u64", "wb") for b in range(1 << bits)]
     try:
-        for p in paths:
-            h = pl.read_parquet(p, columns=["id"])["id"].hash(seed=0).to_numpy()
+        for h in hashes:
             bucket = (h >> np.uint64(64 - bits)).astype(np.int64)
             order = np.argsort(bucket, kind="stable")
             h, bounds = h[order], np.searchsorted(bucket[order], np.arange((1 << bits) + 1))
@@ -90,12 +89,15 @@ def _repeated_hashes(paths: list[Path], spill: Path) -> np.ndarray:
     finally:
         for f in files:
             f.close()
-    found = []
-    for b in range(1 << bits):
-        hashes = np.sort(np.fromfile(spill / f"b-{b:04d}.u64", dtype=np.uint64))
-        found.append(np.unique(hashes[1:][hashes[1:] == hashes[:-1]]))
+    found = [_repeats(np.fromfile(spill / f"b-{b:04d}.u64", dtype=np.uint64)) for b in range(1 << bits)]
     shutil.rmtree(spill, ignore_errors=True)
     return np.concatenate(found)
+
+
+def _repeats(hashes: np.ndarray) -> np.ndarray:
+    """The distinct values that occur more than once, sorted."""
+    hashes = np.sort(hashes)
+    return np.unique(hashes[1:][hashes[1:] == hashes[:-1]])
 
 
 def _apply_ids(table: pa.Table, fix: pl.DataFrame | None) -> pa.Table:
@@ -115,11 +117,10 @@ class DedupAnswer:
 
     def __init__(self, parts: dict[int, Path]) -> None:
         self.parts = parts
-        self.schema = RESULT_SCHEMA
 
     def chunk(self, k: int) -> pa.Table:
         path = self.parts.get(k)
-        return pq.read_table(path) if path is not None else self.schema.empty_table()
+        return pq.read_table(path) if path is not None else RESULT_SCHEMA.empty_table()
 
 
 def run_dedup(recipe: Recipe, staging: Staging, nchunks: int, fixes: dict[int, pl.DataFrame],
@@ -178,11 +179,8 @@ def _split_duplicates(kept: pa.Table, dup: pa.Table | None) -> tuple[pa.Table, p
     n = kept.num_rows
     left = pa.table({"id": kept.column("id"), "_row": pa.array(np.arange(n, dtype=np.int64))})
     joined = left.join(dup, keys="id", join_type="left outer", use_threads=False).sort_by("_row")  # see writer._group_counts
-    cluster_type = dup.schema.field("dup_cluster").type if "dup_cluster" in dup.column_names else pa.string()
-    cluster = joined.column("dup_cluster") if "dup_cluster" in joined.column_names else pa.nulls(n, cluster_type)
-    reason = joined.column("reason") if "reason" in joined.column_names else pa.nulls(n, pa.string())
-    detail = joined.column("detail") if "detail" in joined.column_names else pa.nulls(n, pa.string())
-    kept = kept.append_column("dup_cluster", cluster)
+    reason, detail = joined.column("reason"), joined.column("detail")  # an answer part is in RESULT_SCHEMA
+    kept = kept.append_column("dup_cluster", joined.column("dup_cluster"))
     drop = pc.is_valid(reason)
     if not pc.any(drop).as_py():
         return kept, STAGED_LEDGER_SCHEMA.empty_table()
@@ -221,7 +219,7 @@ def manifest_schema(recipe: Recipe, staging: Staging, nchunks: int, dup: DedupAn
     for name in sorted(seen):
         extra[name] = seen[name]
     if dup is not None:
-        extra["dup_cluster"] = dup.schema.field("dup_cluster").type
+        extra["dup_cluster"] = RESULT_SCHEMA.field("dup_cluster").type
     return build_schema(extra)
 
 

@@ -38,7 +38,7 @@ from curation.readers.base import ChunkSpec, Fingerprint, Reader, SourceContext
 from curation.readers.columns import TURNS
 from curation.readers.rows import assemble
 from curation.recipe import expand_braces
-from media.containers import TarMember, iter_members, scan_tar, tar_uri
+from media.containers import TarMember, TarScan, iter_members, scan_tar, tar_uri
 
 IMAGE_EXTS = {"jpg": "JPEG", "jpeg": "JPEG", "png": "PNG", "webp": "WEBP"}
 _ROLES = {"human": "user", "gpt": "assistant", "bot": "assistant", "model": "assistant"}
@@ -166,11 +166,10 @@ class WebDatasetReader(Reader):
         return specs, fp.hexdigest(), pos0
 
     def read(self, ctx: SourceContext, spec: ShardSpec) -> pa.Table:
-        scan = scan_tar(spec.shard, spec.start, None if spec.stop < 0 else spec.stop)
-        groups = group(scan.members)
+        scan, groups = _scan(spec)
         small = [m for _, ms in groups for m in ms if not _is_image(m.name)]
         data = {m.offset: d for m, d in iter_members(spec.shard, small)}
-        rows: dict[str, list] = {k: [] for k in ("key", "uri", "media", "text", "turns", "meta", "reason", "detail")}
+        rows = _new_rows()
         for key, members in groups:
             _sample(ctx, spec, key, members, data, rows)
         _tail(spec, scan, groups, rows)
@@ -182,8 +181,7 @@ class WebDatasetReader(Reader):
     def narrow(spec: ShardSpec, lo: int, hi: int) -> ShardSpec:
         """The samples ``[lo, hi)`` of a chunk as a chunk of their own: their header offsets come from a scan of
         the chunk's tar headers (no member is read), so each part reads only its own members."""
-        scan = scan_tar(spec.shard, spec.start, None if spec.stop < 0 else spec.stop)
-        groups = group(scan.members)
+        scan, groups = _scan(spec)
         hi = min(hi, spec.count)
         lo = min(lo, hi)
 
@@ -198,16 +196,25 @@ class WebDatasetReader(Reader):
     def unread(self, ctx: SourceContext, spec: ShardSpec, reason: str, detail: str) -> pa.Table:
         """The chunk's rows from its tar headers alone (no member is read), every one dropped at stage ``read``
         with ``reason``: the key, id, uri and position a read gives each sample, with no media, text or meta."""
-        scan = scan_tar(spec.shard, spec.start, None if spec.stop < 0 else spec.stop)
-        groups = group(scan.members)
-        rows: dict[str, list] = {k: [] for k in ("key", "uri", "media", "text", "turns", "meta", "reason", "detail")}
+        scan, groups = _scan(spec)
+        rows = _new_rows()
         for key, _ in groups:
             _add(rows, f"{spec.label}:{key}", f"{spec.shard}#{key}", fail=(reason, detail))
         _tail(spec, scan, groups, rows, (reason, detail))
         return _assemble(ctx, spec, rows)
 
 
-def _tail(spec: ShardSpec, scan, groups: list, rows: dict, fail: tuple[str, str] | None = None) -> None:
+def _scan(spec: ShardSpec) -> tuple[TarScan, list[tuple[str, list[TarMember]]]]:
+    """The chunk's tar headers (no member data read) and its samples' member groups."""
+    scan = scan_tar(spec.shard, spec.start, None if spec.stop < 0 else spec.stop)
+    return scan, group(scan.members)
+
+
+def _new_rows() -> dict[str, list]:
+    return {k: [] for k in ("key", "uri", "media", "text", "turns", "meta", "reason", "detail")}
+
+
+def _tail(spec: ShardSpec, scan: TarScan, groups: list, rows: dict, fail: tuple[str, str] | None = None) -> None:
     """A shard cut short, in the chunk that runs to its end: the cut sample marked, or its tail as a row of its own
     (``fail`` overrides the ``truncated_shard`` reason, for an unread chunk)."""
     if not (scan.problem and spec.stop < 0):
