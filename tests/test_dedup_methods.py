@@ -13,7 +13,7 @@ from curation.dedup.methods.base import DedupMethod
 DEDUP = Path(__file__).resolve().parents[1] / "curation" / "dedup"
 #: modules of the shared phases: they may read the methods' declarations, never name a method
 SHARED = ["resolve.py", "records.py", "buckets.py", "clusters.py", "layout.py", "keys.py", "pairjoin.py",
-          "unionfind.py", "config.py"]
+          "unionfind.py", "config.py", "blocks.py", "components.py"]
 
 
 def test_registry_lists_every_method_module_once_with_its_recipe_key():
@@ -114,8 +114,8 @@ def test_shared_phases_name_no_method():
         text = (DEDUP / name).read_text()
         if name == "layout.py":  # the kind numbers themselves live here
             text = re.sub(r"^K_BYTES, .*= range\(8\)$", "", text, flags=re.M)
-        if name == "clusters.py":  # K_BYTES is only the default evidence of a representative with no edge
-            text = text.replace("K_BYTES, RESULT_SCHEMA", "RESULT_SCHEMA").replace("(K_BYTES, 0.0, rep)", "")
+        if name == "clusters.py":  # K_BYTES is only the default evidence of a duplicate with no edge
+            text = text.replace("K_BYTES, NODE_SCHEMA", "NODE_SCHEMA").replace("NO_EDGE = K_BYTES", "")
         if name == "records.py":  # the match_text salt and eval min_words are shared inputs of several methods
             text = text.replace("cfg.image.match_text", "").replace("cfg.text.min_words", "")
         hits = sorted({m.group(0) for m in pattern.finditer(text)})

@@ -190,6 +190,39 @@ def test_the_answer_is_written_per_input_file_each_with_its_own_rows_only(corpus
     assert resolve_duplicates(paths, cfg, workdir=tmp_path / "w").equals(whole)
 
 
+def test_the_answer_does_not_depend_on_the_node_blocks(corpus, tmp_path, monkeypatch):
+    """Phases 3 and 4 work block by block on disk (candidates verified per run of blocks, components,
+    representatives, matches, parts): a block per input file, its candidates a batch of their own, with buffers
+    that flush every few rows, gives the same answer as one block, with dedup against an existing manifest and
+    decontamination in the same job."""
+    from curation.dedup import blocks
+
+    d, t = corpus
+    ids = t.column("id").to_pylist()
+    existing = t.filter(pa.array([i in ("a-small", "t-near") for i in ids]))
+    ex_path = tmp_path / "existing.parquet"
+    pq.write_table(existing, ex_path)
+    evdir = tmp_path / "evalset"
+    evdir.mkdir()
+    photo(2).resize((200, 150)).save(evdir / "q1.png")  # a near copy of "b"
+    paths = []
+    for i, (lo, hi) in enumerate(((0, 3), (3, 4), (4, 11), (11, 17), (17, t.num_rows))):
+        p = tmp_path / f"in-{i}.parquet"
+        pq.write_table(t.slice(lo, hi - lo), p)
+        paths.append(str(p))
+    cfg = DedupConfig(partitions=3, against=[str(ex_path)], decontaminate=[str(evdir)])
+    one = resolve_duplicates(paths, cfg, workdir=tmp_path / "one")
+    assert {"duplicate", "contaminated:evalset", None} <= set(one.column("reason").to_pylist())
+    monkeypatch.setattr(blocks, "BLOCK_ROWS", 1)
+    monkeypatch.setattr(blocks, "BUFFER_ROWS", 3)
+    monkeypatch.setattr(resolve_mod, "CANDIDATE_ROWS", 1)  # each block's candidates verified on their own
+    many = resolve_duplicates(paths, cfg, workdir=tmp_path / "many")
+    assert one.equals(many)
+    stats = [json.loads((tmp_path / w / "image-verify.json").read_text()) for w in ("one", "many")]
+    assert stats[0]["candidates"] == stats[1]["candidates"] > 0  # summed over the batches
+    assert stats[0]["verified"] == stats[1]["verified"]
+
+
 def test_unverified_text_uses_the_signature_estimate_across_files(corpus, tmp_path):
     _, t = corpus
     text = t.filter(pa.array([i.startswith("t-") for i in t.column("id").to_pylist()]))
@@ -271,8 +304,9 @@ def test_resume_after_a_crash_reaches_the_same_result(corpus, tmp_path, monkeypa
 
 
 @pytest.mark.parametrize("dedupe_name", ["dedupe_edges", "dedupe_by_kind"])
-def test_partition_tables_merged_in_steps_equal_one_concatenation(tmp_path, monkeypatch, dedupe_name):
-    """The same pair in many partitions (several LSH bands), with other kinds and distances: a stepwise merge keeps each once."""
+def test_partition_tables_deduplicated_keep_each_pair_once(tmp_path, monkeypatch, dedupe_name):
+    """The same pair in many partitions (several LSH bands), with other kinds and distances: deduplicating the
+    partitions' tables together keeps each pair once (per phase group for candidates)."""
     from curation.dedup import buckets
     from curation.dedup.layout import EDGE_SCHEMA
     from curation.dedup.shared import SharedArea
@@ -297,13 +331,8 @@ def test_partition_tables_merged_in_steps_equal_one_concatenation(tmp_path, monk
         names.append(f"edges/e-{p}.parquet")
         tables.append(t)
         area.write_table(names[-1], t)
-    whole = dedupe(pa.concat_tables(tables))
-    steps = []
-    monkeypatch.setattr(resolve_mod, "MERGE_ROWS", 70)
-    stepwise = resolve_mod.merged(area, names, lambda t: (steps.append(t.num_rows), dedupe(t))[1])
-    assert len(steps) >= 4  # several intermediate merges, then the last one
-    assert stepwise.equals(whole)
-    # and `whole` itself is the right answer: every (a, b, contam) of the input exactly once
+    stepwise = dedupe(pa.concat_tables([area.read_table(n) for n in names]))
+    # every (a, b, contam) of the input exactly once
     keys = lambda t: list(zip(*(t.column(c).to_pylist() for c in ("a", "b", "contam"))))  # noqa: E731
     want = set(keys(pa.concat_tables(tables)))
     if dedupe_name == "dedupe_by_kind":  # once per phase group (and once among the kinds no phase claims)
@@ -311,14 +340,6 @@ def test_partition_tables_merged_in_steps_equal_one_concatenation(tmp_path, monk
     else:
         assert len(keys(stepwise)) == len(want)
     assert set(keys(stepwise)) == want
-
-
-def test_resolve_with_tiny_merge_steps_is_unchanged(corpus, tmp_path, monkeypatch):
-    _, t = corpus
-    cfg = DedupConfig(partitions=7)
-    clean = resolve_duplicates(t, cfg, workdir=tmp_path / "clean")
-    monkeypatch.setattr(resolve_mod, "MERGE_ROWS", 1)
-    assert resolve_duplicates(t, cfg, workdir=tmp_path / "tiny").equals(clean)
 
 
 def test_match_text_keeps_same_image_with_other_caption(tmp_path):

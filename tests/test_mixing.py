@@ -101,6 +101,40 @@ def test_order_is_a_global_shuffle_in_streaming_shards(inputs, tmp_path):
     assert runs > len(sources) / 3, "sources are interleaved, not concatenated"
 
 
+def test_the_order_does_not_depend_on_the_spill_files(inputs, tmp_path, monkeypatch):
+    """Rows are spilled by key range and shards cut in key order: with shards that straddle spill files (3 files,
+    shards of 700 rows) the manifest's rows and shards are exactly those of a single spill file."""
+    from curation.mixing import write
+
+    one = None
+    for n_spill in (1, 3, 128):
+        monkeypatch.setattr(write, "MAX_SPILL_FILES", n_spill)
+        res = build_mixture(mixture(inputs, shard_rows=700), tmp_path / f"s{n_spill}")
+        m = res.manifest()
+        rows = [s["rows"] for s in m.info["shards"]]
+        assert all(r == 700 for r in rows[:-1]) and 0 < rows[-1] <= 700 and sum(rows) == res.plan.rows_selected
+        got = ([s["sha256"] for s in m.info["shards"]], m.table())
+        if one is None:
+            one = got
+        assert got[0] == one[0] and got[1].equals(one[1])
+
+
+def test_a_build_streams_the_scan_and_never_loads_a_column_per_row(inputs, tmp_path, monkeypatch):
+    """The plan and the writer read the scan's spilled codes shard by shard and replay each group's decisions:
+    no step of a build asks for a whole column of the scan or for every row's repeat count."""
+    from curation.mixing import plan as plan_mod
+    from curation.mixing import scan as scan_mod
+
+    def refuse(*a, **k):
+        raise AssertionError("a per-row array of the whole mixture was loaded")
+
+    monkeypatch.setattr(scan_mod.ScanResult, "column", refuse)
+    monkeypatch.setattr(plan_mod.MixturePlan, "repeat", property(refuse))
+    for by in ({}, {"by": "tokens", "strategy": "smolvlm-256m", "total": 2_000_000}):
+        res = build_mixture(mixture(inputs, max_epochs=4, **by), tmp_path / f"m{len(by)}")
+        assert res.plan.samples == sum(res.manifest().table(columns=["repeat"]).column("repeat").to_pylist())
+
+
 def test_repeat_cap_is_honored(inputs, tmp_path):
     # albums hold 500 rows; 0.1 of 6000 = 600 samples fits at max_epochs 2; clips: 600 rows -> 1200 at 0.2
     res = build_mixture(mixture(inputs, max_epochs={"default": 3, "albums": 2, "clips": 2}), tmp_path / "mix")

@@ -1,9 +1,23 @@
-"""Phase 4 of resolve: connected components, representatives, contamination and the ledger details."""
+"""Phase 4 of resolve: connected components, representatives, contamination and the ledger details.
+
+Nothing here holds a value per clustered row of the whole corpus: the verified edges arrive scattered
+by node block (:mod:`curation.dedup.blocks`), the components are found out of core
+(:mod:`curation.dedup.components`), and three block-by-block passes follow:
+
+1. per node block: each clustered row's label joined with its attributes (from the per-file node
+   tables), and each edge with its label, both scattered to the block of the label;
+2. per label block (whole components): representatives by the documented rank and each duplicate's
+   strongest match, scattered back to the block of the row;
+3. per node block: the answer's strings built and written input file by input file, sorted by id.
+
+Contamination (new rows that meet evaluation rows) is held in memory: it grows with the contaminated
+rows, not with the corpus.
+"""
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -12,175 +26,257 @@ import pyarrow.parquet as pq
 
 from curation.dedup.config import EvalSetConfig
 from curation.dedup.layout import (
-    K_BYTES, RESULT_SCHEMA, ROLE_AGAINST, ROLE_NEW,
+    K_BYTES, NODE_SCHEMA, RESULT_SCHEMA, ROLE_AGAINST, ROLE_NEW,
 )
-from curation.dedup.buckets import group_bounds
+from curation.dedup.blocks import Blocks
+from curation.dedup.buckets import dedupe_edges, group_bounds
+from curation.dedup.components import star_components
+from curation.dedup.inputs import SigFile
 from curation.dedup.methods import edge_kinds, exact_kinds
-from curation.dedup.unionfind import UnionFind
 from manifests.fsutil import atomic_write
 
 
-def clusters(edges: pa.Table, work: Path, evals: list[EvalSetConfig], files: Sequence[tuple[int, int]], out: Path) -> dict[int, Path]:
+#: the evidence shown for a duplicate with no edge of its own (a copy of its representative; none arises in practice)
+NO_EDGE = K_BYTES
+
+COMP_SCHEMA = pa.schema([
+    pa.field("label", pa.int64()), pa.field("node", pa.int64()), pa.field("role", pa.int8()),
+    pa.field("area", pa.int64()), pa.field("nbytes", pa.int64()), pa.field("textlen", pa.int32()),
+    pa.field("id", pa.string()),
+])
+LABELLED_EDGE_SCHEMA = pa.schema([
+    pa.field("label", pa.int64()), pa.field("a", pa.int64()), pa.field("b", pa.int64()),
+    pa.field("kind", pa.int8()), pa.field("dist", pa.float32()),
+])
+#: a new row in a cluster: its representative's id, duplicate or not, its strongest match (kind, distance, id)
+MEMBER_SCHEMA = pa.schema([
+    pa.field("node", pa.int64()), pa.field("id", pa.string()), pa.field("dup_cluster", pa.string()), pa.field("dup", pa.bool_()),
+    pa.field("kind", pa.int8()), pa.field("dist", pa.float32()), pa.field("with", pa.string()),
+])
+
+
+def clusters(edges: Blocks, contam: pa.Table, work: Path, evals: list[EvalSetConfig], files: Sequence[SigFile],
+             out: Path) -> dict[int, Path]:
     """Write the answer of phase 4 input file by input file; returns {file index: its part} (files with rows in it).
 
-    ``files`` is the ``(first node, rows)`` range of every input file of new rows, in order. The global work
-    holds integers only (edges, labels, the ranked attributes of the rows in a cluster, their ids): each
-    part's strings (ids, representatives, ledger details) are built and written for that file's rows alone,
-    sorted by id, so the answer is never held whole and each chunk later reads only its own part.
+    ``edges``: the verified dedup edges (``EDGE_SCHEMA`` columns, ``a < b``) by the block of ``a``, a pair
+    possibly more than once (the strongest evidence wins); ``contam``: the verified edges between new and
+    evaluation rows, deduplicated; ``files``: every input file (new, against, eval) with its node range.
+    The node tables are ``work/nodes/f-<file index>.parquet``; intermediate blocks go under ``work/clusters``.
     """
-    a = edges.column("a").to_numpy()
-    b = edges.column("b").to_numpy()
-    kind = edges.column("kind").to_numpy()
-    dist = edges.column("dist").to_numpy()
-    contam = edges.column("contam").to_numpy(zero_copy_only=False)
-    del edges
-    dd = ~contam
-    uf = UnionFind()
-    uf.union(a[dd], b[dd])
-    keys, roots = uf.components()
-    del uf
-    involved = np.unique(np.concatenate((keys, a[contam], b[contam])))
-    attrs = _attributes(work, involved)
-    del involved
-    if attrs is None:
-        return {}
-    anode = attrs.column("node").to_numpy()
-    aid = attrs.column("id").combine_chunks()  # Arrow strings: no Python object per clustered row
-    rank = _dense_rank(aid)
-    arole = attrs.column("role").to_numpy()
-    aset = attrs.column("set").to_numpy()
+    scratch = work / "clusters"
+    starts = edges.starts
+    offsets = np.array([f.offset for f in files], dtype=np.int64)
+    roles = np.array([f.role for f in files], dtype=np.int8)
 
-    def idx(x: np.ndarray) -> np.ndarray:
-        return np.searchsorted(anode, x)
+    def role_of(node: np.ndarray) -> np.ndarray:
+        return roles[np.searchsorted(offsets, node, side="right") - 1]
 
-    # contamination: new rows with a verified edge to an eval row
-    contaminated: dict[int, tuple[str, str]] = {}
-    if contam.any():
-        ca, cb, ck, cdist = a[contam], b[contam], kind[contam], dist[contam]
-        ra = arole[idx(ca)]
-        new = np.where(ra == ROLE_NEW, ca, cb)
-        ev = np.where(ra == ROLE_NEW, cb, ca)
-        evset = aset[idx(ev)]
-        evpos = idx(ev)
-        # strongest evidence per row: exact kinds, then smallest distance, then eval id
-        exact_first = (~np.isin(ck, exact_kinds())).astype(np.int8)
-        order = np.lexsort((rank[evpos], cdist, exact_first, new))
-        new_sorted = new[order]
-        first = np.ones(order.size, dtype=bool)
-        first[1:] = new_sorted[1:] != new_sorted[:-1]
-        for o in order[first]:
-            nn = int(new[o])
-            name = evals[int(evset[o])].label if evals else "eval"
-            contaminated[nn] = (
-                f"contaminated:{name}",
-                _detail(None, edge_kinds()[int(ck[o])].match, float(cdist[o]), aid[int(evpos[o])].as_py(), ck[o]),
-            )
-    cont_nodes = np.fromiter(contaminated, dtype=np.int64, count=len(contaminated))
+    ca, cb = contam.column("a").to_numpy(), contam.column("b").to_numpy()
+    ck, cdist = contam.column("kind").to_numpy(), contam.column("dist").to_numpy()
+    c_new = np.where(role_of(ca) == ROLE_NEW, ca, cb)
+    c_eval = np.where(role_of(ca) == ROLE_NEW, cb, ca)
+    cont_nodes = np.unique(c_new)
+    c_wanted = np.unique(np.concatenate((c_new, c_eval)))
 
-    # the answer's rows as integers: node, its representative's row in attrs (-1: none), duplicate or not
-    out_node, out_rep, out_dup = _representatives(keys, roots, idx, arole, attrs, rank, cont_nodes)
-    del keys, roots
-    rest = cont_nodes[~np.isin(cont_nodes, out_node)]  # contaminated rows outside every cluster
-    out_node = np.concatenate((out_node, rest))
-    out_rep = np.concatenate((out_rep, np.full(rest.size, -1, np.int64)))
-    out_dup = np.concatenate((out_dup, np.zeros(rest.size, bool)))
-    order = np.argsort(out_node, kind="stable")
-    out_node, out_rep, out_dup = out_node[order], out_rep[order], out_dup[order]
-    del order
-    # verified dedup edges in both directions, sorted by their node: a file's rows meet theirs as one slice
-    dn = np.concatenate((a[dd], b[dd]))
-    order = np.argsort(dn, kind="stable")
-    dn = dn[order]
-    do = np.concatenate((b[dd], a[dd]))[order]
-    dk = np.concatenate((kind[dd], kind[dd]))[order]
-    ddist = np.concatenate((dist[dd], dist[dd]))[order]
-    del a, b, kind, dist, contam, dd, order
+    labels = star_components(edges, scratch / "cc")
+    comp = Blocks(scratch / "comp", starts, COMP_SCHEMA)
+    labelled = Blocks(scratch / "labelled", starts, LABELLED_EDGE_SCHEMA)
+    file_block = np.searchsorted(starts, offsets, side="right") - 1
+    c_attrs = []
+    for k in range(len(starts)):
+        lab = labels.read(k)
+        node_l, label_l = lab.column("node").to_numpy(), lab.column("label").to_numpy()
+        attrs = _attributes(work, np.flatnonzero(file_block == k), np.union1d(node_l, c_wanted))
+        if attrs is None:
+            continue
+        anode = attrs.column("node").to_numpy()
+        in_cluster = np.isin(anode, node_l, assume_unique=True)
+        members = attrs.filter(pa.array(in_cluster))
+        mlabel = label_l[np.searchsorted(node_l, members.column("node").to_numpy())]
+        comp.add(pa.table({"label": mlabel, **{c: members.column(c) for c in COMP_SCHEMA.names[1:]}}, schema=COMP_SCHEMA),
+                 mlabel)
+        c_attrs.append(attrs.filter(pa.array(np.isin(anode, c_wanted, assume_unique=True))).select(["node", "id", "set"]))
+        e = dedupe_edges(edges.read(k))
+        ea = e.column("a").to_numpy()
+        elabel = label_l[np.searchsorted(node_l, ea)]
+        labelled.add(pa.table({"label": elabel, "a": ea, "b": e.column("b"), "kind": e.column("kind"),
+                               "dist": e.column("dist")}, schema=LABELLED_EDGE_SCHEMA), elabel)
+    labels.drop()
+    edges.drop()
+    contaminated, c_attrs = _contamination(c_attrs, c_new, c_eval, ck, cdist, evals)
+
+    answer = Blocks(scratch / "members", starts, MEMBER_SCHEMA)
+    for j in range(len(starts)):
+        rows = _members(comp.read(j), labelled.read(j), cont_nodes)
+        answer.add(rows, rows.column("node").to_numpy())
+    comp.drop()
+    labelled.drop()
 
     out.mkdir(parents=True, exist_ok=True)
     written: dict[int, Path] = {}
-    lo_hi = np.array([(first, first + rows) for first, rows in files], dtype=np.int64).reshape(-1, 2)
-    row_at = np.searchsorted(out_node, lo_hi)
-    edge_at = np.searchsorted(dn, lo_hi)
-    for fi in range(len(files)):
-        r0, r1 = row_at[fi]
-        if r1 == r0:
+    for k in range(len(starts)):
+        mine = np.flatnonzero((file_block == k) & (roles == ROLE_NEW))
+        if mine.size == 0:
             continue
-        e0, e1 = edge_at[fi]
-        part = _part(out_node[r0:r1], out_rep[r0:r1], out_dup[r0:r1], (dn[e0:e1], do[e0:e1], dk[e0:e1], ddist[e0:e1]),
-                     idx, aid, rank, contaminated, cont_nodes)
-        path = out / f"part-{fi:06d}.parquet"
-        atomic_write(path, lambda p, t=part: pq.write_table(t, p))
-        written[fi] = path
+        lo, hi = offsets[mine[0]], offsets[mine[-1]] + files[mine[-1]].rows
+        rows = answer.read(k)
+        extra = cont_nodes[(cont_nodes >= lo) & (cont_nodes < hi)]
+        extra = extra[~np.isin(extra, rows.column("node").to_numpy())]  # contaminated rows outside every cluster
+        extra_id = c_attrs.column("id").take(pa.array(np.searchsorted(c_attrs.column("node").to_numpy(), extra)))
+        rows = pa.concat_tables([rows, pa.table({
+            "node": extra, "id": extra_id, "dup_cluster": pa.nulls(extra.size, pa.string()), "dup": np.zeros(extra.size, bool),
+            "kind": np.full(extra.size, NO_EDGE, np.int8), "dist": np.zeros(extra.size, np.float32),
+            "with": pa.nulls(extra.size, pa.string())}, schema=MEMBER_SCHEMA)])
+        rows = rows.take(pc.sort_indices(rows, sort_keys=[("node", "ascending")]))
+        rnode = rows.column("node").to_numpy()
+        for fi in mine:
+            r0, r1 = np.searchsorted(rnode, [offsets[fi], offsets[fi] + files[fi].rows])
+            if r1 == r0:
+                continue
+            part = _part(rows.slice(r0, r1 - r0), contaminated)
+            path = out / f"part-{fi:06d}.parquet"
+            atomic_write(path, lambda p, t=part: pq.write_table(t, p))
+            written[int(fi)] = path
+    answer.drop()
     return written
 
 
-def _attributes(work: Path, involved: np.ndarray) -> pa.Table | None:
-    """Node attributes of the involved nodes only, streamed from the per-file node tables, sorted by node."""
+def _attributes(work: Path, file_indices: np.ndarray, wanted: np.ndarray) -> pa.Table | None:
+    """Node attributes of the wanted nodes among the given files' node tables, sorted by node."""
     parts = []
-    for path in sorted((work / "nodes").glob("f-*.parquet")):
+    for fi in file_indices:
+        path = work / "nodes" / f"f-{int(fi):06d}.parquet"
+        if not path.is_file():
+            continue
         t = pq.read_table(path)
-        m = np.isin(t.column("node").to_numpy(), involved, assume_unique=False)
+        m = np.isin(t.column("node").to_numpy(), wanted)
         if m.any():
             parts.append(t.filter(pa.array(m)))
     if not parts:
         return None
     attrs = pa.concat_tables(parts)
     node = attrs.column("node").to_numpy()
-    # the files hold ascending node ranges in name order, so this is sorted already (no second copy)
+    # the files hold ascending node ranges in index order, so this is sorted already (no second copy)
     return attrs if bool(np.all(node[1:] > node[:-1])) else attrs.sort_by("node")
 
 
-def _representatives(keys: np.ndarray, roots: np.ndarray, idx: Callable[[np.ndarray], np.ndarray], arole: np.ndarray,
-                     attrs: pa.Table, rank: np.ndarray, cont_nodes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(node, representative's attrs row, duplicate?) of every new row in a cluster.
+def _contamination(attrs: list[pa.Table], new: np.ndarray, ev: np.ndarray, kind: np.ndarray, dist: np.ndarray,
+                   evals: list[EvalSetConfig]) -> tuple[dict[int, tuple[str, str]], pa.Table]:
+    """{new row: (reason, detail)} from its strongest evidence (exact kinds, then smallest distance, then eval id),
+    and the attributes (node, id, set) of the rows on contaminated edges, by node."""
+    t = pa.concat_tables(attrs).sort_by("node") if attrs else NODE_SCHEMA.empty_table().select(["node", "id", "set"])
+    if new.size == 0:
+        return {}, t
+    tnode = t.column("node").to_numpy()
+    evpos = np.searchsorted(tnode, ev)
+    ids = t.column("id").combine_chunks()
+    rank = _dense_rank(ids)
+    evset = t.column("set").to_numpy()[evpos]
+    exact_first = (~np.isin(kind, exact_kinds())).astype(np.int8)
+    order = np.lexsort((rank[evpos], dist, exact_first, new))
+    first = np.ones(order.size, dtype=bool)
+    first[1:] = new[order][1:] != new[order][:-1]
+    out = {}
+    for o in order[first]:  # one per contaminated row (few)
+        name = evals[int(evset[o])].label if evals else "eval"
+        out[int(new[o])] = (f"contaminated:{name}",
+                            _detail(None, edge_kinds()[int(kind[o])].match, float(dist[o]), ids[int(evpos[o])].as_py(), kind[o]))
+    return out, t
+
+
+def _members(comp: pa.Table, edges: pa.Table, cont_nodes: np.ndarray) -> pa.Table:
+    """The new rows of whole components (one label block): representative, duplicate or not, strongest match.
 
     The representative follows the documented rank: existing (against) rows win, contaminated rows never
-    represent, then the largest area, bytes, text, then the smallest id (its code point rank).
+    represent, then the largest area, bytes, text, then the smallest id (code point order).
     """
-    if keys.size == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, bool)
-    k_idx = idx(keys)
-    role = arole[k_idx]
+    if comp.num_rows == 0:
+        return MEMBER_SCHEMA.empty_table()
+    comp = comp.sort_by("node")
+    node = comp.column("node").to_numpy()
+    label = comp.column("label").to_numpy()
+    role = comp.column("role").to_numpy()
+    ids = comp.column("id").combine_chunks()
+    rank = _dense_rank(ids)
+    contaminated = np.isin(node, cont_nodes).astype(np.int8)
     order = np.lexsort((
-        rank[k_idx],
-        -attrs.column("textlen").to_numpy()[k_idx].astype(np.int64),
-        -attrs.column("nbytes").to_numpy()[k_idx],
-        -attrs.column("area").to_numpy()[k_idx],
-        np.isin(keys, cont_nodes).astype(np.int8),
+        node,
+        rank,
+        -comp.column("textlen").to_numpy().astype(np.int64),
+        -comp.column("nbytes").to_numpy(),
+        -comp.column("area").to_numpy(),
+        contaminated,
         (role != ROLE_AGAINST).astype(np.int8),
-        roots,
+        label,
     ))
-    node_s, root_s = keys[order], roots[order]
-    starts, sizes = group_bounds(root_s)
-    rep_node = np.repeat(node_s[starts], sizes)
-    new = arole[idx(node_s)] == ROLE_NEW
-    node_new, rep_new = node_s[new], rep_node[new]
-    dup = (rep_new != node_new) & ~np.isin(node_new, cont_nodes)
-    return node_new, idx(rep_new), dup
+    starts, sizes = group_bounds(label[order])
+    rep = np.empty(node.size, dtype=np.int64)  # row of each row's representative
+    rep[order] = np.repeat(order[starts], sizes)
+    new = np.flatnonzero(role == ROLE_NEW)
+    dup = (rep[new] != new) & (contaminated[new] == 0)
+    rep_id = ids.take(pa.array(rep[new]))
+    bk, bd, bn = _best_match(edges, node, rank, node[new][dup])
+    kind = np.full(new.size, NO_EDGE, np.int8)
+    dist = np.zeros(new.size, np.float32)
+    kind[dup], dist[dup] = bk, bd
+    nb = np.full(new.size, -1, np.int64)
+    nb[dup] = bn
+    with_id = pc.if_else(pa.array(nb >= 0), ids.take(pa.array(np.maximum(nb, 0))), pa.nulls(new.size, pa.string()))
+    return pa.table({"node": node[new], "id": ids.take(pa.array(new)), "dup_cluster": rep_id, "dup": dup, "kind": kind, "dist": dist, "with": with_id},
+                    schema=MEMBER_SCHEMA)
 
 
-def _part(node: np.ndarray, rep: np.ndarray, dup: np.ndarray, directed: tuple[np.ndarray, ...],
-          idx: Callable[[np.ndarray], np.ndarray], aid: pa.Array, rank: np.ndarray,
-          contaminated: dict[int, tuple[str, str]], cont_nodes: np.ndarray) -> pa.Table:
-    """The answer's rows of one input file (its nodes ascending), sorted by id."""
-    ids = aid.take(pa.array(idx(node)))
-    in_cluster = rep >= 0
-    rep_id = pc.if_else(pa.array(in_cluster), aid.take(pa.array(np.maximum(rep, 0))), pa.nulls(node.size, pa.string()))
+def _best_match(edges: pa.Table, node: np.ndarray, rank: np.ndarray, want: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each node of ``want``: its strongest verified match (kind, distance, the neighbour's row in ``node``),
+    what the ledger detail shows: exact kinds first, then the smallest distance, then the smallest id;
+    (NO_EDGE, 0, -1) where it has none."""
+    k_out = np.full(want.size, NO_EDGE, dtype=np.int8)
+    d_out = np.zeros(want.size, dtype=np.float32)
+    n_out = np.full(want.size, -1, dtype=np.int64)
+    if edges.num_rows == 0 or want.size == 0:
+        return k_out, d_out, n_out
+    a, b = edges.column("a").to_numpy(), edges.column("b").to_numpy()
+    src, dst = np.concatenate((a, b)), np.concatenate((b, a))  # both directions
+    k = np.concatenate((edges.column("kind").to_numpy(),) * 2)
+    d = np.concatenate((edges.column("dist").to_numpy(),) * 2)
+    opos = np.searchsorted(node, dst)
+    exact_first = (~np.isin(k, exact_kinds())).astype(np.int8)
+    order = np.lexsort((dst, rank[opos], d, exact_first, src))
+    src, k, d, opos = src[order], k[order], d[order], opos[order]
+    first = np.ones(src.size, dtype=bool)
+    first[1:] = src[1:] != src[:-1]
+    src, k, d, opos = src[first], k[first], d[first], opos[first]
+    at = np.searchsorted(src, want)
+    found = (at < src.size) & (src[np.minimum(at, src.size - 1)] == want)
+    at = at[found]
+    k_out[found], d_out[found], n_out[found] = k[at], d[at], opos[at]
+    return k_out, d_out, n_out
+
+
+def _part(rows: pa.Table, contaminated: dict[int, tuple[str, str]]) -> pa.Table:
+    """The answer's rows of one input file (``MEMBER_SCHEMA`` rows, by node), sorted by id."""
+    node = rows.column("node").to_numpy()
+    dup = rows.column("dup").to_numpy(zero_copy_only=False)
     reason = np.full(node.size, None, dtype=object)
     detail = np.full(node.size, None, dtype=object)
     reason[dup] = "duplicate"
-    for i in np.flatnonzero(~dup & np.isin(node, cont_nodes)):
-        reason[i], detail[i] = contaminated[int(node[i])]  # contaminated rows are few: their own reason and detail
+    for i in np.flatnonzero(~dup):
+        hit = contaminated.get(int(node[i]))
+        if hit is not None:  # contaminated rows are few: their own reason and detail
+            reason[i], detail[i] = hit
     detail_arr = pa.array(detail, pa.string())
+    rep_id = rows.column("dup_cluster").combine_chunks()
+    ids = rows.column("id")
     if dup.any():
-        dn, do, dk, ddist = directed
-        rep = rep_id.filter(pa.array(dup))
-        fallback = (K_BYTES, 0.0, rep)  # a duplicate without an edge of its own is shown as a copy of its rep
-        bk, bd, bn = _best_match(dn, do, dk, ddist, idx, rank, node[dup], fallback[0])
-        with_id = pc.if_else(pa.array(bn >= 0), aid.take(pa.array(np.maximum(bn, 0))), fallback[2])
-        dup_detail = _details(rep, bk, bd, with_id)
+        sel = pa.array(dup)
+        rep = rep_id.filter(sel)
+        # a duplicate without an edge of its own is shown as a copy of its representative
+        neighbour = pc.coalesce(rows.column("with").combine_chunks().filter(sel), rep)
+        dup_detail = _details(rep, rows.column("kind").to_numpy()[dup], rows.column("dist").to_numpy()[dup], neighbour)
         slot = np.cumsum(dup) - 1
-        detail_arr = pc.if_else(pa.array(dup), dup_detail.take(pa.array(np.maximum(slot, 0))), detail_arr)
+        detail_arr = pc.if_else(sel, dup_detail.take(pa.array(np.maximum(slot, 0))), detail_arr)
     table = pa.table({"id": ids, "dup_cluster": rep_id, "reason": pa.array(reason, pa.string()), "detail": detail_arr},
                      schema=RESULT_SCHEMA)
     return table.take(pc.sort_indices(table, sort_keys=[("id", "ascending")]))  # stable: equal ids keep node order
@@ -197,29 +293,6 @@ def _dense_rank(ids: pa.Array) -> np.ndarray:
     rank = np.empty(len(s), dtype=np.int64)
     rank[order] = np.cumsum(step)
     return rank
-
-
-def _best_match(node: np.ndarray, other: np.ndarray, k: np.ndarray, d: np.ndarray, idx: Callable[[np.ndarray], np.ndarray],
-                rank: np.ndarray, want: np.ndarray, no_edge: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For each node of ``want``: its strongest verified match among the directed edges ``node -> other`` (kind,
-    distance, neighbour's row in the attributes), what the ledger detail shows; (no_edge, 0, -1) where it has none."""
-    k_out = np.full(want.size, no_edge, dtype=np.int64)
-    d_out = np.zeros(want.size, dtype=np.float32)
-    n_out = np.full(want.size, -1, dtype=np.int64)
-    if node.size == 0 or want.size == 0:
-        return k_out, d_out, n_out
-    opos = idx(other)
-    exact_first = (~np.isin(k, exact_kinds())).astype(np.int8)
-    order = np.lexsort((rank[opos], d, exact_first, node))
-    node, k, d, opos = node[order], k[order], d[order], opos[order]
-    first = np.ones(node.size, dtype=bool)
-    first[1:] = node[1:] != node[:-1]
-    node, k, d, opos = node[first], k[first], d[first], opos[first]
-    at = np.searchsorted(node, want)
-    found = (at < node.size) & (node[np.minimum(at, node.size - 1)] == want)
-    at = at[found]
-    k_out[found], d_out[found], n_out[found] = k[at], d[at], opos[at]
-    return k_out, d_out, n_out
 
 
 _PLAIN = r'^[\x20-\x21\x23-\x5b\x5d-\x7e]*$'  # no quote, backslash, control or non-ASCII: JSON is the text in quotes

@@ -99,8 +99,9 @@ class _Checker:
         return accepted
 
 
-def verify_images(cands: pa.Table, files: list[SigFile], cfg: DedupConfig, workdir: Path) -> pa.Table:
-    """The image candidates whose thumbnails verify; cost figures go to ``workdir/image-verify.json``."""
+def verify_images(cands: pa.Table, files: list[SigFile], cfg: DedupConfig, workdir: Path, batch: int = 0) -> pa.Table:
+    """The image candidates whose thumbnails verify; cost figures go to ``workdir/image-verify.json``
+    (summed over the batches of one resolve: ``batch`` 0 starts them)."""
     if cands.num_rows == 0:
         return EDGE_SCHEMA.empty_table()
     start = time.perf_counter()
@@ -117,7 +118,12 @@ def verify_images(cands: pa.Table, files: list[SigFile], cfg: DedupConfig, workd
         parts.append(part.filter(pa.array(ok)))
     seconds = time.perf_counter() - start
     kept = pa.concat_tables(parts) if parts else EDGE_SCHEMA.empty_table()
-    stats = {"candidates": cands.num_rows, "item_pairs": items, "verified": kept.num_rows, "seconds": round(seconds, 4),
-             "ms_per_candidate": round(1000 * seconds / cands.num_rows, 4)}
-    (workdir / "image-verify.json").write_text(json.dumps(stats))
+    path = workdir / "image-verify.json"
+    stats = {"candidates": cands.num_rows, "item_pairs": items, "verified": kept.num_rows, "seconds": seconds}
+    if batch > 0 and path.is_file():
+        before = json.loads(path.read_text())
+        stats = {k: v + before.get(k, 0) for k, v in stats.items()}
+    stats["seconds"] = round(stats["seconds"], 4)
+    stats["ms_per_candidate"] = round(1000 * stats["seconds"] / stats["candidates"], 4)
+    path.write_text(json.dumps(stats))
     return kept

@@ -17,11 +17,15 @@ Memory stays bounded because no step holds every signature:
    and returns verified edges, under its own marker: MinHash checks exact
    Jaccard with an external join (one file's texts in memory at a time),
    pHash confirms its candidates on verification thumbnails, semantic dedup
-   clusters embeddings. This module names no method.
-4. **Clusters.** Union-find over the verified edges only; the representative of
+   clusters embeddings. This module names no method. The candidates are
+   spilled by the node block of their first row and given to a phase a run of
+   blocks at a time (``CANDIDATE_ROWS``), so no step holds all of them.
+4. **Clusters.** Components of the verified edges found out of core, over the
+   same node blocks (:mod:`~curation.dedup.components`); the representative of
    each cluster follows the documented rank; the answer lists only rows that
-   are in a cluster or contaminated, and is written input file by input file
-   (strings are built per file, never for the whole answer at once).
+   are in a cluster or contaminated, and is written input file by input file.
+   The driver holds a block at a time, never a value per row of the corpus
+   (:mod:`~curation.dedup.blocks`).
 
 The phases live in :mod:`~curation.dedup.records` (1), :mod:`~curation.dedup.buckets`
 (2), the method modules (3) and :mod:`~curation.dedup.clusters` (4);
@@ -43,6 +47,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from curation.dedup.blocks import Blocks, block_starts
 from curation.dedup.buckets import dedupe_by_kind, dedupe_edges
 from curation.dedup.buckets import process_partition as _process_partition
 from curation.dedup.clusters import clusters as _clusters
@@ -66,8 +71,9 @@ PARTITION_RECORDS = 2_000_000
 MIN_PARTITIONS = 32
 #: input files sampled (first batch each) to estimate the records per row
 SAMPLE_FILES = 16
-#: edge or candidate rows read from the partitions before they are deduplicated into the running result
-MERGE_ROWS = 2_000_000
+#: candidate pairs given to a method's verification at a time (runs of node blocks; ~22 bytes each in memory,
+#: plus what the method's join holds per pair)
+CANDIDATE_ROWS = 4_000_000
 
 
 def _serial_map(fn: Callable[[int], Any], items: Sequence[int]) -> list[Any]:
@@ -234,51 +240,58 @@ def _resolve(signatures: Any, work: Path, config: DedupConfig | Mapping[str, Any
     parts = list(range(nparts))
     list(map_fn(run_partition, parts))
 
-    edges = merged(area, [f"edges/edges-{p:05d}.parquet" for p in parts], dedupe_edges)
-    cands = merged(area, [f"edges/cands-{p:05d}.parquet" for p in parts], dedupe_by_kind)
-    # phase 3: each method's own step (verification of its candidates, or its own edge search)
-    method_edges = [edges]
+    # the verified edges go to disk by the node block of their first row as they come (phase 4 reads a block at a
+    # time); the few between new and eval rows stay in memory
+    edges = Blocks(work / "clusters" / "edges", block_starts([(f.offset, f.rows) for f in files]), EDGE_SCHEMA)
+    contam: list[pa.Table] = []
+
+    def add_edges(t: pa.Table) -> None:
+        c = t.column("contam").to_numpy(zero_copy_only=False)
+        contam.append(t.filter(pa.array(c)))
+        t = t.filter(pa.array(~c))
+        a, b = t.column("a").to_numpy(), t.column("b").to_numpy()
+        lo = np.minimum(a, b)
+        t = t.set_column(0, "a", pa.array(lo)).set_column(1, "b", pa.array(np.maximum(a, b)))
+        edges.add(t, lo)
+
+    cands = Blocks(work / "clusters" / "cands", edges.starts, EDGE_SCHEMA)
+    for p in parts:
+        add_edges(area.read_table(f"edges/edges-{p:05d}.parquet"))
+        c = area.read_table(f"edges/cands-{p:05d}.parquet")  # a < b, as the bucket phase writes them
+        cands.add(c, c.column("a").to_numpy())
+    batches = cands.runs(CANDIDATE_ROWS)
+    # phase 3: each method's own step (verification of its candidates, or its own edge search), its candidates
+    # given a run of node blocks at a time (a pair is in the block of its first row, so each is verified once)
     for method in methods():
         phase = method.resolve
         if phase is None or not phase.active(cfg):
             continue
         out = work / phase.output
         if _done(work, phase.marker, fp) and out.is_file():
-            found = pq.read_table(out)
-        else:
-            mine = cands.filter(pc.is_in(cands.column("kind"), pa.array(phase.candidate_kinds, pa.int8())))
-            found = phase.run(ResolveContext(mine, files, cfg, work, map_fn, area))
-            pq.write_table(found, out)
-            _mark(work, phase.marker, fp)
-        method_edges.append(found.cast(EDGE_SCHEMA))
-    all_edges = dedupe_edges(pa.concat_tables(method_edges))
-    del edges, cands, method_edges
+            pf = pq.ParquetFile(out)
+            for g in range(pf.num_row_groups):
+                add_edges(pf.read_row_group(g).cast(EDGE_SCHEMA))
+            continue
+        kinds = pa.array(phase.candidate_kinds, pa.int8())
+        with pq.ParquetWriter(out, EDGE_SCHEMA) as writer:
+            for b, run in enumerate(batches if phase.candidate_kinds else [[]]):
+                mine = dedupe_by_kind(pa.concat_tables([EDGE_SCHEMA.empty_table()] + [cands.read(k) for k in run]))
+                mine = mine.filter(pc.is_in(mine.column("kind"), kinds))
+                found = phase.run(ResolveContext(mine, files, cfg, work, map_fn, area, batch=b))
+                del mine
+                for t in [found] if isinstance(found, pa.Table) else found:
+                    t = t.cast(EDGE_SCHEMA)
+                    writer.write_table(t)
+                    add_edges(t)
+                del found
+        _mark(work, phase.marker, fp)
+    cands.drop()
     shutil.rmtree(work / "result", ignore_errors=True)
-    new = [(f.offset, f.rows) for f in files if f.role == ROLE_NEW]
-    parts = _clusters(all_edges, work, evals, new, work / "result")
+    contam_edges = dedupe_edges(pa.concat_tables(contam)) if contam else EDGE_SCHEMA.empty_table()
+    parts = _clusters(edges, contam_edges, work, evals, files, work / "result")
+    shutil.rmtree(work / "clusters", ignore_errors=True)
     _mark(work, "result", fp)
     return parts
-
-
-def merged(area: SharedArea, names: list[str], dedupe: Callable[[pa.Table], pa.Table]) -> pa.Table:
-    """``dedupe`` of every partition's table concatenated, merged a few partitions at a time.
-
-    A pair that shares several LSH bands is a candidate in several partitions; concatenating all of
-    them first held every copy at once (with more partitions, more copies). Deduplicating is
-    associative and its output is sorted by the pair, so merging in steps gives the same table.
-    """
-    acc: list[pa.Table] = []
-    pending: list[pa.Table] = []
-    rows = 0
-    for name in names:
-        t = area.read_table(name)
-        pending.append(t)
-        rows += t.num_rows
-        if rows >= MERGE_ROWS:
-            acc = [dedupe(pa.concat_tables(acc + pending))]
-            pending, rows = [], 0
-    tables = acc + pending
-    return dedupe(pa.concat_tables(tables)) if tables else EDGE_SCHEMA.empty_table()
 
 
 def records_per_row(files: list[SigFile], builder: RecordBuilder, columns: list[str]) -> float:

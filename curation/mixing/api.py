@@ -193,7 +193,4 @@ def build_mixture(
 
 
 def _source_rows(plan: MixturePlan) -> dict[str, int]:
-    import numpy as np
-
-    counts = np.bincount(plan.scan.source, minlength=len(plan.scan.source_names))
-    return {name: int(counts[i]) for i, name in enumerate(plan.scan.source_names)}
+    return {name: int(plan.scan.source_rows[i]) for i, name in enumerate(plan.scan.source_names)}

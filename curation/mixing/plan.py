@@ -1,17 +1,25 @@
 """From scanned metadata to repeat counts: targets per group, feasibility checks, allocation.
 
 Nothing here reads or writes rows; a plan is cheap to make and print
-(`smolcurate mix --dry-run`), and `write.py` turns it into a manifest.
+(`smolcurate mix --dry-run`), and `write.py` turns it into a manifest. Nor does
+it hold a value per row: the scan's codes are streamed shard by shard, each
+group's rows are spilled once to a file of its own for the allocation's passes,
+and the repeat counts are replayed from each group's decisions when needed
+(:meth:`MixturePlan.repeats`).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.ipc as ipc
 
-from curation.mixing.allocate import GroupResult, allocate_group, group_rng
+from curation.mixing.allocate import Chunk, Draw, GroupResult, Replay, allocate_group, group_rng, priorities
 from curation.mixing.config import MixtureConfig
 from curation.mixing.scan import InputManifest, ScanResult
 from manifests.errors import RecipeError, UserError
@@ -27,24 +35,119 @@ class MixturePlan:
     config: MixtureConfig
     inputs: list[InputManifest]
     scan: ScanResult
-    repeat: np.ndarray  # int32 per scanned row; 0 = not in the mixture
+    draws: list[Draw]  # per group: its allocation's decisions
     groups: list[GroupResult]
     total: float  # resolved total in the `by` unit
     unit: str  # the `by` unit
+    _counts: dict = field(default_factory=dict, repr=False)
 
     @property
     def rows_selected(self) -> int:
-        return int(np.count_nonzero(self.repeat))
+        return sum(g.rows_selected for g in self.groups)
 
     @property
     def samples(self) -> int:
-        return int(self.repeat.sum(dtype=np.int64))
+        return sum(g.samples for g in self.groups)
 
     @property
     def tokens(self) -> int | None:
-        if self.scan.tokens is None:
+        if not self.scan.has_tokens:
             return None
-        return int(np.dot(self.repeat.astype(np.int64), self.scan.tokens))
+        return int(sum(g.extra.get("tokens", 0) for g in self.groups))
+
+    def repeats(self) -> Iterator[tuple[int, np.ndarray]]:
+        """(first scan index, int32 repeat count per row) for each input shard in scan order; 0 = not in the mixture."""
+        n_groups = len(self.groups)
+        rngs = [group_rng(self.config.seed, g.name) for g in self.groups]
+        replays = [Replay(d) for d in self.draws]
+        seen = [0] * n_groups
+        cols = ["group", "weight", "keep", "cap"] + (["tokens"] if self.unit == "tokens" else [])
+        for start, c in self.scan.shards(cols):
+            g_idx = _eligible(c, n_groups)
+            rep = np.zeros(len(g_idx), dtype=np.int32)
+            for g in np.unique(g_idx[g_idx < n_groups]).tolist():
+                m = np.flatnonzero(g_idx == g)
+                chunk = Chunk(seen[g], priorities(rngs[g], c["weight"][m], c["keep"][m]), _mass(c, m, self.unit),
+                              c["cap"][m].astype(np.int64))
+                rep[m] = replays[g].repeat(chunk)
+                seen[g] += len(m)
+            yield start, rep
+
+    @property
+    def repeat(self) -> np.ndarray:
+        """Every row's repeat count (loads one value per row: for notebooks and small mixtures)."""
+        parts = [r for _, r in self.repeats()]
+        return np.concatenate(parts) if parts else np.zeros(0, np.int32)
+
+    def counts(self) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
+        """Samples and tokens in the mixture per source, modality and category code (one pass, cached)."""
+        if self._counts:
+            return self._counts
+        scan = self.scan
+        levels = {"source": len(scan.source_names), "modality": len(scan.modality_names)}
+        if scan.category_names is not None:
+            levels["category"] = len(scan.category_names)
+        samples = {k: np.zeros(n + 1) for k, n in levels.items()}
+        tokens = {k: np.zeros(n + 1) for k, n in levels.items()} if scan.has_tokens else None
+        cols = list(levels) + (["tokens"] if scan.has_tokens else [])
+        for (start, rep), (_, c) in zip(self.repeats(), scan.shards(cols)):
+            for k, n in levels.items():
+                idx = np.where(c[k] >= 0, c[k], n)
+                samples[k] += np.bincount(idx, weights=rep, minlength=n + 1)
+                if tokens is not None:
+                    tokens[k] += np.bincount(idx, weights=rep.astype(np.float64) * c["tokens"], minlength=n + 1)
+        self._counts = {k: (samples[k][:n], tokens[k][:n] if tokens is not None else None) for k, n in levels.items()}
+        return self._counts
+
+
+def _eligible(c: dict[str, np.ndarray], n_groups: int) -> np.ndarray:
+    """Each row's group code, ``n_groups`` where it is not in the mixture (no group, or weight 0)."""
+    return np.where((c["group"] >= 0) & (c["weight"] > 0), c["group"], n_groups)
+
+
+def _mass(c: dict[str, np.ndarray], rows: np.ndarray, unit: str) -> np.ndarray:
+    return c["tokens"][rows].astype(np.float64) if unit == "tokens" else np.ones(len(rows))
+
+
+class _GroupRows:
+    """Each group's eligible rows (weight, keep, cap, mass) spilled once, in scan order, to a file of its own, so
+    that the allocation's passes over one group read that group alone; its chunks carry freshly drawn priorities."""
+
+    SCHEMA = pa.schema([("weight", pa.float32()), ("keep", pa.bool_()), ("cap", pa.int16()), ("mass", pa.float64()),
+                        ("tokens", pa.int64())])
+
+    def __init__(self, names: list[str], seed: int) -> None:
+        self.dir = tempfile.TemporaryDirectory(prefix="smolcurate-mix-groups-")
+        self.names, self.seed = names, seed
+        self.paths = [Path(self.dir.name) / f"g{i:04d}.arrow" for i in range(len(names))]
+        self.writers = [ipc.new_file(p, self.SCHEMA) for p in self.paths]
+
+    def add(self, g: int, c: dict[str, np.ndarray], rows: np.ndarray, mass: np.ndarray) -> None:
+        tokens = c["tokens"][rows] if "tokens" in c else np.zeros(len(rows), np.int64)
+        self.writers[g].write_table(pa.table({"weight": c["weight"][rows], "keep": c["keep"][rows], "cap": c["cap"][rows],
+                                              "mass": mass, "tokens": tokens}, schema=self.SCHEMA))
+
+    def close(self) -> None:
+        for w in self.writers:
+            w.close()
+
+    def chunks(self, g: int) -> Iterator[Chunk]:
+        rng = group_rng(self.seed, self.names[g])
+        first = 0
+        with pa.OSFile(str(self.paths[g])) as source:  # read, not mapped: one batch resident at a time
+            reader = ipc.open_file(source)
+            for i in range(reader.num_record_batches):
+                b = reader.get_batch(i)
+                weight = b.column("weight").to_numpy()
+                yield Chunk(first, priorities(rng, weight, b.column("keep").to_numpy(zero_copy_only=False)),
+                            b.column("mass").to_numpy(), b.column("cap").to_numpy().astype(np.int64))
+                first += len(weight)
+
+    def tokens(self, g: int) -> Iterator[np.ndarray]:
+        with pa.OSFile(str(self.paths[g])) as source:  # read, not mapped: one batch resident at a time
+            reader = ipc.open_file(source)
+            for i in range(reader.num_record_batches):
+                yield reader.get_batch(i).column("tokens").to_numpy()
 
 
 def _fmt(x: float, unit: str) -> str:
@@ -64,19 +167,34 @@ def make_plan(cfg: MixtureConfig, inputs: list[InputManifest], scan: ScanResult)
     unit = cfg.by
     shares = np.array([cfg.shares[g] for g in scan.group_names], dtype=np.float64)
     n_groups = len(scan.group_names)
-    eligible = (scan.group >= 0) & (scan.weight > 0)
-    if unit == "tokens":
-        assert scan.tokens is not None
-        mass = scan.tokens.astype(np.float64)
-    else:
-        mass = np.ones(len(scan.group), dtype=np.float64)
-    g_idx = np.where(eligible, scan.group, n_groups)  # n_groups = "not in the mixture"
-    rows = np.bincount(g_idx, minlength=n_groups + 1)[:n_groups]
-    one_epoch = np.bincount(g_idx, weights=mass, minlength=n_groups + 1)[:n_groups]
-    capacity = np.bincount(g_idx, weights=mass * scan.cap, minlength=n_groups + 1)[:n_groups]
-    kept = np.bincount(g_idx, weights=mass * scan.keep, minlength=n_groups + 1)[:n_groups]
+    # one pass: each group's sizes, and its rows spilled for the allocation
+    rows = np.zeros(n_groups, np.int64)
+    one_epoch, capacity, kept, tok = (np.zeros(n_groups) for _ in range(4))
+    by_cap: list[np.ndarray] = [np.zeros(0) for _ in range(n_groups)]
+    caps: list[set[int]] = [set() for _ in range(n_groups)]
+    spill = _GroupRows(scan.group_names, cfg.seed)
+    cols = ["group", "weight", "keep", "cap"] + (["tokens"] if scan.has_tokens else [])
+    for _, c in scan.shards(cols):
+        g_idx = _eligible(c, n_groups)
+        for g in np.unique(g_idx[g_idx < n_groups]).tolist():
+            m = np.flatnonzero(g_idx == g)
+            mass = _mass(c, m, unit)
+            cap = c["cap"][m].astype(np.int64)
+            rows[g] += len(m)
+            one_epoch[g] += mass.sum()
+            capacity[g] += np.dot(mass, cap)
+            kept[g] += mass[c["keep"][m]].sum()
+            if scan.has_tokens:
+                tok[g] += c["tokens"][m].sum(dtype=np.float64)
+            here = np.bincount(cap, weights=mass)
+            if len(here) > len(by_cap[g]):
+                by_cap[g] = np.concatenate([by_cap[g], np.zeros(len(here) - len(by_cap[g]))])
+            by_cap[g][: len(here)] += here
+            caps[g].update(np.unique(cap).tolist())
+            spill.add(g, c, m, mass)
+    spill.close()
 
-    total = _resolve_total(cfg, scan, shares, rows, capacity, g_idx, n_groups)
+    total = _resolve_total(cfg, scan.group_names, shares, rows, capacity, tok)
     targets = shares * total
     if unit == "samples":
         targets = np.floor(targets + 0.5)
@@ -96,47 +214,37 @@ def make_plan(cfg: MixtureConfig, inputs: list[InputManifest], scan: ScanResult)
     _check_kept(cfg, groups, unit)
     short = [g for g in groups if g.target > g.capacity * (1 + CAPACITY_SLACK) + (0.5 if unit == "samples" else 0)]
     if short and not cfg.allow_shortfall:
-        _raise_shortfall(cfg, scan, short, total, unit, g_idx)
+        _raise_shortfall(cfg, scan, short, total, unit, caps)
 
-    repeat = np.zeros(len(scan.group), dtype=np.int32)
+    draws = []
     for i, g in enumerate(groups):
-        members = np.flatnonzero(g_idx == i)
-        if len(members) == 0:
-            continue
-        target = min(g.target, g.capacity)
-        rep = allocate_group(
-            mass[members],
-            scan.weight[members].astype(np.float64),
-            scan.keep[members],
-            scan.cap[members].astype(np.int64),
-            target,
-            group_rng(cfg.seed, g.name),
-            integral=unit == "samples",
-        )
-        repeat[members] = rep
-        g.achieved = float(np.dot(rep, mass[members]))
-        g.rows_selected = int(np.count_nonzero(rep))
-        g.samples = int(rep.sum(dtype=np.int64))
-        g.max_repeat = int(rep.max(initial=0))
-    return MixturePlan(config=cfg, inputs=inputs, scan=scan, repeat=repeat, groups=groups, total=float(total), unit=unit)
+        draw = allocate_group(lambda i=i: spill.chunks(i), by_cap[i], min(g.target, g.capacity), integral=unit == "samples")
+        draws.append(draw)
+        replay = Replay(draw)
+        achieved, tokens_in = 0.0, 0
+        for chunk, t in zip(spill.chunks(i), spill.tokens(i)):
+            rep = replay.repeat(chunk)
+            achieved += float(np.dot(rep, chunk.mass))
+            tokens_in += int(np.dot(rep, t))
+            g.rows_selected += int(np.count_nonzero(rep))
+            g.samples += int(rep.sum(dtype=np.int64))
+            g.max_repeat = max(g.max_repeat, int(rep.max(initial=0)))
+        g.achieved = achieved
+        if scan.has_tokens:
+            g.extra["tokens"] = tokens_in
+    spill.dir.cleanup()
+    return MixturePlan(config=cfg, inputs=inputs, scan=scan, draws=draws, groups=groups, total=float(total), unit=unit)
 
 
-def _resolve_total(
-    cfg: MixtureConfig,
-    scan: ScanResult,
-    shares: np.ndarray,
-    rows: np.ndarray,
-    capacity: np.ndarray,
-    g_idx: np.ndarray,
-    n_groups: int,
-) -> float:
+def _resolve_total(cfg: MixtureConfig, names: list[str], shares: np.ndarray, rows: np.ndarray, capacity: np.ndarray,
+                  tok: np.ndarray) -> float:
     """The total in the `by` unit: given, converted from the other unit, or the largest the caps allow."""
     active = shares > 0
     if cfg.total is None:
         ratio = np.where(active, capacity / np.where(active, shares, 1.0), np.inf)
         total = float(ratio.min()) if active.any() else 0.0
         if total <= 0:
-            empty = [scan.group_names[i] for i in np.flatnonzero(active & (capacity <= 0))]
+            empty = [names[i] for i in np.flatnonzero(active & (capacity <= 0))]
             raise RecipeError(
                 f"no total fits: {', '.join(repr(e) for e in empty)} hold no rows; set `total` or drop their shares",
                 field=_shares_field(cfg),
@@ -145,8 +253,7 @@ def _resolve_total(
     if cfg.unit_of_total == cfg.by:
         return float(cfg.total)
     # the total is in the other unit: convert through each group's mean tokens per sample
-    assert scan.tokens is not None
-    tok = np.bincount(g_idx, weights=scan.tokens.astype(np.float64), minlength=n_groups + 1)[:n_groups]
+    n_groups = len(shares)
     mean = np.divide(tok, rows, out=np.zeros(n_groups), where=rows > 0)
     if cfg.by == "tokens":  # total given in samples
         denom = float(np.sum(np.divide(shares, mean, out=np.zeros(n_groups), where=mean > 0)))
@@ -169,12 +276,12 @@ def _check_kept(cfg: MixtureConfig, groups: list[GroupResult], unit: str) -> Non
         raise RecipeError("; ".join(parts) + "; raise its share or the total, or keep fewer rows", field=field)
 
 
-def _raise_shortfall(cfg: MixtureConfig, scan: ScanResult, short: list[GroupResult], total: float, unit: str, g_idx) -> None:
+def _raise_shortfall(cfg: MixtureConfig, scan: ScanResult, short: list[GroupResult], total: float, unit: str,
+                     caps: list[set[int]]) -> None:
     parts = []
     for g in short:
-        gi = scan.group_names.index(g.name)
-        caps = np.unique(scan.cap[g_idx == gi])
-        cap_text = f"max_epochs {int(caps[0])}" if len(caps) == 1 else "its repeat caps"
+        mine = sorted(caps[scan.group_names.index(g.name)])
+        cap_text = f"max_epochs {int(mine[0])}" if len(mine) == 1 else "its repeat caps"
         parts.append(
             f"{_group_label(cfg, g.name)} falls short of its {g.share:.1%} {unit} share: it needs {_fmt(g.target, unit)} "
             f"of {_fmt(total, unit)} but holds {_fmt(g.mass, unit)} ({_fmt(g.capacity, unit)} at {cap_text}), "
@@ -188,22 +295,11 @@ def _raise_shortfall(cfg: MixtureConfig, scan: ScanResult, short: list[GroupResu
 def level_counts(plan: MixturePlan, level: str) -> tuple[list[str], np.ndarray, np.ndarray | None]:
     """Names, samples and tokens (None when unknown) in the mixture per source, modality or category."""
     scan = plan.scan
-    if level == "source":
-        names, codes = scan.source_names, scan.source
-    elif level == "modality":
-        names, codes = scan.modality_names, scan.modality
-    elif level == "category":
-        assert scan.category is not None and scan.category_names is not None
-        names, codes = scan.category_names, scan.category
-    else:
+    names = {"source": scan.source_names, "modality": scan.modality_names, "category": scan.category_names}
+    if level not in names or names[level] is None:
         raise ValueError(level)
-    n = len(names)
-    idx = np.where(codes >= 0, codes, n)
-    samples = np.bincount(idx, weights=plan.repeat, minlength=n + 1)[:n]
-    tokens = None
-    if scan.tokens is not None:
-        tokens = np.bincount(idx, weights=plan.repeat.astype(np.float64) * scan.tokens, minlength=n + 1)[:n]
-    return names, samples, tokens
+    samples, tokens = plan.counts()[level]
+    return names[level], samples, tokens
 
 
 def describe_input(item: InputManifest) -> dict[str, Any]:

@@ -59,10 +59,7 @@ def provenance(plan: MixturePlan, shard_rows: int | None = None) -> dict[str, An
     cfg = plan.config
     scan = plan.scan
     config = cfg.model_dump(mode="json", exclude_none=True)
-    in_mixture = scan.group >= 0
-    excluded_sources = sorted(
-        set(scan.source_names) - {scan.source_names[i] for i in np.unique(scan.source[in_mixture])}
-    )
+    excluded_sources = sorted(n for i, n in enumerate(scan.source_names) if not scan.source_in_mixture[i])
     return {
         "kind": PROVENANCE_KIND,
         "version": PROVENANCE_VERSION,
@@ -109,7 +106,7 @@ def provenance(plan: MixturePlan, shard_rows: int | None = None) -> dict[str, An
             for rule, n in zip(cfg.all_rules(), scan.rule_rows)
         ],
         "excluded": {
-            "rows": int(np.count_nonzero(~in_mixture)),
+            "rows": scan.excluded_rows,
             "sources": excluded_sources,
             "rows_without_category": scan.unassigned_rows,
         },

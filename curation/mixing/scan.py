@@ -1,18 +1,21 @@
 """One streaming pass over the inputs' metadata: group, weight, keep, cap and tokens per row.
 
-The result holds a few small numpy arrays per row (about 30 bytes), never the
-rows themselves; the rows are read again, batch by batch, only when the output
-is written.
+The per-row codes (about 30 bytes a row) are spilled to a temporary folder, one
+Arrow file per input shard, and read back shard by shard by the plan and the
+writer, so memory does not grow with the rows; the rows themselves are read
+again, batch by batch, only when the output is written.
 """
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.feather as feather
 import pyarrow.parquet as pq
 
 from curation.mixing.config import TOKEN_FEATURES, MixtureConfig, Rule
@@ -33,9 +36,16 @@ class InputManifest:
     sources: list[str] | None  # restriction from the mixture file, or None for all
 
 
+#: the per-row codes a scan spills, and their types
+ROW_COLUMNS = {"source": pa.int32(), "modality": pa.int32(), "category": pa.int32(), "group": pa.int32(),
+               "weight": pa.float32(), "keep": pa.bool_(), "cap": pa.int16(), "tokens": pa.int64()}
+
+
 @dataclass
 class ScanResult:
-    """Per-row arrays in scan order (inputs in file order, shards in manifest order, rows in shard order)."""
+    """Per-row codes in scan order (inputs in file order, shards in manifest order, rows in shard order), spilled
+    to one Arrow file per shard; :meth:`shards` streams them. ``source``, ``group``, ... load a whole column (for
+    notebooks and small mixtures: a job never does)."""
 
     files: list[Path]
     file_rows: np.ndarray  # rows per shard file
@@ -44,16 +54,39 @@ class ScanResult:
     modality_names: list[str]
     group_names: list[str]
     category_names: list[str] | None
-    source: np.ndarray  # int32 code into source_names
-    modality: np.ndarray  # int32 code into modality_names
-    category: np.ndarray | None  # int32 code into category_names, -1 for none
-    group: np.ndarray  # int32 code into group_names, -1 when the row is not in the mixture
-    weight: np.ndarray  # float32 draw weight (0 = left out)
-    keep: np.ndarray  # bool
-    cap: np.ndarray  # int16 repeat cap
-    tokens: np.ndarray | None  # int64 tokens under the strategy
+    row_files: list[Path]  # the spilled codes of each shard
+    has_tokens: bool
+    source_rows: np.ndarray  # rows per source code
+    source_in_mixture: np.ndarray  # bool per source code: some of its rows are in a group
     rule_rows: list[int] = field(default_factory=list)  # rows each rule matched
     unassigned_rows: int = 0  # rows that matched no category
+    excluded_rows: int = 0  # rows in no group
+    spill: Any = None  # the TemporaryDirectory holding row_files (removed with this object)
+
+    def shards(self, columns: list[str] | None = None) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+        """(first scan index, {column: array}) for each shard in scan order."""
+        start = 0
+        for path, n in zip(self.row_files, self.file_rows.tolist()):
+            t = feather.read_table(path, columns=columns, memory_map=False)
+            yield start, {c: t.column(c).to_numpy(zero_copy_only=False) for c in t.column_names}
+            start += n
+
+    def column(self, name: str) -> np.ndarray:
+        parts = [cols[name] for _, cols in self.shards([name])]
+        return np.concatenate(parts) if parts else np.zeros(0, ROW_COLUMNS[name].to_pandas_dtype())
+
+    @property
+    def rows(self) -> int:
+        return int(self.file_rows.sum())
+
+    source = property(lambda self: self.column("source"))
+    modality = property(lambda self: self.column("modality"))
+    category = property(lambda self: self.column("category") if self.category_names is not None else None)
+    group = property(lambda self: self.column("group"))
+    weight = property(lambda self: self.column("weight"))
+    keep = property(lambda self: self.column("keep"))
+    cap = property(lambda self: self.column("cap"))
+    tokens = property(lambda self: self.column("tokens") if self.has_tokens else None)
 
 
 class _Codes:
@@ -107,7 +140,14 @@ def scan_inputs(
     files: list[Path] = []
     file_rows: list[int] = []
     file_bytes: list[int] = []
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("source", "modality", "category", "group", "weight", "keep", "cap", "tokens")}
+    spill = tempfile.TemporaryDirectory(prefix="smolcurate-mix-scan-")
+    row_files: list[Path] = []
+    source_rows = np.zeros(0, np.int64)
+    excluded = 0
+    source_in = np.zeros(0, bool)
+    names = [c for c in ROW_COLUMNS if (c != "category" or category_names is not None)
+             and (c != "tokens" or token_counter is not None)]
+    row_schema = pa.schema([(c, ROW_COLUMNS[c]) for c in names])
     rule_rows = [0] * len(rules)
     unassigned = 0
     cap_of_source: dict[int, int] = {}
@@ -124,6 +164,7 @@ def scan_inputs(
             files.append(Path(path))
             file_rows.append(md.num_rows)
             file_bytes.append(sum(md.row_group(i).total_byte_size for i in range(md.num_row_groups)))
+            parts: dict[str, list[np.ndarray]] = {c: [] for c in names}
             for batch in pf.iter_batches(batch_size=SCAN_BATCH_ROWS, columns=cols, use_threads=True):
                 batch = _add_missing(batch, ext_cols)
                 n = batch.num_rows
@@ -167,20 +208,22 @@ def scan_inputs(
                         keep |= hit
                     if rule.max_epochs is not None:
                         cap[hit] = rule.max_epochs
-                parts["source"].append(src)
-                parts["modality"].append(mod)
-                parts["category"].append(cat if cat is not None else np.zeros(0, dtype=np.int32))
-                parts["group"].append(group.astype(np.int32))
-                parts["weight"].append(weight)
-                parts["keep"].append(keep)
-                parts["cap"].append(cap)
-                if token_counter is not None:
-                    parts["tokens"].append(np.asarray(f["tokens"], dtype=np.int64))
+                row = {"source": src, "modality": mod, "category": cat, "group": group, "weight": weight, "keep": keep,
+                       "cap": cap, "tokens": f.get("tokens")}
+                for c in names:
+                    parts[c].append(np.asarray(row[c]).astype(ROW_COLUMNS[c].to_pandas_dtype(), copy=False))
+                grow = len(sources.names) - len(source_rows)
+                source_rows = np.concatenate([source_rows, np.zeros(grow, np.int64)])
+                source_in = np.concatenate([source_in, np.zeros(grow, bool)])
+                source_rows += np.bincount(src, minlength=len(sources.names))
+                source_in[np.unique(src[group >= 0])] = True
+                excluded += int(np.count_nonzero(group < 0))
+            path = Path(spill.name) / f"{len(row_files):06d}.arrow"
+            codes = {c: np.concatenate(parts[c]) if parts[c] else np.zeros(0, ROW_COLUMNS[c].to_pandas_dtype()) for c in names}
+            feather.write_feather(pa.table(codes, schema=row_schema), path, compression="uncompressed")
+            row_files.append(path)
 
-    def cat_(name: str, dtype) -> np.ndarray:
-        chunks = parts.pop(name)  # free the batch pieces as each column is joined
-        return np.concatenate(chunks).astype(dtype, copy=False) if chunks else np.zeros(0, dtype=dtype)
-
+    grow = len(sources.names) - len(source_rows)
     return ScanResult(
         files=files,
         file_rows=np.asarray(file_rows, dtype=np.int64),
@@ -189,16 +232,14 @@ def scan_inputs(
         modality_names=modalities.names,
         group_names=group_names,
         category_names=category_names,
-        source=cat_("source", np.int32),
-        modality=cat_("modality", np.int32),
-        category=cat_("category", np.int32) if category_names is not None else None,
-        group=cat_("group", np.int32),
-        weight=cat_("weight", np.float32),
-        keep=cat_("keep", bool),
-        cap=cat_("cap", np.int16),
-        tokens=cat_("tokens", np.int64) if token_counter is not None else None,
+        row_files=row_files,
+        has_tokens=token_counter is not None,
+        source_rows=np.concatenate([source_rows, np.zeros(grow, np.int64)]),
+        source_in_mixture=np.concatenate([source_in, np.zeros(grow, bool)]),
         rule_rows=rule_rows,
         unassigned_rows=unassigned,
+        excluded_rows=excluded,
+        spill=spill,
     )
 
 

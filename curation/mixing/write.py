@@ -1,11 +1,13 @@
 """Write a planned mixture: a seeded global shuffle, sharded for streaming, without holding it in memory.
 
-Selected rows get random output positions (a seeded permutation). Pass one
-reads the inputs batch by batch (only row groups that hold selected rows) and
-appends each selected row, tagged with its position, to a spill file for its
-range of output shards. Pass two reads one spill file at a time, orders its
-rows by position and writes the final shards. Memory stays at about one spill
-file, bounded by the shard size; disk holds the spill once.
+Each selected row gets a random sort key: a seeded 64-bit mix of its scan index
+(distinct for distinct rows, so the order is a permutation). Pass one reads the
+inputs batch by batch (only row groups that hold selected rows, their repeat
+counts replayed from the plan shard by shard) and appends each selected row,
+tagged with its key, to the spill file of its key range. Pass two reads one
+spill file at a time in key order, sorts its rows by key and cuts shards; a
+shard that straddles two files carries its first rows into the next. Memory
+stays at about one spill file plus one shard; disk holds the spill once.
 """
 from __future__ import annotations
 
@@ -68,31 +70,31 @@ def auto_shard_rows(plan: MixturePlan) -> int:
     return int(min(SHARD_ROWS_MAX, max(SHARD_ROWS_MIN, SHARD_TARGET_BYTES // max(per_row, 1.0))))
 
 
-def output_positions(plan: MixturePlan) -> tuple[np.ndarray, np.ndarray]:
-    """(scan indices of selected rows, their output positions): a seeded permutation."""
-    selected = np.flatnonzero(plan.repeat > 0)
-    rng = np.random.default_rng([int(plan.config.seed) & 0xFFFFFFFF, 0x6D6978])  # "mix"
-    return selected, rng.permutation(len(selected)).astype(np.int64)
+def order_keys(seed: int, index: np.ndarray) -> np.ndarray:
+    """The output sort key of the rows at these scan indices: a seeded bijective mix (splitmix64) of the index."""
+    x = index.astype(np.uint64) + np.uint64((int(seed) & 0xFFFFFFFF) * 0x9E3779B97F4A7C15 % (1 << 64))
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
 
 
 def write_mixture(plan: MixturePlan, writer: Any, shard_rows: int) -> int:
     """Write every selected row into `writer` (a ManifestWriter) in shuffled order; returns shards written."""
     schema = writer.schema
-    spill_schema = schema.append(pa.field(_POS, pa.int64()))
-    selected, pos = output_positions(plan)
-    n_out = len(selected)
+    spill_schema = schema.append(pa.field(_POS, pa.uint64()))
+    n_out = plan.rows_selected
     if n_out == 0:
         return 0
     n_shards = math.ceil(n_out / shard_rows)
     n_spill = min(n_shards, MAX_SPILL_FILES)
-    shards_per_spill = math.ceil(n_shards / n_spill)
-    n_spill = math.ceil(n_shards / shards_per_spill)
     spill_dir = Path(tempfile.mkdtemp(prefix=".mix-spill-", dir=writer.out))
     try:
-        _scatter(plan, selected, pos, spill_schema, schema, shard_rows * shards_per_spill, n_spill, spill_dir)
+        _scatter(plan, spill_schema, schema, n_spill, spill_dir)
+        carry: pa.Table | None = None
         written = 0
         for b in range(n_spill):
-            written += _gather(spill_dir / f"{b:05d}.arrow", b, shards_per_spill, shard_rows, n_shards, writer)
+            carry, written = _gather(spill_dir / f"{b:05d}.arrow", carry, shard_rows, written, writer,
+                                     last=b == n_spill - 1)
         return written
     finally:
         shutil.rmtree(spill_dir, ignore_errors=True)
@@ -150,27 +152,14 @@ def _compact(table: pa.Table) -> pa.Table:
     return pa.Table.from_arrays(cols, schema=table.schema)
 
 
-def _scatter(
-    plan: MixturePlan,
-    selected: np.ndarray,
-    pos: np.ndarray,
-    spill_schema: pa.Schema,
-    schema: pa.Schema,
-    rows_per_spill: int,
-    n_spill: int,
-    spill_dir: Path,
-) -> None:
+def _scatter(plan: MixturePlan, spill_schema: pa.Schema, schema: pa.Schema, n_spill: int, spill_dir: Path) -> None:
     buffers = _SpillBuffers(spill_dir, spill_schema, n_spill)
     try:
-        offset = 0
-        for path, n_rows in zip(plan.scan.files, plan.scan.file_rows):
-            lo, hi = np.searchsorted(selected, [offset, offset + n_rows])
-            if hi > lo:
-                _scatter_file(
-                    Path(path), selected[lo:hi] - offset, pos[lo:hi], plan.repeat[selected[lo:hi]],
-                    schema, rows_per_spill, buffers,
-                )
-            offset += int(n_rows)
+        for (start, repeat), path in zip(plan.repeats(), plan.scan.files):
+            local = np.flatnonzero(repeat)
+            if local.size:
+                key = order_keys(plan.config.seed, start + local)
+                _scatter_file(Path(path), local, key, repeat[local], schema, n_spill, buffers)
     finally:
         buffers.close(n_spill)
 
@@ -178,10 +167,10 @@ def _scatter(
 def _scatter_file(
     path: Path,
     local: np.ndarray,
-    pos: np.ndarray,
+    key: np.ndarray,
     repeat: np.ndarray,
     schema: pa.Schema,
-    rows_per_spill: int,
+    n_spill: int,
     buffers: _SpillBuffers,
 ) -> None:
     """Send the selected rows of one input shard to their spill buffers, reading only row groups that hold some."""
@@ -201,34 +190,43 @@ def _scatter_file(
         read += n
         if b == a:
             continue
-        p = pos[a:b]
-        spill = p // rows_per_spill
+        k = key[a:b]
+        spill = ((k >> np.uint64(32)) * np.uint64(n_spill) >> np.uint64(32)).astype(np.int64)  # key range of each file
         order = np.argsort(spill, kind="stable")  # one take both selects the rows and groups them by spill file
         table = pa.Table.from_batches([batch]).take(pa.array((virtual[a:b] - (read - n))[order]))
         table = table.append_column(REPEAT_COLUMN, pa.array(repeat[a:b][order], REPEAT_TYPE))
         table = conform(table, schema, strict=False)
-        table = table.append_column(_POS, pa.array(p[order], pa.int64()))
+        table = table.append_column(_POS, pa.array(k[order], pa.uint64()))
         spill = spill[order]
         cuts = np.flatnonzero(np.diff(spill)) + 1
         for s_lo, s_hi in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [len(spill)]])):
             buffers.add(int(spill[s_lo]), table.slice(int(s_lo), int(s_hi - s_lo)))
 
 
-def _gather(path: Path, b: int, shards_per_spill: int, shard_rows: int, n_shards: int, writer: Any) -> int:
-    """Order one spill file's rows by output position and write its shards."""
+def _gather(path: Path, carry: pa.Table | None, shard_rows: int, written: int, writer: Any,
+            last: bool) -> tuple[pa.Table | None, int]:
+    """Write one spill file's rows in key order after the rows carried from the file before, a shard at a time;
+    returns the rows of the unfinished shard (written too when this is the last file) and the shards written."""
     with pa.memory_map(str(path)) as source:
-        table = ipc.open_file(source).read_all()
-    if table.num_rows == 0:
-        return 0
-    pos = table.column(_POS).to_numpy()
-    table = table.drop_columns([_POS]).combine_chunks()
-    order = np.argsort(pos, kind="stable")
-    pos = pos[order]
-    written = 0
-    first = b * shards_per_spill
-    for s in range(first, min(first + shards_per_spill, n_shards)):
-        lo, hi = np.searchsorted(pos, [s * shard_rows, (s + 1) * shard_rows])
-        if hi > lo:
-            writer.write(table.take(pa.array(order[lo:hi])), index=s)
-            written += 1
-    return written
+        table = ipc.open_file(source).read_all()  # mapped: a shard's rows are copied when it is taken
+    order = np.argsort(table.column(_POS).to_numpy(), kind="stable")
+    table = table.drop_columns([_POS])
+    at = 0
+    if carry is not None:  # the shard begun in the file before
+        at = min(shard_rows - carry.num_rows, len(order))
+        carry = pa.concat_tables([carry, table.take(pa.array(order[:at]))])
+        if carry.num_rows < shard_rows and not last:
+            return carry, written
+        writer.write(carry.combine_chunks(), index=written)
+        written += 1
+    while len(order) - at >= shard_rows:
+        writer.write(table.take(pa.array(order[at:at + shard_rows])), index=written)
+        written += 1
+        at += shard_rows
+    if at < len(order):
+        rest = table.take(pa.array(order[at:]))
+        if not last:
+            return rest, written
+        writer.write(rest, index=written)
+        written += 1
+    return None, written

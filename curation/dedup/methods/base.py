@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 import pyarrow as pa
 from pydantic import BaseModel
@@ -100,15 +100,20 @@ class ResolveContext:
     map_fn: "MapFn"
     #: where files read or written by ``map_fn`` tasks go (curation.dedup.shared); None: ``work``
     shared: Any = None
+    #: the candidates come in batches (runs of node blocks, each pair in one): this is the batch's number
+    batch: int = 0
 
 
 @dataclass(frozen=True)
 class ResolvePhase:
-    """A method's own step of the resolve stage, resumable under ``marker``, its edges kept in ``output``."""
+    """A method's own step of the resolve stage, resumable under ``marker``, its edges kept in ``output``.
+
+    ``run`` returns its verified edges as one table or as an iterable of tables (taken one at a time, so a
+    phase with many edges need not hold them all)."""
 
     marker: str
     output: str
-    run: Callable[[ResolveContext], pa.Table]
+    run: Callable[[ResolveContext], "pa.Table | Iterable[pa.Table]"]
     #: candidate edge kinds it verifies (taken out of the bucket phase's candidates); () for none
     candidate_kinds: tuple[int, ...] = ()
     #: runs only when this returns True (default: always, so an empty candidate set still leaves its marker)

@@ -190,7 +190,7 @@ def check_pairs(cfg: Any, seq: np.ndarray, lens: np.ndarray, color: np.ndarray |
 def _verify(ctx: ResolveContext) -> pa.Table:
     from curation.dedup.imageverify import verify_images
 
-    return verify_images(ctx.cands, list(ctx.files), ctx.config, ctx.work)
+    return verify_images(ctx.cands, list(ctx.files), ctx.config, ctx.work, ctx.batch)
 
 
 def _later(cfg: Any) -> bool:

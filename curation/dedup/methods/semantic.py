@@ -237,7 +237,7 @@ def semantic_edges(files: Sequence[Any], cfg: SemanticConfig, work: Path,
         return out
 
     outs = list(map_fn(run_partition, list(range(parts))))
-    return pa.concat_tables([area.read_table(o) for o in outs])
+    return (area.read_table(o) for o in outs)  # one partition's edges at a time
 
 
 def _resolve(ctx: ResolveContext) -> pa.Table:
