@@ -17,9 +17,9 @@ import pyarrow as pa
 import pyarrow.feather as feather
 
 #: nodes per block, aimed at (a block is a run of whole input files, so a large file makes a larger block)
-BLOCK_ROWS = 1_000_000
+BLOCK_ROWS = 250_000
 #: rows buffered across all blocks before they are written (a new file per block that holds some)
-BUFFER_ROWS = 1_000_000
+BUFFER_ROWS = 250_000
 
 
 def block_starts(files: Sequence[tuple[int, int]], block_rows: int | None = None) -> np.ndarray:
