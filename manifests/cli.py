@@ -14,6 +14,7 @@ import sys
 from typing import Sequence
 
 from manifests.errors import UserError
+from manifests.memory import use_jemalloc
 
 COMMAND_MODULES = (
     "manifests.commands",
@@ -57,6 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
+        use_jemalloc()
         return int(args.func(args) or 0)
     except _UsageError as exc:
         if debug:

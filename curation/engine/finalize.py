@@ -290,6 +290,7 @@ def write_manifest(
                 reasons[name][(st, rs)] = reasons[name].get((st, rs), 0) + n
         data.add(kept.drop_columns([c for c in kept.column_names if c.startswith("_")]))
         ledger.add(led.select([c for c in led.column_names if writer.ledger_schema.get_field_index(c) >= 0]))
+        del kept, led, dups  # before the next chunk is read: one chunk's tables in memory, not two
         tick()
     data.flush()
     ledger.flush()

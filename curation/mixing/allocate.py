@@ -73,12 +73,14 @@ def capped_mass_curve(by_cap: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Chunk:
-    """A run of one group's rows in scan order: their index in the group, priority, mass and cap."""
+    """A run of one group's rows in scan order: their index in the group, priority, mass, cap (and tokens, for the
+    plan's figures; the allocation never reads them)."""
 
     first: int
     prio: np.ndarray  # uint64: kept rows first, then by key (the bits of a non-negative float order as it does)
     mass: np.ndarray  # float64
     cap: np.ndarray  # int64
+    tokens: np.ndarray | None = None  # int64
 
 
 def priorities(rng: np.random.Generator, weight: np.ndarray, keep: np.ndarray) -> np.ndarray:

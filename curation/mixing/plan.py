@@ -140,14 +140,9 @@ class _GroupRows:
                 b = reader.get_batch(i)
                 weight = b.column("weight").to_numpy()
                 yield Chunk(first, priorities(rng, weight, b.column("keep").to_numpy(zero_copy_only=False)),
-                            b.column("mass").to_numpy(), b.column("cap").to_numpy().astype(np.int64))
+                            b.column("mass").to_numpy(), b.column("cap").to_numpy().astype(np.int64),
+                            b.column("tokens").to_numpy())
                 first += len(weight)
-
-    def tokens(self, g: int) -> Iterator[np.ndarray]:
-        with pa.OSFile(str(self.paths[g])) as source:  # read, not mapped: one batch resident at a time
-            reader = ipc.open_file(source)
-            for i in range(reader.num_record_batches):
-                yield reader.get_batch(i).column("tokens").to_numpy()
 
 
 def _fmt(x: float, unit: str) -> str:
@@ -222,10 +217,10 @@ def make_plan(cfg: MixtureConfig, inputs: list[InputManifest], scan: ScanResult)
         draws.append(draw)
         replay = Replay(draw)
         achieved, tokens_in = 0.0, 0
-        for chunk, t in zip(spill.chunks(i), spill.tokens(i)):
+        for chunk in spill.chunks(i):
             rep = replay.repeat(chunk)
             achieved += float(np.dot(rep, chunk.mass))
-            tokens_in += int(np.dot(rep, t))
+            tokens_in += int(np.dot(rep, chunk.tokens))
             g.rows_selected += int(np.count_nonzero(rep))
             g.samples += int(rep.sum(dtype=np.int64))
             g.max_repeat = max(g.max_repeat, int(rep.max(initial=0)))
