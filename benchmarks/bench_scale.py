@@ -34,6 +34,7 @@ commands used: benchmarks/README.md ("Scale"); what they mean: docs/scale.md.
 
     .venv/bin/python benchmarks/bench_scale.py     # text 10M, images 1M, crops 100k, mix 10M
     .venv/bin/python benchmarks/bench_scale.py --only text --text-rows 1000000,3000000
+    .venv/bin/python benchmarks/bench_scale.py --only text --text-rows 1000000,3000000 --phases  # per phase
     .venv/bin/python benchmarks/bench_scale.py --rows 20000          # smoke run of all four
 
 Time figures are indicative (a shared 2-core machine); memory is the point.
@@ -172,6 +173,58 @@ def _cpu_s() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
+#: ``--phases``: the text job's driver names its phase by the first of these its main thread's stack holds (so a
+#: phase called from inside another is listed before it)
+PHASES = (
+    ("write the shards", ("finalize.py:write_manifest",)),
+    ("components, out of core", ("components.py:",)),
+    ("representatives, matches, answer per file", ("clusters.py:",)),
+    ("MinHash verification", ("textverify.py:", "buckets.py:dedupe_by_kind")),
+    ("partition tasks", ("parallel.py:ray_map",)),
+    ("dedup scatter, candidates and edges to blocks", ("resolve.py:_resolve", "records.py:")),
+    ("repeated ids (id_fixups)", ("finalize.py:id_fixups",)),
+    ("map stage", ("ray_engine.py:_pass",)),
+)
+
+PHASE_ORDER = [PHASES[i][0] for i in (7, 6, 5, 4, 3, 1, 2, 0)]  # as the job runs them
+
+
+class PhaseSampler(threading.Thread):
+    """Inside the driver: every 50 ms its RSS, Arrow's live bytes and the phase its main thread is in (by stack)."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.stop_event = threading.Event()
+        self.peaks: dict[str, list[float]] = {}
+        self.main = threading.main_thread().ident
+
+    def _phase(self) -> str | None:
+        frame = sys._current_frames().get(self.main)
+        names = []
+        while frame is not None:
+            names.append(f"{Path(frame.f_code.co_filename).name}:{frame.f_code.co_name}")
+            frame = frame.f_back
+        where = " ".join(names)
+        return next((name for name, marks in PHASES if any(m in where for m in marks)), None)
+
+    def run(self) -> None:
+        import psutil
+        import pyarrow as pa
+
+        me = psutil.Process()
+        while not self.stop_event.wait(0.05):
+            phase = self._phase()
+            if phase is not None:
+                rss, live = me.memory_info().rss / MB, pa.total_allocated_bytes() / MB
+                peak = self.peaks.setdefault(phase, [0.0, 0.0])
+                peak[0], peak[1] = max(peak[0], rss), max(peak[1], live)
+
+    def report(self) -> dict[str, list[float]]:
+        self.stop_event.set()
+        self.join()
+        return {name: self.peaks[name] for name in PHASE_ORDER if name in self.peaks}
+
+
 # ----------------------------------------------------------------------------- text: data and job
 
 
@@ -248,11 +301,14 @@ def child_text(recipe: str, out: str, workers: str) -> dict[str, Any]:
     from curation.engine.job import run_job
     from curation.recipe import load_recipe
 
+    phases = PhaseSampler() if os.environ.get("BENCH_SCALE_PHASES") else None
+    if phases is not None:
+        phases.start()
     t0, c0 = time.perf_counter(), _cpu_s()
     res = run_job(load_recipe(recipe), out, engine="ray", workers=int(workers), quiet=True, overwrite=True)
     dropped = {f"{st}/{rs}": n for s in res.sources.values() for (st, rs), n in s["reasons"].items()}
     return {"seconds": time.perf_counter() - t0, "driver_cpu_s": _cpu_s() - c0, "driver_ru_maxrss_mb": _ru_maxrss_mb(),
-            "read": res.read, "kept": res.kept, "dropped": dropped}
+            "read": res.read, "kept": res.kept, "dropped": dropped, **({"phases": phases.report()} if phases else {})}
 
 
 # ----------------------------------------------------------------------------- images: signatures and resolve
@@ -535,7 +591,11 @@ def main() -> None:
     ap.add_argument("--interval", type=float, default=0.2, help="RSS sampling period (s)")
     ap.add_argument("--work", type=Path, default=Path("/tmp/bench_scale"))
     ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--phases", action="store_true", help="text: the driver's peak RSS and live Arrow bytes per phase "
+                    "(sampled inside it every 50 ms, by its stack)")
     args = ap.parse_args()
+    if args.phases:
+        os.environ["BENCH_SCALE_PHASES"] = "1"  # the children inherit it
     if args.rows:
         args.text_rows = args.image_rows = args.crop_rows = args.mix_rows = args.rows
     todo = args.only or list(KINDS)
@@ -572,6 +632,14 @@ def main() -> None:
         print("| workload | between | driver MB per 1M rows | worker MB per 1M rows | s per 1M rows |")
         print("|---|---|---|---|---|")
         print("\n".join(slopes))
+    text_phases = [(rows, r["phases"]) for rows, r in results.get("text", []) if r.get("phases")]
+    if text_phases:
+        print()
+        print("| text job phase | " + " | ".join(f"{rows:,} rows: driver RSS / live Arrow MB" for rows, _ in text_phases) + " |")
+        print("|---|" + "---|" * len(text_phases))
+        for name in PHASE_ORDER:
+            cells = [f"{p[name][0]:,.0f} / {p[name][1]:,.0f}" if name in p else "-" for _, p in text_phases]
+            print(f"| {name} | " + " | ".join(cells) + " |")
     print(f"load average at the end: {os.getloadavg()[0]:.1f}")
     if args.json:
         args.json.write_text(json.dumps({k: [{"rows": n, **r} for n, r in v] for k, v in results.items()}, indent=2))

@@ -14,7 +14,6 @@ import sys
 from typing import Sequence
 
 from manifests.errors import UserError
-from manifests.memory import use_jemalloc
 
 COMMAND_MODULES = (
     "manifests.commands",
@@ -58,7 +57,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
-        use_jemalloc()
         return int(args.func(args) or 0)
     except _UsageError as exc:
         if debug:

@@ -19,7 +19,6 @@ and the hash partitions already finished are marked, so the rerun does not redo 
 """
 from __future__ import annotations
 
-import functools
 from typing import Any, Callable, Sequence
 
 
@@ -44,15 +43,7 @@ def ray_map(fn: Callable[[int], Any], items: Sequence[int], num_cpus: float = 1,
     env = worker_runtime_env()  # the test-only fault hooks, as the pipeline's actors get them
     if env:
         options["runtime_env"] = env
-
-    @functools.wraps(fn)  # the task keeps the function's name (``ray::run_partition`` in `ray list tasks`, top)
-    def run(item: int) -> Any:
-        from manifests.memory import use_jemalloc
-
-        use_jemalloc()
-        return fn(item)
-
-    task = ray.remote(run).options(**options)
+    task = ray.remote(fn).options(**options)
     refs = [task.remote(i) for i in items]
     try:
         return ray.get(refs)

@@ -60,7 +60,6 @@ from curation.dedup.records import RecordBuilder, Scatter, node_table
 from curation.dedup.shared import SharedArea
 from manifests.errors import UserError
 from manifests.fsutil import atomic_write
-from manifests.memory import use_jemalloc
 
 __all__ = ["RESULT_SCHEMA", "resolve_duplicates", "resolve_parts"]
 
@@ -155,7 +154,6 @@ def _workdir(workdir: str | os.PathLike | None) -> Iterator[Path]:
 def _resolve(signatures: Any, work: Path, config: DedupConfig | Mapping[str, Any] | None = None, against: Sequence | None = None,
              decontaminate: Sequence | None = None, map_fn: MapFn | None = None, shared: str | os.PathLike | None = None
              ) -> dict[int, Path]:
-    use_jemalloc()
     cfg = config if isinstance(config, DedupConfig) else DedupConfig.model_validate(dict(config or {}))
     against = [str(a) for a in (cfg.against if against is None else against)]
     evals = cfg.eval_sets if decontaminate is None else \

@@ -20,7 +20,6 @@ from curation.recipe import Recipe
 from manifests import storage
 from manifests.errors import UserError
 from manifests.fsutil import canonical_hash
-from manifests.memory import use_jemalloc
 from manifests.writer import MANIFEST_FILE
 
 Engine = Literal["ray", "local"]  # names in curation.engine.registry.ENGINES
@@ -103,7 +102,6 @@ def run_job(
 ) -> JobResult:
     """Curate ``recipe`` into a manifest at ``out_dir``; resumable after a kill at any point."""
     t0 = time.perf_counter()
-    use_jemalloc()
     remote = storage.is_uri(out_dir)
     out: Path | str
     if remote:  # an object store: the bucket, the credentials and write access are checked before anything runs

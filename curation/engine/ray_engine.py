@@ -100,9 +100,7 @@ class _StageActor:
         import ray
 
         from curation.recipe import parse_recipe
-        from manifests.memory import use_jemalloc
 
-        use_jemalloc()
         recipe = parse_recipe(json.loads(self.RECIPE_JSON), self.BASE_DIR, check_paths=False)
         self.runner = StageRunner(recipe, Staging(self.OUT_DIR, keep_local=False), self.INDEX, self.LAST)
         self.attempts = None

@@ -171,10 +171,8 @@ def build_mixture(
     `inputs` (paths or opened manifests) replaces the config's `inputs:`, which is
     how a curation recipe mixes what it just curated.
     """
-    from manifests.memory import use_jemalloc
     from manifests.writer import ManifestWriter
 
-    use_jemalloc()
     plan = plan_mixture(config, inputs=inputs)
     shard_rows = plan.config.shard_rows or auto_shard_rows(plan)
     record = provenance(plan, shard_rows)
