@@ -173,20 +173,19 @@ def _cpu_s() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-#: ``--phases``: the text job's driver names its phase by the first of these its main thread's stack holds (so a
-#: phase called from inside another is listed before it)
+#: ``--phases``: (place in the job, name, stack marks). The driver is in the first phase, in this list's order, whose
+#: mark its main thread's stack holds, so a phase called from inside another comes before it
 PHASES = (
-    ("write the shards", ("finalize.py:write_manifest",)),
-    ("components, out of core", ("components.py:",)),
-    ("representatives, matches, answer per file", ("clusters.py:",)),
-    ("MinHash verification", ("textverify.py:", "buckets.py:dedupe_by_kind")),
-    ("partition tasks", ("parallel.py:ray_map",)),
-    ("dedup scatter, candidates and edges to blocks", ("resolve.py:_resolve", "records.py:")),
-    ("repeated ids (id_fixups)", ("finalize.py:id_fixups",)),
-    ("map stage", ("ray_engine.py:_pass",)),
+    (7, "write the shards", ("finalize.py:write_manifest",)),
+    (5, "components, out of core", ("components.py:",)),
+    (6, "representatives, matches, answer per file", ("clusters.py:",)),
+    (4, "MinHash verification", ("textverify.py:", "buckets.py:dedupe_by_kind")),
+    (3, "partition tasks", ("parallel.py:ray_map",)),
+    (2, "dedup scatter, candidates and edges to blocks", ("resolve.py:_resolve", "records.py:")),
+    (1, "repeated ids (id_fixups)", ("finalize.py:id_fixups",)),
+    (0, "map stage", ("ray_engine.py:_pass",)),
 )
-
-PHASE_ORDER = [PHASES[i][0] for i in (7, 6, 5, 4, 3, 1, 2, 0)]  # as the job runs them
+PHASE_ORDER = [name for _, name, _ in sorted(PHASES)]  # as the job runs them
 
 
 class PhaseSampler(threading.Thread):
@@ -205,7 +204,7 @@ class PhaseSampler(threading.Thread):
             names.append(f"{Path(frame.f_code.co_filename).name}:{frame.f_code.co_name}")
             frame = frame.f_back
         where = " ".join(names)
-        return next((name for name, marks in PHASES if any(m in where for m in marks)), None)
+        return next((name for _, name, marks in PHASES if any(m in where for m in marks)), None)
 
     def run(self) -> None:
         import psutil
