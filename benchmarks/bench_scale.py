@@ -34,7 +34,7 @@ commands used: benchmarks/README.md ("Scale"); what they mean: docs/scale.md.
 
     .venv/bin/python benchmarks/bench_scale.py     # text 10M, images 1M, crops 100k, mix 10M
     .venv/bin/python benchmarks/bench_scale.py --only text --text-rows 1000000,3000000
-    .venv/bin/python benchmarks/bench_scale.py --only text --text-rows 1000000,3000000 --phases  # per phase
+    .venv/bin/python benchmarks/bench_scale.py --only text --text-rows 1000000,3000000 --phases  # per phase, and a timeline
     .venv/bin/python benchmarks/bench_scale.py --rows 20000          # smoke run of all four
 
 Time figures are indicative (a shared 2-core machine); memory is the point.
@@ -185,7 +185,8 @@ PHASES = (
     (1, "repeated ids (id_fixups)", ("finalize.py:id_fixups",)),
     (0, "map stage", ("ray_engine.py:_pass",)),
 )
-PHASE_ORDER = [name for _, name, _ in sorted(PHASES)]  # as the job runs them
+OTHER = "outside the phases above (setup, between phases)"
+PHASE_ORDER = [name for _, name, _ in sorted(PHASES)] + [OTHER]  # as the job runs them
 
 
 class PhaseSampler(threading.Thread):
@@ -196,32 +197,64 @@ class PhaseSampler(threading.Thread):
         self.stop_event = threading.Event()
         self.peaks: dict[str, list[float]] = {}
         self.main = threading.main_thread().ident
+        self.timeline = os.environ.get("BENCH_SCALE_TIMELINE")  # one line a second: s, RSS, live Arrow, phase, frame
 
-    def _phase(self) -> str | None:
+    def _phase(self) -> tuple[str, str]:
+        """The phase the main thread is in, and its innermost smolcurate frame (for the timeline)."""
         frame = sys._current_frames().get(self.main)
-        names = []
+        names, inner = [], ""
         while frame is not None:
-            names.append(f"{Path(frame.f_code.co_filename).name}:{frame.f_code.co_name}")
+            name = f"{Path(frame.f_code.co_filename).name}:{frame.f_code.co_name}"
+            if not inner and any(f"/{pkg}/" in frame.f_code.co_filename for pkg in ("curation", "manifests")):
+                inner = f"{name}:{frame.f_lineno}"
+            names.append(name)
             frame = frame.f_back
         where = " ".join(names)
-        return next((name for _, name, marks in PHASES if any(m in where for m in marks)), None)
+        return next((name for _, name, marks in PHASES if any(m in where for m in marks)), OTHER), inner
 
     def run(self) -> None:
         import psutil
         import pyarrow as pa
 
         me = psutil.Process()
+        t0, last = time.perf_counter(), -1.0
+        out = open(self.timeline, "w") if self.timeline else None
+        hwm = 0.0
         while not self.stop_event.wait(0.05):
-            phase = self._phase()
-            if phase is not None:
-                rss, live = me.memory_info().rss / MB, pa.total_allocated_bytes() / MB
-                peak = self.peaks.setdefault(phase, [0.0, 0.0])
-                peak[0], peak[1] = max(peak[0], rss), max(peak[1], live)
+            phase, inner = self._phase()
+            rss, live = me.memory_info().rss / MB, pa.total_allocated_bytes() / MB
+            peak = self.peaks.setdefault(phase, [0.0, 0.0, 0.0])
+            peak[0], peak[1] = max(peak[0], rss), max(peak[1], live)
+            # the kernel's high-water mark catches a peak between two samples (a long call holding the GIL)
+            now_hwm = _vm_hwm_mb()
+            rose = now_hwm > hwm + 1.0
+            if rose:
+                peak[2] = max(peak[2], now_hwm)
+            hwm = max(hwm, now_hwm)
+            if out is not None and ((now := time.perf_counter() - t0) - last >= 1.0 or rose):
+                last = now
+                out.write(f"{now:.1f}\t{rss:.0f}\t{live:.0f}\t{hwm:.0f}\t{phase}\t{inner}\n")
+                out.flush()
+        if out is not None:
+            out.close()
 
     def report(self) -> dict[str, list[float]]:
+        """{phase: [peak RSS, peak live Arrow, the high-water mark where it rose in this phase (0: it did not)]}."""
         self.stop_event.set()
         self.join()
         return {name: self.peaks[name] for name in PHASE_ORDER if name in self.peaks}
+
+
+def _vm_hwm_mb() -> float:
+    """This process's peak RSS so far (``VmHWM``), 0 where /proc has none."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
 
 
 # ----------------------------------------------------------------------------- text: data and job
@@ -502,7 +535,11 @@ def run_text(rows: int, work: Path, workers: int, interval: float) -> dict[str, 
           flush=True)
     recipe = text_recipe(data, work / "text-job")
     out = work / "text-job" / "out"
-    res = measured(["text", str(recipe), str(out), str(workers)], interval)
+    timeline = work / f"text-{rows}.timeline.tsv"  # written by --phases: one line a second, and where the high-water rose
+    env = {"BENCH_SCALE_TIMELINE": str(timeline)} if os.environ.get("BENCH_SCALE_PHASES") else None
+    res = measured(["text", str(recipe), str(out), str(workers)], interval, env=env)
+    if env:
+        print(f"  phase timeline (s, RSS, live Arrow, high-water MB, phase, innermost frame): {timeline}", flush=True)
     shutil.rmtree(out, ignore_errors=True)
     return res
 
@@ -634,10 +671,11 @@ def main() -> None:
     text_phases = [(rows, r["phases"]) for rows, r in results.get("text", []) if r.get("phases")]
     if text_phases:
         print()
-        print("| text job phase | " + " | ".join(f"{rows:,} rows: driver RSS / live Arrow MB" for rows, _ in text_phases) + " |")
+        print("| text job phase | " + " | ".join(f"{rows:,} rows: driver RSS / live Arrow / high-water MB" for rows, _ in text_phases)
+              + " |")
         print("|---|" + "---|" * len(text_phases))
         for name in PHASE_ORDER:
-            cells = [f"{p[name][0]:,.0f} / {p[name][1]:,.0f}" if name in p else "-" for _, p in text_phases]
+            cells = [f"{p[name][0]:,.0f} / {p[name][1]:,.0f} / {p[name][2]:,.0f}" if name in p else "-" for _, p in text_phases]
             print(f"| {name} | " + " | ".join(cells) + " |")
     print(f"load average at the end: {os.getloadavg()[0]:.1f}")
     if args.json:

@@ -68,3 +68,72 @@ def test_top_cutoff_is_the_exact_order_statistic_read_one_chunk_at_a_time():
         assert len(passes) == 4  # 4 passes of 16 bits, the first counting the rows too
     assert top_cutoff(lambda: iter([np.array([np.nan])]), lambda n: 1) is None
     assert top_cutoff(scores, lambda n: None) is None
+
+
+def _in_fresh_python(code: str) -> dict:
+    """Run ``code`` in a new interpreter (its heap is not the test process's) and return the JSON it prints."""
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    p = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=300,
+                       cwd=Path(__file__).resolve().parents[1])
+    assert p.returncode == 0, p.stderr[-2000:]
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def test_scatter_holds_nothing_per_flushed_batch(tmp_path):
+    """The dedup scatter writes a batch per partition per flush; what its writers keep must not grow with them.
+
+    A Parquet writer kept ~8.5 KB of metadata per row group until it closed: at 10M text rows (110 partitions,
+    ~400 flushes) that was ~370 MB on the driver. Here 64 partitions x 300 flushes would keep ~160 MB that way.
+    """
+    out = _in_fresh_python(f"""
+        import json, numpy as np, pyarrow as pa, psutil
+        from pathlib import Path
+        from curation.dedup.records import Scatter, read_partition
+        Scatter.BUFFER_RECORDS = 64 * 20
+        sc = Scatter(Path({str(tmp_path / "b")!r}), 64)
+        me, n = psutil.Process(), 64 * 20
+        rng = np.random.default_rng(0)
+        def rec(i):
+            return {{"key": rng.integers(0, 2**63, n, dtype=np.uint64), "kind": np.zeros(n, np.int8),
+                     "node": np.arange(i * n, (i + 1) * n, dtype=np.int64), "idkey": rng.integers(0, 2**63, n, dtype=np.uint64),
+                     "role": np.zeros(n, np.int8), "dedup": np.ones(n, bool), "seq": pa.nulls(n, pa.list_(pa.uint64())),
+                     "color": pa.nulls(n, pa.list_(pa.float32())), "flat": np.zeros(n, np.uint64)}}
+        for i in range(20):
+            sc.add(rec(i))
+        before = me.memory_info().rss
+        for i in range(20, 300):
+            sc.add(rec(i))
+        grew = (me.memory_info().rss - before) / 2**20
+        sc.close()
+        rows = sum(read_partition(p).num_rows for p in Path({str(tmp_path / "b")!r}).glob("part-*.arrow"))
+        nodes = np.sort(np.concatenate([read_partition(p).column("node").to_numpy()
+                                        for p in Path({str(tmp_path / "b")!r}).glob("part-*.arrow")]))
+        print(json.dumps({{"grew_mb": grew, "rows": rows, "nodes_ok": bool(np.array_equal(nodes, np.arange(300 * n)))}}))
+    """)
+    assert out["rows"] == 300 * 64 * 20 and out["nodes_ok"]
+    assert out["grew_mb"] < 40, out
+
+
+def test_release_unused_hands_a_fragmented_heap_back():
+    """Between phases the driver returns freed memory to the OS (glibc heap, Arrow's pool): RSS falls."""
+    out = _in_fresh_python("""
+        import json, numpy as np, psutil
+        from manifests.memory import _malloc_trim, release_unused
+        me = psutil.Process()
+        big = np.ones(2_000_000); del big  # glibc raises its mmap threshold: later 240 KB arrays come from the heap
+        arrs = [np.ones(30_000) for _ in range(1500)]
+        pin = [np.ones(10) for _ in range(1500)]  # small blocks between them keep the heap from shrinking by itself
+        del arrs[::2]
+        before = me.memory_info().rss
+        release_unused()
+        print(json.dumps({"glibc": _malloc_trim() is not None, "freed_mb": (before - me.memory_info().rss) / 2**20}))
+    """)
+    if not out["glibc"]:
+        import pytest
+
+        pytest.skip("not glibc: no malloc_trim")
+    assert out["freed_mb"] > 100, out

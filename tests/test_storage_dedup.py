@@ -92,14 +92,15 @@ def test_partitions_live_on_the_store_and_the_result_equals_local(signatures, s3
 
     def checked(fn, items):
         # what a task on another machine would see: its inputs on the store, nothing in the driver's folder
-        calls.append(sorted(k for k in s3.keys(bucket) if k.endswith(".parquet")))
-        assert not [p for p in work.rglob("part-*.parquet")], "a partition stayed on the driver's disk"
+        calls.append(sorted(k for k in s3.keys(bucket) if k.endswith((".parquet", ".arrow"))))
+        assert not [p for p in work.rglob("part-*") if p.suffix in (".parquet", ".arrow")], \
+            "a partition stayed on the driver's disk"
         return [fn(i) for i in items]
 
     remote = resolve_duplicates(signatures, cfg, workdir=work, map_fn=checked, shared=shared)
     assert remote.equals(local)
     assert len(calls) == 2  # the bucket partitions, then the semantic cluster partitions
-    assert [k.rsplit("/", 1)[1] for k in calls[0]] == [f"part-{p:05d}.parquet" for p in range(4)]
+    assert [k.rsplit("/", 1)[1] for k in calls[0]] == [f"part-{p:05d}.arrow" for p in range(4)]
     assert all(k.startswith("run/.staging/dedup/buckets/") for k in calls[0])
     keys = s3.keys(bucket, "run/.staging/dedup/")
     assert {f"run/.staging/dedup/edges/edges-{p:05d}.parquet" for p in range(4)} <= set(keys)
@@ -134,7 +135,7 @@ def test_without_map_fn_or_on_disk_nothing_goes_to_the_store(signatures, tmp_pat
     """In-process resolve keeps its files in the work folder (no uploads for nothing); a local area is the folder."""
     cfg = DedupConfig(partitions=2)
     res = resolve_duplicates(signatures, cfg, workdir=tmp_path / "w", shared="s3://never-touched/x")
-    assert res.num_rows and sorted(p.name for p in (tmp_path / "w" / "buckets").iterdir()) == ["part-00000.parquet", "part-00001.parquet"]
+    assert res.num_rows and sorted(p.name for p in (tmp_path / "w" / "buckets").iterdir()) == ["part-00000.arrow", "part-00001.arrow"]
     area = SharedArea(tmp_path / "w")
     assert not area.remote and area.done("edges/p00000", (tmp_path / "w" / "inputs.done").read_text())
 
@@ -180,7 +181,7 @@ def test_ray_dedup_job_to_s3_equals_local_disk(tmp_path, s3, monkeypatch):
     written = set()
     for page in s3.client().get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix="ray/.staging/dedup/"):
         written |= {v["Key"] for v in page.get("Versions", [])}
-    assert {f"ray/.staging/dedup/buckets/part-{k:05d}.parquet" for k in range(5)} <= written
+    assert {f"ray/.staging/dedup/buckets/part-{k:05d}.arrow" for k in range(5)} <= written
     assert {f"ray/.staging/dedup/edges/edges-{k:05d}.parquet" for k in range(5)} <= written
     assert not [k for k in s3.keys(bucket) if "/.staging/" in k]  # cleaned after the commit
 
@@ -204,7 +205,7 @@ def test_auto_partitions_follow_the_corpus_and_keep_the_result(signatures, tmp_p
     large = resolve_mod.auto_partitions(files, per_row)
     assert 1 <= small < large  # more rows, more partitions
     auto = resolve_duplicates(signatures, cfg, workdir=tmp_path / "auto")
-    assert len(list((tmp_path / "auto" / "buckets").glob("part-*.parquet"))) == large
+    assert len(list((tmp_path / "auto" / "buckets").glob("part-*.arrow"))) == large
     pinned = resolve_duplicates(signatures, DedupConfig(partitions=3), workdir=tmp_path / "pinned")
     assert auto.equals(pinned)
 

@@ -12,11 +12,11 @@ from typing import Iterator
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from curation.dedup.config import DedupConfig
 from curation.dedup.layout import EDGE_SCHEMA, PAIR_CHUNK, ROLE_EVAL, ROLE_NEW
 from curation.dedup.methods import candidate_groups, edge_kinds, exact_kinds, kinds_where
+from curation.dedup.records import read_partition
 from curation.dedup.minhash import expand_pairs
 
 
@@ -92,7 +92,7 @@ def _color_matrix(col: pa.ChunkedArray, length: int) -> np.ndarray:
 
 def process_partition(path: Path, cfg: DedupConfig) -> tuple[pa.Table, pa.Table]:
     """Edges and candidate pairs (for the methods' resolve phases) of one partition file."""
-    t = pq.read_table(path)
+    t = read_partition(path)
     empty = EDGE_SCHEMA.empty_table()
     if t.num_rows == 0:
         return empty, empty

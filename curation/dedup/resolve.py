@@ -4,7 +4,7 @@ Memory stays bounded because no step holds every signature:
 
 1. **Scatter.** Each input file is read batch by batch; every row emits
    bucket records (an exact hash, a pHash band, a MinHash band, ...) that are
-   appended to one of ``partitions`` parquet files under ``workdir`` chosen by
+   appended to one of ``partitions`` Arrow IPC files under ``workdir`` chosen by
    the bucket key. A small per-file node table (id, rank attributes) is written
    beside them.
 2. **Buckets.** Partitions are processed one at a time (or in parallel through
@@ -56,10 +56,11 @@ from curation.dedup.external import CARRY, iter_source, write_source
 from curation.dedup.inputs import SigFile, fingerprint, input_files
 from curation.dedup.layout import EDGE_SCHEMA, RESULT_SCHEMA, ROLE_AGAINST, ROLE_EVAL, ROLE_NEW, MapFn
 from curation.dedup.methods import ResolveContext, methods
-from curation.dedup.records import RecordBuilder, Scatter, node_table
+from curation.dedup.records import RecordBuilder, Scatter, node_table, partition_name
 from curation.dedup.shared import SharedArea
 from manifests.errors import UserError
 from manifests.fsutil import atomic_write
+from manifests.memory import release_unused
 
 __all__ = ["RESULT_SCHEMA", "resolve_duplicates", "resolve_parts"]
 
@@ -216,8 +217,9 @@ def _resolve(signatures: Any, work: Path, config: DedupConfig | Mapping[str, Any
             if node_parts:
                 pq.write_table(pa.concat_tables(node_parts), work / "nodes" / f"f-{fi:06d}.parquet")
         scatter.close()
+        release_unused()  # the scatter's buffers: each phase starts from what the job holds, not the last peak
         for p in range(nparts):  # tasks read their partition from the shared area
-            area.upload(work / "buckets" / f"part-{p:05d}.parquet", f"buckets/part-{p:05d}.parquet")
+            area.upload(work / "buckets" / partition_name(p), f"buckets/{partition_name(p)}")
         if area.remote:
             area.mark("buckets/scatter", fp)
         _mark(work, "scatter", fp)
@@ -230,7 +232,7 @@ def _resolve(signatures: Any, work: Path, config: DedupConfig | Mapping[str, Any
         edge_name, cand_name = f"edges/edges-{p:05d}.parquet", f"edges/cands-{p:05d}.parquet"
         if area.done(f"edges/p{p:05d}", fp) and (area.remote or (area.exists(edge_name) and area.exists(cand_name))):
             return p
-        with area.fetch(f"buckets/part-{p:05d}.parquet") as part:
+        with area.fetch(f"buckets/{partition_name(p)}") as part:
             e, c = _process_partition(part, cfg)
         area.write_table(edge_name, e)
         area.write_table(cand_name, c)
@@ -260,6 +262,7 @@ def _resolve(signatures: Any, work: Path, config: DedupConfig | Mapping[str, Any
         c = area.read_table(f"edges/cands-{p:05d}.parquet")  # a < b, as the bucket phase writes them
         cands.add(c, c.column("a").to_numpy())
     batches = cands.runs(CANDIDATE_ROWS)
+    release_unused()
     # phase 3: each method's own step (verification of its candidates, or its own edge search), its candidates
     # given a run of node blocks at a time (a pair is in the block of its first row, so each is verified once)
     for method in methods():
@@ -284,11 +287,13 @@ def _resolve(signatures: Any, work: Path, config: DedupConfig | Mapping[str, Any
                     writer.write_table(t)
                     add_edges(t)
                 del found
+                release_unused()  # one candidate run's join and sorts
         _mark(work, phase.marker, fp)
     cands.drop()
     shutil.rmtree(work / "result", ignore_errors=True)
     contam_edges = dedupe_edges(pa.concat_tables(contam)) if contam else EDGE_SCHEMA.empty_table()
     parts = _clusters(edges, contam_edges, work, evals, files, work / "result")
+    release_unused()
     shutil.rmtree(work / "clusters", ignore_errors=True)
     _mark(work, "result", fp)
     return parts

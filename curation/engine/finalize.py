@@ -25,6 +25,7 @@ from curation.filters import operator_columns, source_operators
 from curation.readers import PRIVATE_KEY, PRIVATE_POS, PRIVATE_URI, SourcePlan, reader_class
 from curation.recipe import Recipe
 from manifests.fsutil import atomic_write
+from manifests.memory import release_unused
 from manifests.schema import CORE_NAMES, build_schema, conform, make_id
 from manifests.writer import ManifestWriter
 
@@ -291,6 +292,7 @@ def write_manifest(
         data.add(kept.drop_columns([c for c in kept.column_names if c.startswith("_")]))
         ledger.add(led.select([c for c in led.column_names if writer.ledger_schema.get_field_index(c) >= 0]))
         del kept, led, dups  # before the next chunk is read: one chunk's tables in memory, not two
+        release_unused()
         tick()
     data.flush()
     ledger.flush()
