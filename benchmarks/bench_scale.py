@@ -5,7 +5,8 @@ sampling thread in this process reads, every ``--interval`` seconds, the RSS of
 the driver and of every process under it (psutil): Ray workers (``ray::*``
 processes: Ray Data actors of the map stage, the resolve stage's partition
 tasks) are reported one by one, Ray's own daemons (raylet, GCS, dashboard)
-together. The driver's peak is also its own ``ru_maxrss`` (exact).
+together. The driver's peak is also its own high-water mark (``VmHWM``, exact; not ``ru_maxrss``,
+which Linux carries over from the parent that started it).
 
 - ``text``: ``smolcurate curate`` on the Ray engine (``--workers``) over a
   Parquet table of synthetic text rows with exact and MinHash dedup (image and
@@ -155,15 +156,21 @@ def measured(args: list[str], interval: float, env: dict[str, str] | None = None
         raise SystemExit(f"child {args[0]} failed (exit {proc.returncode}):\n{err[-3000:]}")
     res = json.loads(out.strip().splitlines()[-1])
     res.update(sampler.report())
-    # the sampler can miss a short peak between two samples; the child's own ru_maxrss cannot
-    res["driver_mb"] = max(res["driver_mb"], res.get("driver_ru_maxrss_mb", 0.0))
+    # the sampler can miss a short peak between two samples; the child's own high-water mark cannot
+    res["driver_mb"] = max(res["driver_mb"], res.get("driver_hwm_mb", 0.0))
     return res
 
 
-def _ru_maxrss_mb() -> float:
+def _peak_rss_mb() -> float:
+    """The child's own peak RSS: ``VmHWM``, not ``ru_maxrss``.
+
+    Linux carries ``ru_maxrss`` across ``exec``: a child started from this (parent) process reports at least the
+    parent's peak, and the parent may just have generated gigabytes of synthetic rows. ``VmHWM`` is the high-water
+    mark of the child's own address space.
+    """
     import resource
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return _vm_hwm_mb() or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _cpu_s() -> float:
@@ -339,7 +346,7 @@ def child_text(recipe: str, out: str, workers: str) -> dict[str, Any]:
     t0, c0 = time.perf_counter(), _cpu_s()
     res = run_job(load_recipe(recipe), out, engine="ray", workers=int(workers), quiet=True, overwrite=True)
     dropped = {f"{st}/{rs}": n for s in res.sources.values() for (st, rs), n in s["reasons"].items()}
-    return {"seconds": time.perf_counter() - t0, "driver_cpu_s": _cpu_s() - c0, "driver_ru_maxrss_mb": _ru_maxrss_mb(),
+    return {"seconds": time.perf_counter() - t0, "driver_cpu_s": _cpu_s() - c0, "driver_hwm_mb": _peak_rss_mb(),
             "read": res.read, "kept": res.kept, "dropped": dropped, **({"phases": phases.report()} if phases else {})}
 
 
@@ -454,7 +461,7 @@ def child_images(folder: str, work: str, workers: str) -> dict[str, Any]:
         reason = pq.read_table(part, columns=["reason"]).column("reason")
         dups += pc.sum(pc.equal(reason, "duplicate")).as_py() or 0
         rows += len(reason)
-    out = {"seconds": secs, "driver_cpu_s": _cpu_s() - c0, "driver_ru_maxrss_mb": _ru_maxrss_mb(),
+    out = {"seconds": secs, "driver_cpu_s": _cpu_s() - c0, "driver_hwm_mb": _peak_rss_mb(),
            "read": sum(pq.ParquetFile(p).metadata.num_rows for p in paths),
            "dropped": {"dedup/duplicate": dups}, "in_clusters": rows}
     ray.shutdown()
@@ -520,7 +527,7 @@ def child_mix(inputs: str, out: str, total: str) -> dict[str, Any]:
                "max_epochs": 3}
     t0, c0 = time.perf_counter(), _cpu_s()
     res = build_mixture(mixture, out, overwrite=True)
-    return {"seconds": time.perf_counter() - t0, "driver_cpu_s": _cpu_s() - c0, "driver_ru_maxrss_mb": _ru_maxrss_mb(),
+    return {"seconds": time.perf_counter() - t0, "driver_cpu_s": _cpu_s() - c0, "driver_hwm_mb": _peak_rss_mb(),
             "read": sum(i["rows"] for i in res.provenance["inputs"]), "rows_out": res.plan.rows_selected}
 
 
