@@ -65,7 +65,7 @@ class Manifest:
             from manifests.remote import mirror
 
             path = mirror(self.uri)
-        self.path = Path(path).resolve()
+        self.path = storage.local_path(path).resolve()  # file:///x is the local path /x
         self.info: dict[str, Any] = read_manifest_json(self.path)
 
     # -- basics ---------------------------------------------------------------

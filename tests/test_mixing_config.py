@@ -104,6 +104,13 @@ def test_yaml_file_paths_resolve_against_the_file(small, tmp_path):
     spec.write_text(f"seed: 1\ntotal: 100\ninputs: [{rel}]\nweights: {{photos: 0.5, books: 0.5}}\n")
     cfg = load_mixture(spec)
     assert cfg.input_specs()[0].path == str(Path(small).resolve())
+    # a file:// URI is the local path it names, not a folder called "file:" beside the YAML
+    spec.write_text(f"seed: 1\ntotal: 100\ninputs: [{Path(small).resolve().as_uri()}]\nweights: {{photos: 0.5, books: 0.5}}\n")
+    cfg = load_mixture(spec)
+    assert cfg.input_specs()[0].path == str(Path(small).resolve())
+    assert plan_mixture(cfg).rows_selected == 100
+    as_dict = {"seed": 1, "total": 100, "inputs": [Path(small).resolve().as_uri()], "weights": {"photos": 0.5, "books": 0.5}}
+    assert plan_mixture(as_dict).rows_selected == 100  # open_manifest takes the URI as it is
     bad = tmp_path / "bad.yaml"
     bad.write_text("seed: [\n")
     with pytest.raises(RecipeError, match="not valid YAML"):

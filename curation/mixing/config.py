@@ -261,12 +261,17 @@ def load_mixture(path: str | os.PathLike) -> MixtureConfig:
 
 
 def _resolve_input(item: Any, base: Path) -> Any:
-    from manifests.storage import is_uri
+    from manifests.storage import is_uri, local_path
 
     if isinstance(item, str) and is_uri(item) or isinstance(item, dict) and is_uri(str(item.get("path", ""))):
         return item  # a manifest on an object store (s3://...): no folder to resolve against
+
+    def local(path: str) -> str:  # relative to the YAML's folder; file:///x is the local path /x
+        p = local_path(path)
+        return str(p) if p.is_absolute() else str((base / p).resolve())
+
     if isinstance(item, str):
-        return str((base / item).resolve()) if not Path(item).is_absolute() else item
-    if isinstance(item, dict) and isinstance(item.get("path"), str) and not Path(item["path"]).is_absolute():
-        return {**item, "path": str((base / item["path"]).resolve())}
+        return local(item)
+    if isinstance(item, dict) and isinstance(item.get("path"), str):
+        return {**item, "path": local(item["path"])}
     return item

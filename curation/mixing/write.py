@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 
 from curation.mixing.plan import MixturePlan
 from manifests.errors import UserError
+from manifests.memory import release_unused
 from manifests.schema import CORE_NAMES, build_schema, conform
 
 REPEAT_COLUMN = "repeat"
@@ -89,12 +90,15 @@ def write_mixture(plan: MixturePlan, writer: Any, shard_rows: int) -> int:
     n_spill = min(n_shards, MAX_SPILL_FILES)
     spill_dir = Path(tempfile.mkdtemp(prefix=".mix-spill-", dir=writer.out))
     try:
+        release_unused()  # the plan's passes: the writing starts from what the job holds, not their peak
         _scatter(plan, spill_schema, schema, n_spill, spill_dir)
+        release_unused()
         carry: pa.Table | None = None
         written = 0
         for b in range(n_spill):
             carry, written = _gather(spill_dir / f"{b:05d}.arrow", carry, shard_rows, written, writer,
                                      last=b == n_spill - 1)
+            release_unused()
         return written
     finally:
         shutil.rmtree(spill_dir, ignore_errors=True)
