@@ -36,6 +36,7 @@ commands used: benchmarks/README.md ("Scale"); what they mean: docs/scale.md.
     .venv/bin/python benchmarks/bench_scale.py     # text 10M, images 1M, crops 100k, mix 10M
     .venv/bin/python benchmarks/bench_scale.py --only text --text-rows 1000000,3000000
     .venv/bin/python benchmarks/bench_scale.py --only text --text-rows 1000000,3000000 --phases  # per phase, and a timeline
+    .venv/bin/python benchmarks/bench_scale.py --only mix --mix-rows 3000000,10000000 --phases    # the mixing job per pass
     .venv/bin/python benchmarks/bench_scale.py --rows 20000          # smoke run of all four
 
 Time figures are indicative (a shared 2-core machine); memory is the point.
@@ -192,15 +193,30 @@ PHASES = (
     (1, "repeated ids (id_fixups)", ("finalize.py:id_fixups",)),
     (0, "map stage", ("ray_engine.py:_pass",)),
 )
+#: the same for the mixing job
+MIX_PHASES = (
+    (4, "commit (manifest.json)", ("writer.py:commit",)),
+    (3, "gather: one spill file sorted, shards written", ("write.py:_gather",)),
+    (2, "scatter: selected rows to the spill files", ("write.py:_scatter",)),
+    (1, "plan", ("plan.py:make_plan",)),
+    (0, "scan", ("scan.py:scan_inputs", "api.py:open_inputs")),
+)
 OTHER = "outside the phases above (setup, between phases)"
-PHASE_ORDER = [name for _, name, _ in sorted(PHASES)] + [OTHER]  # as the job runs them
+
+
+def phase_order(phases: tuple) -> list[str]:
+    return [name for _, name, _ in sorted(phases)] + [OTHER]  # as the job runs them
+
+
+PHASE_ORDER = phase_order(PHASES)
 
 
 class PhaseSampler(threading.Thread):
     """Inside the driver: every 50 ms its RSS, Arrow's live bytes and the phase its main thread is in (by stack)."""
 
-    def __init__(self) -> None:
+    def __init__(self, phases: tuple = PHASES) -> None:
         super().__init__(daemon=True)
+        self.phases = phases
         self.stop_event = threading.Event()
         self.peaks: dict[str, list[float]] = {}
         self.main = threading.main_thread().ident
@@ -217,7 +233,7 @@ class PhaseSampler(threading.Thread):
             names.append(name)
             frame = frame.f_back
         where = " ".join(names)
-        return next((name for _, name, marks in PHASES if any(m in where for m in marks)), OTHER), inner
+        return next((name for _, name, marks in self.phases if any(m in where for m in marks)), OTHER), inner
 
     def run(self) -> None:
         import psutil
@@ -249,7 +265,7 @@ class PhaseSampler(threading.Thread):
         """{phase: [peak RSS, peak live Arrow, the high-water mark where it rose in this phase (0: it did not)]}."""
         self.stop_event.set()
         self.join()
-        return {name: self.peaks[name] for name in PHASE_ORDER if name in self.peaks}
+        return {name: self.peaks[name] for name in phase_order(self.phases) if name in self.peaks}
 
 
 def _vm_hwm_mb() -> float:
@@ -525,10 +541,14 @@ def child_mix(inputs: str, out: str, total: str) -> dict[str, Any]:
 
     mixture = {"seed": 0, "by": "samples", "total": int(total), "inputs": json.loads(inputs), "weights": SOURCE_WEIGHTS,
                "max_epochs": 3}
+    phases = PhaseSampler(MIX_PHASES) if os.environ.get("BENCH_SCALE_PHASES") else None
+    if phases is not None:
+        phases.start()
     t0, c0 = time.perf_counter(), _cpu_s()
     res = build_mixture(mixture, out, overwrite=True)
     return {"seconds": time.perf_counter() - t0, "driver_cpu_s": _cpu_s() - c0, "driver_hwm_mb": _peak_rss_mb(),
-            "read": sum(i["rows"] for i in res.provenance["inputs"]), "rows_out": res.plan.rows_selected}
+            "read": sum(i["rows"] for i in res.provenance["inputs"]), "rows_out": res.plan.rows_selected,
+            **({"phases": phases.report()} if phases else {})}
 
 
 # ----------------------------------------------------------------------------- runs
@@ -634,7 +654,7 @@ def main() -> None:
     ap.add_argument("--interval", type=float, default=0.2, help="RSS sampling period (s)")
     ap.add_argument("--work", type=Path, default=Path("/tmp/bench_scale"))
     ap.add_argument("--json", type=Path, help="also write the results here")
-    ap.add_argument("--phases", action="store_true", help="text: the driver's peak RSS and live Arrow bytes per phase "
+    ap.add_argument("--phases", action="store_true", help="text and mix: the driver's peak RSS and live Arrow bytes per phase "
                     "(sampled inside it every 50 ms, by its stack)")
     args = ap.parse_args()
     if args.phases:
@@ -675,14 +695,16 @@ def main() -> None:
         print("| workload | between | driver MB per 1M rows | worker MB per 1M rows | s per 1M rows |")
         print("|---|---|---|---|---|")
         print("\n".join(slopes))
-    text_phases = [(rows, r["phases"]) for rows, r in results.get("text", []) if r.get("phases")]
-    if text_phases:
+    for kind, order in (("text", PHASE_ORDER), ("mix", phase_order(MIX_PHASES))):
+        runs = [(rows, r["phases"]) for rows, r in results.get(kind, []) if r.get("phases")]
+        if not runs:
+            continue
         print()
-        print("| text job phase | " + " | ".join(f"{rows:,} rows: driver RSS / live Arrow / high-water MB" for rows, _ in text_phases)
+        print(f"| {kind} job phase | " + " | ".join(f"{rows:,} rows: driver RSS / live Arrow / high-water MB" for rows, _ in runs)
               + " |")
-        print("|---|" + "---|" * len(text_phases))
-        for name in PHASE_ORDER:
-            cells = [f"{p[name][0]:,.0f} / {p[name][1]:,.0f} / {p[name][2]:,.0f}" if name in p else "-" for _, p in text_phases]
+        print("|---|" + "---|" * len(runs))
+        for name in order:
+            cells = [f"{p[name][0]:,.0f} / {p[name][1]:,.0f} / {p[name][2]:,.0f}" if name in p else "-" for _, p in runs]
             print(f"| {name} | " + " | ".join(cells) + " |")
     print(f"load average at the end: {os.getloadavg()[0]:.1f}")
     if args.json:
