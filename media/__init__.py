@@ -26,13 +26,13 @@ from media.files import (
 )
 from media.image import ImageInfo, decode_image, image_info, load_image, open_image, reduce_image
 from media.decoded import DecodedMedia, DecodeNeeds, SharedDecode, decode_media
-from media.pdf import PdfPage, open_pdf, page_render_size, pdf_pages, render_pdf_page
+from media.pdf import PdfPage, close_pdf, open_pdf, page_render_size, pdf_pages, render_pdf_page
 from media.video import count_decoded_frames, probe_video, read_video_frames, sample_frame_indices, video_backend
 
 __all__ = [
     "DEFAULT_MAX_PIXELS", "IMAGE_EXTENSIONS", "PDF_EXTENSIONS", "VIDEO_EXTENSIONS", "MediaError", "MediaSource",
     "check_file", "ImageInfo", "decode_image", "image_info", "load_image", "open_image", "reduce_image",
-    "DecodedMedia", "DecodeNeeds", "SharedDecode", "decode_media", "PdfPage", "open_pdf",
+    "DecodedMedia", "DecodeNeeds", "SharedDecode", "decode_media", "PdfPage", "close_pdf", "open_pdf",
     "page_render_size", "pdf_pages", "render_pdf_page", "count_decoded_frames", "probe_video",
     "read_video_frames", "sample_frame_indices", "video_backend",
 ]

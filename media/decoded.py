@@ -37,7 +37,7 @@ from media.counters import count
 from media.digests import digest, file_digest, image_pixel_digest, pixel_digest
 from media.files import DEFAULT_MAX_PIXELS, MediaError, check_file, read_bytes
 from media.image import ImageInfo, _decode_errors, _load_image, draft_scale, reduce_image
-from media.pdf import PdfPage, open_pdf, pdf_pages, render_pdf_page
+from media.pdf import PdfPage, close_pdf, open_pdf, pdf_pages, render_pdf_page
 from media.refs import ref_source
 from media.thumbs import box_thumb, color_thumb, grey_thumb
 from media.video import _fit, _resize_frames, count_decoded_frames, sample_frame_indices
@@ -267,7 +267,7 @@ def _decode_pdf(src: Any, needs: DecodeNeeds, out: DecodedMedia) -> None:
             except MediaError as exc:
                 out.renders[pg.index] = exc
     finally:
-        doc.close()
+        close_pdf(doc)
 
 
 def ocr_rendered_pages(pages: list[PdfPage], rule: tuple[int, int, bool] | None) -> set[int]:

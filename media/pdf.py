@@ -27,7 +27,7 @@ def _pdfium():
 def open_pdf(src: MediaSource, password: str | None = None, *, label: str | None = None):
     """A ``pypdfium2.PdfDocument``; MediaError(encrypted | undecodable | ...) otherwise.
 
-    The caller closes it (``doc.close()``) or uses it as a context manager.
+    The caller closes it with :func:`close_pdf` (under the pdfium lock).
     ``label`` names in-memory bytes in messages (the path they were read from).
     """
     pdfium = _pdfium()
@@ -47,6 +47,13 @@ def open_pdf(src: MediaSource, password: str | None = None, *, label: str | None
             raise MediaError("undecodable", f"{label}: {text}") from None
         except OSError as exc:
             raise _os_error(exc, label) from None
+
+
+def close_pdf(doc) -> None:
+    """Close a document from :func:`open_pdf` under the pdfium lock (closing while another thread parses or
+    renders crashes pdfium: a segfault seen with the decode thread pool)."""
+    with _PDFIUM_LOCK:
+        doc.close()
 
 
 @contextmanager

@@ -138,6 +138,31 @@ def test_pdf_text_layer_sizes_and_render(tmp_path):
     assert np.asarray(img).min() < 100  # text pixels are drawn
 
 
+def test_pdf_documents_are_closed_under_the_pdfium_lock(tmp_path, monkeypatch):
+    """pdfium is not thread-safe: a document closed outside the lock while a decode thread rendered another page
+    crashed a CI run (a segfault in ``page.render``). Every close must hold the lock."""
+    import pypdfium2 as pdfium
+
+    from media import pdf as pdf_mod
+    from media.decoded import DecodeNeeds, decode_media
+
+    held: list[bool] = []
+    close = pdfium.PdfDocument.close
+
+    def watched(self, *a, **k):
+        held.append(pdf_mod._PDFIUM_LOCK._is_owned())
+        return close(self, *a, **k)
+
+    monkeypatch.setattr(pdfium.PdfDocument, "close", watched)
+    path = synth.write_text_pdf(tmp_path / "d.pdf", ["one", "two"], page_size=(200, 260))
+    got = decode_media({"uri": str(path), "format": "PDF", "kind": "document"},
+                       DecodeNeeds(pages=-1, page_side=64, page_text=True))
+    assert got.error is None and len(got.renders) == 2
+    M.render_pdf_page(path, 0, dpi=36)
+    M.close_pdf(M.open_pdf(path))
+    assert held and all(held), held
+
+
 def test_render_caps_huge_pages(tmp_path):
     p = synth.write_text_pdf(tmp_path / "poster.pdf", ["x"], page_size=(7200, 7200))
     w, h, dpi = M.page_render_size(7200, 7200, 100, max_pixels=1_000_000)

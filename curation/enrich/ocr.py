@@ -216,7 +216,7 @@ class PageOcr(Enricher):
                             pages[page] = body
                 finally:
                     if doc is not None:
-                        doc.close()
+                        M.close_pdf(doc)
             except M.MediaError as exc:
                 failures[i] = ("ocr_failed", f"page {page}: {exc.reason}: {exc.detail}")
                 continue
