@@ -204,17 +204,27 @@ MIX_PHASES = (
 OTHER = "outside the phases above (setup, between phases)"
 
 
+#: the phases ``--phases`` reports, per workload
+KIND_PHASES = {"text": PHASES, "mix": MIX_PHASES}
+
+
 def phase_order(phases: tuple) -> list[str]:
     return [name for _, name, _ in sorted(phases)] + [OTHER]  # as the job runs them
 
 
-PHASE_ORDER = phase_order(PHASES)
+def start_phases(kind: str) -> "PhaseSampler | None":
+    """The driver's phase sampler for ``kind``, started, when ``--phases`` asked for it (else None)."""
+    if not os.environ.get("BENCH_SCALE_PHASES"):
+        return None
+    sampler = PhaseSampler(KIND_PHASES[kind])
+    sampler.start()
+    return sampler
 
 
 class PhaseSampler(threading.Thread):
     """Inside the driver: every 50 ms its RSS, Arrow's live bytes and the phase its main thread is in (by stack)."""
 
-    def __init__(self, phases: tuple = PHASES) -> None:
+    def __init__(self, phases: tuple) -> None:
         super().__init__(daemon=True)
         self.phases = phases
         self.stop_event = threading.Event()
@@ -356,9 +366,7 @@ def child_text(recipe: str, out: str, workers: str) -> dict[str, Any]:
     from curation.engine.job import run_job
     from curation.recipe import load_recipe
 
-    phases = PhaseSampler() if os.environ.get("BENCH_SCALE_PHASES") else None
-    if phases is not None:
-        phases.start()
+    phases = start_phases("text")
     t0, c0 = time.perf_counter(), _cpu_s()
     res = run_job(load_recipe(recipe), out, engine="ray", workers=int(workers), quiet=True, overwrite=True)
     dropped = {f"{st}/{rs}": n for s in res.sources.values() for (st, rs), n in s["reasons"].items()}
@@ -541,9 +549,7 @@ def child_mix(inputs: str, out: str, total: str) -> dict[str, Any]:
 
     mixture = {"seed": 0, "by": "samples", "total": int(total), "inputs": json.loads(inputs), "weights": SOURCE_WEIGHTS,
                "max_epochs": 3}
-    phases = PhaseSampler(MIX_PHASES) if os.environ.get("BENCH_SCALE_PHASES") else None
-    if phases is not None:
-        phases.start()
+    phases = start_phases("mix")
     t0, c0 = time.perf_counter(), _cpu_s()
     res = build_mixture(mixture, out, overwrite=True)
     return {"seconds": time.perf_counter() - t0, "driver_cpu_s": _cpu_s() - c0, "driver_hwm_mb": _peak_rss_mb(),
@@ -695,7 +701,7 @@ def main() -> None:
         print("| workload | between | driver MB per 1M rows | worker MB per 1M rows | s per 1M rows |")
         print("|---|---|---|---|---|")
         print("\n".join(slopes))
-    for kind, order in (("text", PHASE_ORDER), ("mix", phase_order(MIX_PHASES))):
+    for kind, phases in KIND_PHASES.items():
         runs = [(rows, r["phases"]) for rows, r in results.get(kind, []) if r.get("phases")]
         if not runs:
             continue
@@ -703,7 +709,7 @@ def main() -> None:
         print(f"| {kind} job phase | " + " | ".join(f"{rows:,} rows: driver RSS / live Arrow / high-water MB" for rows, _ in runs)
               + " |")
         print("|---|" + "---|" * len(runs))
-        for name in order:
+        for name in phase_order(phases):
             cells = [f"{p[name][0]:,.0f} / {p[name][1]:,.0f} / {p[name][2]:,.0f}" if name in p else "-" for _, p in runs]
             print(f"| {name} | " + " | ".join(cells) + " |")
     print(f"load average at the end: {os.getloadavg()[0]:.1f}")

@@ -67,7 +67,7 @@ def _document(src: MediaSource | object, password: str | None):
             yield doc
         finally:
             if own:
-                doc.close()
+                close_pdf(doc)
 
 
 @dataclass(frozen=True)
