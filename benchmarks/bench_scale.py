@@ -205,7 +205,7 @@ OTHER = "outside the phases above (setup, between phases)"
 
 
 #: the phases ``--phases`` reports, per workload
-KIND_PHASES = {"text": PHASES, "mix": MIX_PHASES}
+KIND_PHASES = {"text": PHASES, "images": PHASES, "crops": PHASES, "mix": MIX_PHASES}  # images: no map or write
 
 
 def phase_order(phases: tuple) -> list[str]:
@@ -477,6 +477,7 @@ def child_images(folder: str, work: str, workers: str) -> dict[str, Any]:
     cfg = DedupConfig.model_validate({"exact": True, "image": {"verify": False}, "text": {"enabled": False},
                                       "video": {"enabled": False}})
     shutil.rmtree(work, ignore_errors=True)
+    phases = start_phases(os.environ.get("BENCH_SCALE_KIND", "images"))
     t0, c0 = time.perf_counter(), _cpu_s()
     parts = resolve_parts(paths, work, config=cfg, map_fn=ray_map)  # as a job runs it: the answer per input file
     secs = time.perf_counter() - t0
@@ -487,7 +488,7 @@ def child_images(folder: str, work: str, workers: str) -> dict[str, Any]:
         rows += len(reason)
     out = {"seconds": secs, "driver_cpu_s": _cpu_s() - c0, "driver_hwm_mb": _peak_rss_mb(),
            "read": sum(pq.ParquetFile(p).metadata.num_rows for p in paths),
-           "dropped": {"dedup/duplicate": dups}, "in_clusters": rows}
+           "dropped": {"dedup/duplicate": dups}, "in_clusters": rows, **({"phases": phases.report()} if phases else {})}
     ray.shutdown()
     return out
 
@@ -584,7 +585,11 @@ def run_images(rows: int, work: Path, workers: int, interval: float, crops: bool
     size = sum(p.stat().st_size for p in folder.glob("*.parquet"))
     print(f"  image signatures: {rows:,} rows ({size / MB:.0f} MB Parquet, {time.perf_counter() - t:.0f} s to make or check)",
           flush=True)
-    res = measured(["images", str(folder), str(work / "image-work"), str(workers)], interval)
+    kind = "crops" if crops else "images"
+    env = {"BENCH_SCALE_KIND": kind}
+    if os.environ.get("BENCH_SCALE_PHASES"):
+        env["BENCH_SCALE_TIMELINE"] = str(work / f"{kind}-{rows}.timeline.tsv")
+    res = measured(["images", str(folder), str(work / "image-work"), str(workers)], interval, env=env)
     shutil.rmtree(work / "image-work", ignore_errors=True)
     return res
 
@@ -600,6 +605,8 @@ def run_mix(rows: int, work: Path, store: str, interval: float) -> dict[str, Any
     cache = work / "mix-cache"
     shutil.rmtree(cache, ignore_errors=True)
     env = {"SMOLCURATE_CACHE": str(cache)}
+    if os.environ.get("BENCH_SCALE_PHASES"):
+        env["BENCH_SCALE_TIMELINE"] = str(work / f"mix-{rows}-{store}.timeline.tsv")
     if store == "file":
         inputs = [f"file://{p}" for p in local]
         res = measured(["mix", json.dumps(inputs), str(work / "mix-out"), str(rows)], interval, env)
@@ -660,7 +667,7 @@ def main() -> None:
     ap.add_argument("--interval", type=float, default=0.2, help="RSS sampling period (s)")
     ap.add_argument("--work", type=Path, default=Path("/tmp/bench_scale"))
     ap.add_argument("--json", type=Path, help="also write the results here")
-    ap.add_argument("--phases", action="store_true", help="text and mix: the driver's peak RSS and live Arrow bytes per phase "
+    ap.add_argument("--phases", action="store_true", help="text, images and mix: the driver's peak RSS and live Arrow bytes per phase "
                     "(sampled inside it every 50 ms, by its stack)")
     args = ap.parse_args()
     if args.phases:

@@ -103,13 +103,22 @@ def test_order_is_a_global_shuffle_in_streaming_shards(inputs, tmp_path):
 
 def test_the_order_does_not_depend_on_the_spill_files(inputs, tmp_path, monkeypatch):
     """Rows are spilled by key range and shards cut in key order: with shards that straddle spill files (3 files,
-    shards of 700 rows) the manifest's rows and shards are exactly those of a single spill file."""
+    shards of 700 rows), and with spill files split again by key range (the bound on what gather holds, down to
+    a few rows a file), the manifest's rows and shards are exactly those of a single spill file."""
     from curation.mixing import write
 
     one = None
-    for n_spill in (1, 3, 128):
+    split = []
+    default = write.SPILL_FILE_BYTES
+    real_split = write._split
+    monkeypatch.setattr(write, "_split", lambda *a: split.append(a[1]) or real_split(*a))
+    # (spill files, the bytes above which a spill file is split again by key range: twice, at the smallest)
+    for n_spill, file_bytes in ((1, default), (3, default), (128, default), (1, 200_000), (3, 100_000)):
         monkeypatch.setattr(write, "MAX_SPILL_FILES", n_spill)
-        res = build_mixture(mixture(inputs, shard_rows=700), tmp_path / f"s{n_spill}")
+        monkeypatch.setattr(write, "SPILL_FILE_BYTES", file_bytes)
+        split.clear()
+        res = build_mixture(mixture(inputs, shard_rows=700), tmp_path / f"s{n_spill}-{file_bytes}")
+        assert bool(split) == (file_bytes < default), (n_spill, file_bytes)
         m = res.manifest()
         rows = [s["rows"] for s in m.info["shards"]]
         assert all(r == 700 for r in rows[:-1]) and 0 < rows[-1] <= 700 and sum(rows) == res.plan.rows_selected

@@ -16,6 +16,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.feather as feather
 
+from curation.arrays import group_order
+
 #: nodes per block, aimed at (a block is a run of whole input files, so a large file makes a larger block)
 BLOCK_ROWS = 250_000
 #: rows buffered across all blocks before they are written (a new file per block that holds some)
@@ -68,7 +70,7 @@ class Blocks:
         if blk.size and blk[0] == blk[-1] and np.all(blk == blk[0]):
             self._buffers[int(blk[0])].append(table)
         else:
-            order = np.argsort(blk, kind="stable")
+            order = group_order(blk, len(self.starts))
             counts = np.bincount(blk, minlength=len(self.starts))
             table = table.take(pa.array(order))
             at = 0

@@ -102,6 +102,7 @@ def clusters(edges: Blocks, contam: pa.Table, work: Path, evals: list[EvalSetCon
         elabel = label_l[np.searchsorted(node_l, ea)]
         labelled.add(pa.table({"label": elabel, "a": ea, "b": e.column("b"), "kind": e.column("kind"),
                                "dist": e.column("dist")}, schema=LABELLED_EDGE_SCHEMA), elabel)
+        del lab, node_l, label_l, attrs, anode, in_cluster, members, mlabel, e, ea, elabel  # one block at a time
     labels.drop()
     edges.drop()
     contaminated, c_attrs = _contamination(c_attrs, c_new, c_eval, ck, cdist, evals)

@@ -40,9 +40,7 @@ def star_components(edges: Blocks, work: Path) -> Blocks:
     """
     g = Blocks(work / "g", edges.starts, PAIR_SCHEMA)
     for k in range(len(edges)):
-        t = edges.read(k)
-        a, b = t.column("a").to_numpy(), t.column("b").to_numpy()
-        _add(g, np.minimum(a, b), np.maximum(a, b))
+        _add(g, *_ordered(edges.read(k)))  # no name holds a block while the next is read: one block at a time
     sums = [_compact(g)]
     step = 0
     while not (len(sums) >= 3 and sums[-1] == sums[-2] == sums[-3]) and sums[-1][0]:
@@ -76,6 +74,12 @@ def _add(g: Blocks, lo: np.ndarray, hi: np.ndarray) -> None:
     keep = lo != hi
     lo, hi = lo[keep], hi[keep]
     g.add(pa.table({"lo": lo, "hi": hi}, schema=PAIR_SCHEMA), lo)
+
+
+def _ordered(t: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """An edge block's pairs as ``(lo, hi)``."""
+    a, b = t.column("a").to_numpy(), t.column("b").to_numpy()
+    return np.minimum(a, b), np.maximum(a, b)
 
 
 def _pairs(t: pa.Table) -> tuple[np.ndarray, np.ndarray]:

@@ -4,48 +4,130 @@ Shared by :mod:`curation.dedup.records` and the method modules; knows no method.
 """
 from __future__ import annotations
 
-import hashlib
-from typing import Sequence
-
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from curation.dedup.layout import U64
 from curation.dedup.minhash import mix64
 
-__all__ = ["band_masks", "block_pairs", "chunks", "digest_keys", "id_keys", "key", "list_keys"]
+__all__ = ["band_masks", "block_pairs", "chunks", "digest_keys", "first8", "id_keys", "key", "list_keys"]
 
 
-def id_keys(ids: Sequence[str]) -> np.ndarray:
-    """Stable 64-bit keys of ids: the order every tie is broken by."""
-    return np.fromiter(
-        (int.from_bytes(hashlib.blake2b(i.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big") for i in ids),
-        dtype=np.uint64,
-        count=len(ids),
-    )
+_PADS = pa.array([b"\0" * i for i in range(9)], pa.large_binary())
+_NO_SEP = pa.scalar(b"", pa.large_binary())
+
+
+def _words(col: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(words, words per value, byte length) of a string or binary column: every value zero-padded to a
+    multiple of 8 bytes (an empty or null value to one zero word) and read as little-endian uint64.
+
+    The padding is one Arrow kernel (each value joined with its pad), after which every value starts on a
+    word boundary of one buffer: no per-row or per-byte work in Python or numpy.
+    """
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    arr = pc.fill_null(arr.cast(pa.large_binary()), b"")
+    length = np.asarray(pc.binary_length(arr).to_numpy(zero_copy_only=False), dtype=np.int64)
+    if length.size == 0:
+        return np.zeros(0, np.uint64), np.zeros(0, np.int64), length
+    pad = np.where(length == 0, 8, (-length) % 8)
+    joined = pc.binary_join_element_wise(arr, _PADS.take(pa.array(pad)), _NO_SEP)
+    offsets = np.frombuffer(joined.buffers()[1], dtype=np.int64, count=joined.offset + len(joined) + 1)[joined.offset:]
+    words = np.frombuffer(joined.buffers()[2], dtype="<u8", count=int(offsets[-1] // 8), offset=int(offsets[0]))
+    return words.astype(np.uint64, copy=False), (length + pad) // 8, length
+
+
+def first8(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """Each value's first 8 bytes as a big-endian uint64 (``int.from_bytes(v[:8], "big")``; 0 for an empty value)."""
+    words, count, length = _words(col)
+    if not count.size:
+        return np.zeros(0, np.uint64)
+    first = words[np.cumsum(count) - count]  # zero past the value's end: the padding
+    keep = np.minimum(length, 8).astype(np.uint64)
+    with np.errstate(over="ignore"):
+        return np.where(keep > 0, first.byteswap() >> (U64(8) * (U64(8) - keep)), U64(0))
+
+
+def _mix_inplace(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser (as :func:`~curation.dedup.minhash.mix64`), in place: no temporaries the size of ``x``."""
+    tmp = np.empty_like(x)
+    for shift, mult in ((30, U64(0xBF58476D1CE4E5B9)), (27, U64(0x94D049BB133111EB)), (31, None)):
+        np.right_shift(x, U64(shift), out=tmp)
+        np.bitwise_xor(x, tmp, out=x)
+        if mult is not None:
+            np.multiply(x, mult, out=x)
+    return x
+
+
+def id_keys(ids: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """Stable 64-bit keys of ids (their UTF-8 bytes): the order every tie is broken by.
+
+    Vectorized over Arrow's buffers. Each 8-byte word is mixed; per id, the plain sum of the mixes and
+    their sum weighted by the place from the end (both from two running sums, so no per-word place is
+    built) are mixed with the length, so the key depends on every byte and its place.
+    """
+    words, count, length = _words(ids)
+    out = np.zeros(count.size, np.uint64)
+    ends = np.cumsum(count)
+    for lo in range(0, count.size, _ID_CHUNK):  # chunks of ids: scratch arrays that stay in cache and the heap
+        hi = min(lo + _ID_CHUNK, count.size)
+        w0 = int(ends[lo] - count[lo])
+        out[lo:hi] = _id_chunk(words[w0:int(ends[hi - 1])], count[lo:hi], length[lo:hi])
+    return out
+
+
+#: ids hashed at a time by :func:`id_keys`
+_ID_CHUNK = 1 << 18
+
+
+def _id_chunk(words: np.ndarray, count: np.ndarray, length: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        run = np.cumsum(_mix_inplace(words.copy()), dtype=np.uint64)  # wrapping
+        last = np.cumsum(count) - 1
+        before = last - count  # the word before the id's first, -1 for the first id
+        has_before = before >= 0
+        at = np.maximum(before, 0)
+        run_before = np.where(has_before, run[at], U64(0))
+        plain = run[last] - run_before
+        np.cumsum(run, out=run, dtype=np.uint64)  # running sum of the running sums
+        weighted = run[last] - np.where(has_before, run[at], U64(0)) - count.astype(np.uint64) * run_before
+        return mix64(mix64(plain ^ U64(0x632BE59BD9B4E019)) ^ weighted ^ mix64(length.astype(np.uint64) + U64(0xD6E8FEB86659FD93)))
 
 
 def digest_keys(col: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """(uint64 keys from the first 8 bytes of each digest, valid mask)."""
     arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
     valid = np.asarray(arr.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
-    keys = np.zeros(len(arr), dtype=np.uint64)
-    if valid.any():
-        vals = arr.filter(pa.array(valid)).to_pylist()
-        keys[valid] = np.fromiter((int.from_bytes(v[:8], "big") for v in vals), dtype=np.uint64, count=len(vals))
+    keys = first8(arr)
+    keys[~valid] = 0
     return keys, valid
 
 
 def list_keys(col: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
-    """One key per row for a list<binary> column (the ordered list), and the valid mask."""
-    vals = col.to_pylist()
-    keys = np.zeros(len(vals), dtype=np.uint64)
-    valid = np.zeros(len(vals), dtype=bool)
-    for i, v in enumerate(vals):
-        if v:
-            blob = v[0] if len(v) == 1 else hashlib.blake2b(b"".join(v), digest_size=16).digest()
-            keys[i] = int.from_bytes(blob[:8], "big")
-            valid[i] = True
+    """One key per row for a list<binary> column (the ordered list), and the valid mask (a non-empty list).
+
+    A one-item list keys by its item's first 8 bytes; a longer one by a fold of its items' keys in order.
+    """
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    n = len(arr)
+    lens = np.asarray(arr.value_lengths().fill_null(0).to_numpy(zero_copy_only=False), dtype=np.int64) if n else np.zeros(0, np.int64)
+    valid = lens > 0
+    keys = np.zeros(n, np.uint64)
+    if not valid.any():
+        return keys, valid
+    offsets = np.asarray(arr.offsets.to_numpy(zero_copy_only=False), dtype=np.int64)
+    items = first8(arr.values.slice(int(offsets[0]), int(offsets[-1] - offsets[0])))
+    starts = offsets[:-1] - offsets[0]
+    one = lens == 1
+    keys[one] = items[starts[one]]
+    many = np.flatnonzero(lens > 1)
+    if many.size:
+        with np.errstate(over="ignore"):
+            acc = np.full(many.size, U64(0x243F6A8885A308D3))
+            for pos in range(int(lens[many].max())):  # over item positions (few), vectorized over rows
+                live = lens[many] > pos
+                acc[live] = mix64(acc[live] ^ items[starts[many][live] + pos]) * U64(0xFF51AFD7ED558CCD)
+            keys[many] = mix64(acc ^ lens[many].astype(np.uint64))
     return keys, valid
 
 

@@ -12,7 +12,8 @@ import pyarrow as pa
 
 U64 = np.uint64
 #: bump when the on-disk intermediate layout changes, so old work directories are not resumed from
-RESOLVE_VERSION = 3  # 2: image candidates verified in their own phase; 3: partitions are Arrow IPC files
+RESOLVE_VERSION = 4  # 2: image candidates verified in their own phase; 3: partitions are Arrow IPC files;
+#: 4: id and multi-image keys are vectorized hashes (keys.id_keys, keys.list_keys); semantic partitions are IPC files
 
 ROLE_NEW, ROLE_AGAINST, ROLE_EVAL = 0, 1, 2
 #: record and edge kind numbers (stored in the work directory). What a kind means -- its method, bucket

@@ -8,6 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from curation.arrays import group_order
 from curation.dedup.config import DedupConfig
 from curation.dedup.keys import digest_keys, id_keys
 from curation.dedup.layout import NODE_SCHEMA, RECORD_SCHEMA, ROLE_AGAINST, ROLE_EVAL, ROLE_NEW, TEXT_MODALITIES, U64
@@ -34,9 +35,8 @@ class RecordBuilder:
         cfg = self.config
         n = t.num_rows
         out: list[dict] = []
-        idkey = id_keys(t.column("id").to_pylist())
-        modality = np.asarray(t.column("modality").to_pylist(), dtype=object) if "modality" in t.column_names else np.full(n, "", object)
-        modality = modality.astype(str)
+        idkey = id_keys(t.column("id"))
+        modality = labels(t.column("modality")) if "modality" in t.column_names else np.full(n, "", dtype=str)
         textkey = np.zeros(n, np.uint64)
         has_text = np.zeros(n, bool)
         if "sig_text" in t.column_names:
@@ -78,6 +78,14 @@ class RecordBuilder:
         return out
 
 
+def labels(col: pa.ChunkedArray) -> np.ndarray:
+    """A low-cardinality string column as a numpy string array (null as ""), through its dictionary: no object per row."""
+    col = pc.fill_null(col.cast(pa.string()), "")
+    enc = pc.dictionary_encode(col).combine_chunks()
+    names = np.asarray(enc.dictionary.to_pylist() or [""], dtype=str)
+    return names[np.asarray(enc.indices.to_numpy(zero_copy_only=False), dtype=np.int64)]
+
+
 def column_values(t: pa.Table, name: str) -> list:
     return t.column(name).to_pylist() if name in t.column_names else [None] * t.num_rows
 
@@ -86,26 +94,30 @@ def column_values(t: pa.Table, name: str) -> list:
 
 
 class Scatter:
-    """Appends records to one Arrow IPC file per partition (``part-NNNNN.arrow``), a record batch per flush.
+    """Appends rows to one Arrow IPC file per partition (``part-NNNNN.arrow``), a record batch per flush.
 
     Why IPC and not Parquet: a Parquet writer keeps every row group's metadata (~8.5 KB) until it closes,
     and the row groups here are one per partition per flush, so their number grows with the records times
     the partitions (both grow with the corpus): 44,000 row groups and ~370 MB on the driver at 10M text
-    rows. An IPC file writer keeps 24 bytes per batch.
+    rows. An IPC file writer keeps 24 bytes per batch. The bucket records (:meth:`add`) and the semantic
+    method's embeddings (:meth:`add_table`) are scattered this way.
     """
 
-    #: records held in memory across all partitions before they are written (~50 MB)
+    #: rows held in memory across all partitions before they are written (~50 MB of bucket records)
     BUFFER_RECORDS = 500_000
 
-    def __init__(self, directory: Path, partitions: int) -> None:
+    def __init__(self, directory: Path, partitions: int, schema: pa.Schema = RECORD_SCHEMA) -> None:
         self.dir = directory
         self.partitions = partitions
+        self.schema = schema
         self.buffers: list[list[pa.Table]] = [[] for _ in range(partitions)]
         self.sizes = [0] * partitions
+        self.rows = [0] * partitions  # rows added to each partition, written or not
         self.writers: list[pa.ipc.RecordBatchFileWriter | None] = [None] * partitions
         directory.mkdir(parents=True, exist_ok=True)
 
     def add(self, rec: dict) -> None:
+        """Bucket records (the dict :meth:`RecordBuilder.records` emits), each to the partition of its key."""
         table = pa.table(
             {
                 "key": rec["key"],
@@ -120,33 +132,38 @@ class Scatter:
             },
             schema=RECORD_SCHEMA,
         )
-        part = (rec["key"] % U64(self.partitions)).astype(np.int64)
-        order = np.argsort(part, kind="stable")
+        self.add_table(table, (rec["key"] % U64(self.partitions)).astype(np.int64))
+
+    def add_table(self, table: pa.Table, part: np.ndarray) -> None:
+        """Rows of ``self.schema``, row ``i`` to partition ``part[i]``."""
+        order = group_order(part, self.partitions)
         counts = np.bincount(part, minlength=self.partitions)
         table = table.take(pa.array(order))
         start = 0
-        for p, c in enumerate(counts):
-            if c:
-                self.buffers[p].append(table.slice(start, int(c)))
-                self.sizes[p] += int(c)
-                start += int(c)
+        for p in np.flatnonzero(counts).tolist():
+            c = int(counts[p])
+            self.buffers[p].append(table.slice(start, c))
+            self.sizes[p] += c
+            self.rows[p] += c
+            start += c
         if sum(self.sizes) >= self.BUFFER_RECORDS:  # bounded memory: one batch per partition
             for p in range(self.partitions):
                 self._flush(p)
 
     def _writer(self, p: int) -> pa.ipc.RecordBatchFileWriter:
         if self.writers[p] is None:
-            self.writers[p] = pa.ipc.new_file(str(self.dir / f"{partition_name(p)}.tmp"), RECORD_SCHEMA,
+            self.writers[p] = pa.ipc.new_file(str(self.dir / f"{partition_name(p)}.tmp"), self.schema,
                                               options=pa.ipc.IpcWriteOptions(compression="zstd"))
         return self.writers[p]
 
     def _flush(self, p: int) -> None:
         if not self.buffers[p]:
             return
-        self._writer(p).write_table(pa.concat_tables(self.buffers[p]).combine_chunks())
+        self._writer(p).write_table(pa.concat_tables(self.buffers[p]).cast(self.schema).combine_chunks())
         self.buffers[p], self.sizes[p] = [], 0
 
     def close(self) -> None:
+        """Write what is buffered; every partition's file exists afterwards (empty or not)."""
         for p in range(self.partitions):
             self._flush(p)
             self._writer(p).close()

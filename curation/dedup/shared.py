@@ -45,7 +45,7 @@ class SharedArea:
         return f"SharedArea({self.root!r})"
 
     def location(self, name: str) -> str:
-        """Full path or URI of ``name`` (``"buckets/part-00000.parquet"``)."""
+        """Full path or URI of ``name`` (``"buckets/part-00000.arrow"``)."""
         return storage.join(self.root, name)
 
     def local(self, name: str) -> Path:

@@ -80,9 +80,12 @@ class VideoAnalyzer(Operator):
             smin[i], smax[i] = min(info["width"], info["height"]), max(info["width"], info["height"])
             if "frames_header" in info and metas is not None:  # the header overstated the frames: keep its claim in meta
                 metas[i] = _with_header(metas[i], info)
-            grey = frames.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+            # elementwise, not a matmul: a BLAS kernel's summation order differs between numpy builds and CPUs
+            f = frames.astype(np.float32)
+            grey = f[..., 0] * np.float32(0.299) + f[..., 1] * np.float32(0.587) + f[..., 2] * np.float32(0.114)
+            del f
             # median over consecutive pairs: encoder warm-up or one scene cut do not make a still video "move"
-            steps = np.abs(np.diff(grey, axis=0)).mean(axis=(1, 2)) if len(grey) > 1 else np.zeros(0)
+            steps = np.abs(np.diff(grey, axis=0)).mean(axis=(1, 2), dtype=np.float64) if len(grey) > 1 else np.zeros(0)
             motion[i] = float(np.median(steps)) if steps.size else 0.0
             static[i] = float((steps < 1.0).mean()) if steps.size else 1.0
             low[i] = float(max(0.0, 1.0 - float(grey.reshape(len(grey), -1).std(axis=1).max(initial=0.0)) / 32.0))

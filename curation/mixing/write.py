@@ -6,14 +6,19 @@ inputs batch by batch (only row groups that hold selected rows, their repeat
 counts replayed from the plan shard by shard) and appends each selected row,
 tagged with its key, to the spill file of its key range. Pass two reads one
 spill file at a time in key order, sorts its rows by key and cuts shards; a
-shard that straddles two files carries its first rows into the next. Memory
-stays at about one spill file plus one shard; disk holds the spill once.
+shard that straddles two files carries its first rows into the next. A spill
+file larger than ``SPILL_FILE_BYTES`` (the spill files are at most
+``MAX_SPILL_FILES``, so each grows with the mixture) is first split again by
+key range, batch by batch, and its parts gathered in order. Memory stays at
+about one spill file of at most that size plus one shard, whatever the mixture;
+disk holds the spill once (twice for a split file, while it is split).
 """
 from __future__ import annotations
 
 import math
 import shutil
 import tempfile
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +27,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
+from curation.arrays import group_order
 from curation.mixing.plan import MixturePlan
 from manifests.errors import UserError
 from manifests.memory import release_unused
@@ -42,6 +48,9 @@ READ_BATCH_ROWS = 16_384
 SPILL_FLUSH_ROWS = 8_192
 #: ... or their share of this many bytes, the bound on all buffered rows
 SPILL_BUFFER_BYTES = 128 << 20
+#: a spill file is sorted in memory when its rows hold at most this many bytes (Arrow, uncompressed); a larger one
+#: is split again by key range first
+SPILL_FILE_BYTES = 128 << 20
 
 
 def output_schema(plan: MixturePlan) -> pa.Schema:
@@ -91,17 +100,66 @@ def write_mixture(plan: MixturePlan, writer: Any, shard_rows: int) -> int:
     spill_dir = Path(tempfile.mkdtemp(prefix=".mix-spill-", dir=writer.out))
     try:
         release_unused()  # the plan's passes: the writing starts from what the job holds, not their peak
-        _scatter(plan, spill_schema, schema, n_spill, spill_dir)
+        sizes = _scatter(plan, spill_schema, schema, n_spill, spill_dir)
         release_unused()
+        # (file, its rows' bytes, its rows, the key range it holds), in key order
+        todo = deque((spill_dir / f"{b:05d}.arrow", *sizes[b], *_key_range(b, n_spill)) for b in range(n_spill))
         carry: pa.Table | None = None
         written = 0
-        for b in range(n_spill):
-            carry, written = _gather(spill_dir / f"{b:05d}.arrow", carry, shard_rows, written, writer,
-                                     last=b == n_spill - 1)
+        while todo:
+            path, nbytes, rows, lo, hi = todo.popleft()
+            if nbytes > SPILL_FILE_BYTES and rows > 1:
+                todo.extendleft(reversed(_split(path, nbytes, lo, hi, spill_schema)))
+                continue
+            carry, written = _gather(path, carry, shard_rows, written, writer, last=not todo)
+            path.unlink()
             release_unused()
         return written
     finally:
         shutil.rmtree(spill_dir, ignore_errors=True)
+
+
+def _key_range(b: int, n_spill: int) -> tuple[int, int]:
+    """The keys ``[lo, hi)`` of spill file ``b`` of ``n_spill``: those whose top 32 bits * n_spill >> 32 is ``b``."""
+    return -(-(b << 32) // n_spill) << 32, -(-((b + 1) << 32) // n_spill) << 32  # ceilings of b * 2**32 / n_spill
+
+
+def _split(path: Path, nbytes: int, lo: int, hi: int, schema: pa.Schema) -> list[tuple[Path, int, int, int, int]]:
+    """Split one spill file by key range into parts of about ``SPILL_FILE_BYTES / 2``, reading it a batch at a time;
+    returns the parts in key order (file, bytes, rows, key range). The part of a key is a non-decreasing function
+    of it, so the parts gathered in order give the file's rows in key order."""
+    m = int(max(2, min(MAX_SPILL_FILES, math.ceil(2 * nbytes / max(SPILL_FILE_BYTES, 1)))))
+    sub_dir = path.with_name(path.stem + "-split")
+    sub_dir.mkdir()
+    buffers = _SpillBuffers(sub_dir, schema, m)
+    scale = m / float(hi - lo)
+    try:
+        with pa.memory_map(str(path)) as source:
+            reader = ipc.open_file(source)
+            for i in range(reader.num_record_batches):
+                table = pa.Table.from_batches([reader.get_batch(i)])
+                k = table.column(_POS).to_numpy()
+                part = np.clip(np.floor((k.astype(np.float64) - float(lo)) * scale), 0, m - 1).astype(np.int64)
+                _route(buffers, table, part)
+    finally:
+        buffers.close(m)
+    path.unlink()
+    bounds = [lo + (hi - lo) * s // m for s in range(m + 1)]
+    return [(sub_dir / f"{s:05d}.arrow", buffers.written[s], buffers.written_rows[s], bounds[s], bounds[s + 1])
+            for s in range(m)]
+
+
+def _route(buffers: "_SpillBuffers", table: pa.Table, part: np.ndarray) -> None:
+    """Send each row of ``table`` to the buffer of its part (one take groups them)."""
+    order = group_order(part, buffers.n)
+    _add_grouped(buffers, table.take(pa.array(order)), part[order])
+
+
+def _add_grouped(buffers: "_SpillBuffers", table: pa.Table, part: np.ndarray) -> None:
+    """Rows already grouped by their (sorted) ``part``: each run to its buffer."""
+    cuts = np.flatnonzero(np.diff(part)) + 1
+    for s_lo, s_hi in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [len(part)]])):
+        buffers.add(int(part[s_lo]), table.slice(int(s_lo), int(s_hi - s_lo)))
 
 
 class _SpillBuffers:
@@ -110,6 +168,7 @@ class _SpillBuffers:
     def __init__(self, spill_dir: Path, schema: pa.Schema, n_spill: int) -> None:
         self.dir = spill_dir
         self.schema = schema
+        self.n = n_spill
         self.options = ipc.IpcWriteOptions(compression="lz4" if pa.Codec.is_available("lz4") else None)
         self.writers: dict[int, ipc.RecordBatchFileWriter] = {}
         self.pending: dict[int, list[pa.Table]] = {}
@@ -117,6 +176,8 @@ class _SpillBuffers:
         self.bytes: dict[int, int] = {}
         self.flush_bytes = max(1 << 20, SPILL_BUFFER_BYTES // max(n_spill, 1))
         self.total_bytes = 0
+        self.written = [0] * n_spill  # bytes of the rows written to each file (Arrow, uncompressed) ...
+        self.written_rows = [0] * n_spill  # ... and their number
 
     def add(self, b: int, table: pa.Table) -> None:
         table = _compact(table)  # a slice would keep its whole parent batch alive while it waits
@@ -138,7 +199,10 @@ class _SpillBuffers:
             return
         if b not in self.writers:
             self.writers[b] = ipc.new_file(self.dir / f"{b:05d}.arrow", self.schema, options=self.options)
-        self.writers[b].write_table(pa.concat_tables(parts).combine_chunks())
+        table = pa.concat_tables(parts).combine_chunks()
+        self.writers[b].write_table(table)
+        self.written[b] += table.nbytes
+        self.written_rows[b] += table.num_rows
 
     def close(self, n_spill: int) -> None:
         for b in list(self.pending):
@@ -156,7 +220,9 @@ def _compact(table: pa.Table) -> pa.Table:
     return pa.Table.from_arrays(cols, schema=table.schema)
 
 
-def _scatter(plan: MixturePlan, spill_schema: pa.Schema, schema: pa.Schema, n_spill: int, spill_dir: Path) -> None:
+def _scatter(plan: MixturePlan, spill_schema: pa.Schema, schema: pa.Schema, n_spill: int,
+             spill_dir: Path) -> list[tuple[int, int]]:
+    """Pass one; returns (bytes, rows) of each spill file's rows."""
     buffers = _SpillBuffers(spill_dir, spill_schema, n_spill)
     try:
         for (start, repeat), path in zip(plan.repeats(), plan.scan.files):
@@ -166,6 +232,7 @@ def _scatter(plan: MixturePlan, spill_schema: pa.Schema, schema: pa.Schema, n_sp
                 _scatter_file(Path(path), local, key, repeat[local], schema, n_spill, buffers)
     finally:
         buffers.close(n_spill)
+    return list(zip(buffers.written, buffers.written_rows))
 
 
 def _scatter_file(
@@ -196,15 +263,12 @@ def _scatter_file(
             continue
         k = key[a:b]
         spill = ((k >> np.uint64(32)) * np.uint64(n_spill) >> np.uint64(32)).astype(np.int64)  # key range of each file
-        order = np.argsort(spill, kind="stable")  # one take both selects the rows and groups them by spill file
+        order = group_order(spill, n_spill)  # one take both selects the rows and groups them by spill file
         table = pa.Table.from_batches([batch]).take(pa.array((virtual[a:b] - (read - n))[order]))
         table = table.append_column(REPEAT_COLUMN, pa.array(repeat[a:b][order], REPEAT_TYPE))
         table = conform(table, schema, strict=False)
         table = table.append_column(_POS, pa.array(k[order], pa.uint64()))
-        spill = spill[order]
-        cuts = np.flatnonzero(np.diff(spill)) + 1
-        for s_lo, s_hi in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [len(spill)]])):
-            buffers.add(int(spill[s_lo]), table.slice(int(s_lo), int(s_hi - s_lo)))
+        _add_grouped(buffers, table, spill[order])
 
 
 def _gather(path: Path, carry: pa.Table | None, shard_rows: int, written: int, writer: Any,

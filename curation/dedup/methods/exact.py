@@ -10,9 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from curation.dedup.keys import digest_keys, key, list_keys
+from curation.dedup.keys import digest_keys, first8, key, list_keys
 from curation.dedup.layout import K_BYTES, K_PIXEL_ITEM, K_PIXELS, K_TEXT
 from curation.dedup.methods.base import DedupMethod, EdgeKind, RecordContext
 
@@ -57,12 +58,10 @@ def _records(ctx: RecordContext) -> None:
         emit(K_TEXT, key(K_TEXT, ctx.textkey[rows]), rows, dd[rows])
     if ctx.eval_role and ctx.has("sig_pixels"):
         # image by image: any image of a training row may be an evaluation image
-        px = t.column("sig_pixels").to_pylist()
-        pairs = [(i, v) for i, lst in enumerate(px) if lst for v in lst]
-        if pairs:
-            rows = np.array([i for i, _ in pairs], dtype=np.int64)
-            keys = np.fromiter((int.from_bytes(v[:8], "big") for _, v in pairs), dtype=np.uint64, count=len(pairs))
-            emit(K_PIXEL_ITEM, key(K_PIXEL_ITEM, keys), rows, False)
+        px = t.column("sig_pixels").combine_chunks()
+        rows = np.asarray(pc.list_parent_indices(px).to_numpy(zero_copy_only=False), dtype=np.int64)
+        if rows.size:
+            emit(K_PIXEL_ITEM, key(K_PIXEL_ITEM, first8(pc.list_flatten(px))), rows, False)
 
 
 METHOD = DedupMethod(

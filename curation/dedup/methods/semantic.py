@@ -40,7 +40,6 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from pydantic import BaseModel, ConfigDict, Field
 
 from curation.dedup.methods.base import DedupMethod, EdgeKind, ResolveContext, ResolvePhase
@@ -141,6 +140,7 @@ def semantic_edges(files: Sequence[Any], cfg: SemanticConfig, work: Path,
     ``shared`` (a :class:`~curation.dedup.shared.SharedArea`; default ``work``).
     """
     from curation.dedup.layout import EDGE_SCHEMA
+    from curation.dedup.records import Scatter, partition_name, read_partition
     from curation.dedup.shared import SharedArea
 
     area = shared if shared is not None else SharedArea(work)
@@ -175,7 +175,7 @@ def semantic_edges(files: Sequence[Any], cfg: SemanticConfig, work: Path,
     parts = min(cfg.partitions, k)
     # pass 2: assign every row to its nearest centroid, scatter by cluster into partition files
     schema = pa.schema([("node", pa.int64()), ("cluster", pa.int32()), ("emb", pa.list_(pa.float32()))])
-    writers: dict[int, pq.ParquetWriter] = {}
+    scatter = Scatter(root, parts, schema)
     try:
         for f in new:
             start = f.offset
@@ -191,21 +191,16 @@ def semantic_edges(files: Sequence[Any], cfg: SemanticConfig, work: Path,
                 if not len(x):
                     continue
                 cl = np.argmax(x.astype(np.float64) @ centroids.T, axis=1).astype(np.int32) if k > 1 else np.zeros(len(x), np.int32)
-                for p in np.unique(cl % parts):
-                    m = (cl % parts) == p
-                    d = x.shape[1]
-                    emb = pa.ListArray.from_arrays(pa.array(np.arange(0, (m.sum() + 1) * d, d, dtype=np.int32)),
-                                                   pa.array(x[m].reshape(-1), pa.float32()))
-                    t = pa.table({"node": nodes[m], "cluster": cl[m], "emb": emb}, schema=schema)
-                    if int(p) not in writers:
-                        writers[int(p)] = pq.ParquetWriter(root / f"part-{int(p):05d}.parquet", schema)
-                    writers[int(p)].write_table(t)
+                d = x.shape[1]
+                emb = pa.ListArray.from_arrays(pa.array(np.arange(0, (len(x) + 1) * d, d, dtype=np.int32)),
+                                               pa.array(x.reshape(-1), pa.float32()))
+                scatter.add_table(pa.table({"node": nodes, "cluster": cl, "emb": emb}, schema=schema),
+                                  (cl % parts).astype(np.int64))
     finally:
-        for w in writers.values():
-            w.close()
-    for p in sorted(writers):  # tasks read their partition from the shared area
-        area.upload(root / f"part-{p:05d}.parquet", f"semantic/part-{p:05d}.parquet")
-    present = sorted(writers)
+        scatter.close()
+    present = [p for p in range(parts) if scatter.rows[p]]
+    for p in present:  # tasks read their partition from the shared area
+        area.upload(root / partition_name(p), f"semantic/{partition_name(p)}")
     threshold = 1.0 - cfg.eps
 
     # pass 3: pairs within each cluster, one partition per task
@@ -214,8 +209,8 @@ def semantic_edges(files: Sequence[Any], cfg: SemanticConfig, work: Path,
         if p not in present:
             area.write_table(out, EDGE_SCHEMA.empty_table())
             return out
-        with area.fetch(f"semantic/part-{p:05d}.parquet") as path:
-            t = pq.read_table(path)
+        with area.fetch(f"semantic/{partition_name(p)}") as path:
+            t = read_partition(path)
         nodes = t.column("node").to_numpy()
         cl = t.column("cluster").to_numpy()
         d = len(t.column("emb")[0]) if t.num_rows else 0
