@@ -1,9 +1,12 @@
 """Array helpers shared by the dedup and mixing passes."""
 from __future__ import annotations
 
-import numpy as np
+from typing import Iterator
 
-__all__ = ["group_order"]
+import numpy as np
+import pyarrow as pa
+
+__all__ = ["group_order", "grouped", "runs"]
 
 
 def group_order(label: np.ndarray, groups: int) -> np.ndarray:
@@ -18,3 +21,17 @@ def group_order(label: np.ndarray, groups: int) -> np.ndarray:
     if groups <= 1 << 16:
         return np.argsort(label.astype(np.uint16), kind="stable")
     return np.argsort(label, kind="stable")
+
+
+def runs(table: pa.Table, label: np.ndarray) -> Iterator[tuple[int, pa.Table]]:
+    """``(label, rows)`` of each run of equal labels in ``table`` (rows already grouped: ``label`` sorted)."""
+    cuts = np.flatnonzero(np.diff(label)) + 1
+    for lo, hi in zip(np.concatenate([[0], cuts]).tolist(), np.concatenate([cuts, [len(label)]]).tolist()):
+        if hi > lo:
+            yield int(label[lo]), table.slice(lo, hi - lo)
+
+
+def grouped(table: pa.Table, label: np.ndarray, groups: int) -> Iterator[tuple[int, pa.Table]]:
+    """``(label, rows)`` of each label present, in label order, rows in their order (one take groups them)."""
+    order = group_order(label, groups)
+    yield from runs(table.take(pa.array(order)), label[order])

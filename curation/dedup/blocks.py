@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.feather as feather
 
-from curation.arrays import group_order
+from curation.arrays import grouped
 
 #: nodes per block, aimed at (a block is a run of whole input files, so a large file makes a larger block)
 BLOCK_ROWS = 250_000
@@ -70,13 +70,8 @@ class Blocks:
         if blk.size and blk[0] == blk[-1] and np.all(blk == blk[0]):
             self._buffers[int(blk[0])].append(table)
         else:
-            order = group_order(blk, len(self.starts))
-            counts = np.bincount(blk, minlength=len(self.starts))
-            table = table.take(pa.array(order))
-            at = 0
-            for k in np.flatnonzero(counts):
-                self._buffers[int(k)].append(table.slice(at, int(counts[k])))
-                at += int(counts[k])
+            for k, rows in grouped(table, blk, len(self.starts)):
+                self._buffers[k].append(rows)
         self._held += table.num_rows
         if self._held >= BUFFER_ROWS:
             self.flush()

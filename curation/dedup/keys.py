@@ -40,23 +40,10 @@ def _words(col: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray, np.
 def first8(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
     """Each value's first 8 bytes as a big-endian uint64 (``int.from_bytes(v[:8], "big")``; 0 for an empty value)."""
     words, count, length = _words(col)
-    if not count.size:
-        return np.zeros(0, np.uint64)
     first = words[np.cumsum(count) - count]  # zero past the value's end: the padding
     keep = np.minimum(length, 8).astype(np.uint64)
     with np.errstate(over="ignore"):
         return np.where(keep > 0, first.byteswap() >> (U64(8) * (U64(8) - keep)), U64(0))
-
-
-def _mix_inplace(x: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser (as :func:`~curation.dedup.minhash.mix64`), in place: no temporaries the size of ``x``."""
-    tmp = np.empty_like(x)
-    for shift, mult in ((30, U64(0xBF58476D1CE4E5B9)), (27, U64(0x94D049BB133111EB)), (31, None)):
-        np.right_shift(x, U64(shift), out=tmp)
-        np.bitwise_xor(x, tmp, out=x)
-        if mult is not None:
-            np.multiply(x, mult, out=x)
-    return x
 
 
 def id_keys(ids: pa.ChunkedArray | pa.Array) -> np.ndarray:
@@ -82,7 +69,7 @@ _ID_CHUNK = 1 << 18
 
 def _id_chunk(words: np.ndarray, count: np.ndarray, length: np.ndarray) -> np.ndarray:
     with np.errstate(over="ignore"):
-        run = np.cumsum(_mix_inplace(words.copy()), dtype=np.uint64)  # wrapping
+        run = np.cumsum(mix64(words), dtype=np.uint64)  # wrapping
         last = np.cumsum(count) - 1
         before = last - count  # the word before the id's first, -1 for the first id
         has_before = before >= 0

@@ -50,14 +50,20 @@ _IPOW = np.ones(1, dtype=np.uint64)
 
 
 def mix64(x: np.ndarray) -> np.ndarray:
-    """splitmix64 finaliser: spreads polynomial hashes over all 64 bits (wrapping uint64)."""
-    x = np.asarray(x, dtype=np.uint64)
+    """splitmix64 finaliser: spreads polynomial hashes over all 64 bits (wrapping uint64).
+
+    Computed in place on one copy with one scratch array: on millions of values, fresh temporaries per
+    step cost more (page faults) than the arithmetic.
+    """
+    x = np.array(x, dtype=np.uint64)
+    tmp = np.empty_like(x)
     with np.errstate(over="ignore"):
-        x = x ^ (x >> U64(30))
-        x = x * U64(0xBF58476D1CE4E5B9)
-        x = x ^ (x >> U64(27))
-        x = x * U64(0x94D049BB133111EB)
-        return x ^ (x >> U64(31))
+        for shift, mult in ((30, U64(0xBF58476D1CE4E5B9)), (27, U64(0x94D049BB133111EB)), (31, None)):
+            np.right_shift(x, U64(shift), out=tmp)
+            np.bitwise_xor(x, tmp, out=x)
+            if mult is not None:
+                np.multiply(x, mult, out=x)
+    return x if x.ndim else x[()]
 
 
 def _powers(n: int) -> tuple[np.ndarray, np.ndarray]:

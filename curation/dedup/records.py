@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curation.arrays import group_order
+from curation.arrays import grouped
 from curation.dedup.config import DedupConfig
 from curation.dedup.keys import digest_keys, id_keys
 from curation.dedup.layout import NODE_SCHEMA, RECORD_SCHEMA, ROLE_AGAINST, ROLE_EVAL, ROLE_NEW, TEXT_MODALITIES, U64
@@ -136,16 +136,10 @@ class Scatter:
 
     def add_table(self, table: pa.Table, part: np.ndarray) -> None:
         """Rows of ``self.schema``, row ``i`` to partition ``part[i]``."""
-        order = group_order(part, self.partitions)
-        counts = np.bincount(part, minlength=self.partitions)
-        table = table.take(pa.array(order))
-        start = 0
-        for p in np.flatnonzero(counts).tolist():
-            c = int(counts[p])
-            self.buffers[p].append(table.slice(start, c))
-            self.sizes[p] += c
-            self.rows[p] += c
-            start += c
+        for p, rows in grouped(table, part, self.partitions):
+            self.buffers[p].append(rows)
+            self.sizes[p] += rows.num_rows
+            self.rows[p] += rows.num_rows
         if sum(self.sizes) >= self.BUFFER_RECORDS:  # bounded memory: one batch per partition
             for p in range(self.partitions):
                 self._flush(p)
@@ -159,7 +153,7 @@ class Scatter:
     def _flush(self, p: int) -> None:
         if not self.buffers[p]:
             return
-        self._writer(p).write_table(pa.concat_tables(self.buffers[p]).cast(self.schema).combine_chunks())
+        self._writer(p).write_table(pa.concat_tables(self.buffers[p]).combine_chunks())
         self.buffers[p], self.sizes[p] = [], 0
 
     def close(self) -> None:

@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
-from curation.arrays import group_order
+from curation.arrays import group_order, grouped, runs
 from curation.mixing.plan import MixturePlan
 from manifests.errors import UserError
 from manifests.memory import release_unused
@@ -140,7 +140,8 @@ def _split(path: Path, nbytes: int, lo: int, hi: int, schema: pa.Schema) -> list
                 table = pa.Table.from_batches([reader.get_batch(i)])
                 k = table.column(_POS).to_numpy()
                 part = np.clip(np.floor((k.astype(np.float64) - float(lo)) * scale), 0, m - 1).astype(np.int64)
-                _route(buffers, table, part)
+                for s, rows in grouped(table, part, m):
+                    buffers.add(s, rows)
     finally:
         buffers.close(m)
     path.unlink()
@@ -149,26 +150,12 @@ def _split(path: Path, nbytes: int, lo: int, hi: int, schema: pa.Schema) -> list
             for s in range(m)]
 
 
-def _route(buffers: "_SpillBuffers", table: pa.Table, part: np.ndarray) -> None:
-    """Send each row of ``table`` to the buffer of its part (one take groups them)."""
-    order = group_order(part, buffers.n)
-    _add_grouped(buffers, table.take(pa.array(order)), part[order])
-
-
-def _add_grouped(buffers: "_SpillBuffers", table: pa.Table, part: np.ndarray) -> None:
-    """Rows already grouped by their (sorted) ``part``: each run to its buffer."""
-    cuts = np.flatnonzero(np.diff(part)) + 1
-    for s_lo, s_hi in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [len(part)]])):
-        buffers.add(int(part[s_lo]), table.slice(int(s_lo), int(s_hi - s_lo)))
-
-
 class _SpillBuffers:
     """Rows waiting for their spill file, flushed in large record batches (small IPC batches are slow)."""
 
     def __init__(self, spill_dir: Path, schema: pa.Schema, n_spill: int) -> None:
         self.dir = spill_dir
         self.schema = schema
-        self.n = n_spill
         self.options = ipc.IpcWriteOptions(compression="lz4" if pa.Codec.is_available("lz4") else None)
         self.writers: dict[int, ipc.RecordBatchFileWriter] = {}
         self.pending: dict[int, list[pa.Table]] = {}
@@ -268,7 +255,8 @@ def _scatter_file(
         table = table.append_column(REPEAT_COLUMN, pa.array(repeat[a:b][order], REPEAT_TYPE))
         table = conform(table, schema, strict=False)
         table = table.append_column(_POS, pa.array(k[order], pa.uint64()))
-        _add_grouped(buffers, table, spill[order])
+        for s, rows in runs(table, spill[order]):
+            buffers.add(s, rows)
 
 
 def _gather(path: Path, carry: pa.Table | None, shard_rows: int, written: int, writer: Any,
